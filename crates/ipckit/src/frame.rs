@@ -1,0 +1,1 @@
+//! Length-prefixed framing for byte streams (filled in by the transports work).

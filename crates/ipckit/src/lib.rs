@@ -1,0 +1,31 @@
+//! # ipckit
+//!
+//! Inter-process communication for Linux: every classic mechanism behind one vocabulary,
+//! and a crash-safe shared-memory mailbox with no system call on its fast path.
+//!
+//! Every message endpoint implements [`MessageSender`] and/or [`MessageReceiver`]: blocking
+//! `send`/`recv`, non-blocking `try_send`/`try_recv`, timed `send_timeout`/`recv_timeout`.
+//!
+//! ```
+//! use ipckit::{pipe, MessageReceiver, MessageSender};
+//!
+//! let (mut tx, mut rx) = pipe::pipe()?;
+//! tx.send(b"hello")?;
+//! assert_eq!(rx.recv()?.data, b"hello");
+//! # Ok::<(), ipckit::Error>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(missing_docs, missing_debug_implementations)]
+
+pub mod error;
+pub mod frame;
+pub mod link;
+pub mod pipe;
+pub mod shm;
+pub mod sync;
+
+pub use error::{Error, Result};
+pub use link::{
+    Capacity, Deadline, Message, MessageReceiver, MessageSender, Metadata, Typed, WhenFull,
+};

@@ -1,0 +1,1 @@
+//! Anonymous pipes (filled in by the transports work).

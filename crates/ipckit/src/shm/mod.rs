@@ -1,0 +1,1 @@
+//! Shared memory: segments and the structures placed in them.

@@ -1,0 +1,105 @@
+//! The futex system call, as ipckit uses it: a 32-bit word in shared memory that processes
+//! sleep on and wake each other through.
+//!
+//! Both operations are *shared* futexes (no `FUTEX_PRIVATE_FLAG`), so the kernel keys them by
+//! the physical page and they work across processes that map the same segment at different
+//! addresses.
+//!
+//! # References
+//! - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
+
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use rustix::io::Errno;
+use rustix::thread::futex;
+
+use crate::link::Deadline;
+
+/// Why [`wait`] returned. Either way the caller re-checks its condition: futex waits may
+/// return spuriously.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// Woken, interrupted, or the word no longer held `expected`.
+    Woken,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// Sleeps while `word` holds `expected`, until woken or until `deadline`.
+///
+/// Returns at once with [`WaitOutcome::Woken`] if the word already differs (the kernel
+/// compares atomically with going to sleep, which is what rules out a lost wake-up).
+pub fn wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> WaitOutcome {
+    let timeout = match deadline.remaining() {
+        None => None,
+        Some(Duration::ZERO) => return WaitOutcome::TimedOut,
+        Some(left) => Some(rustix::time::Timespec {
+            tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: left.subsec_nanos().into(),
+        }),
+    };
+    match futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref()) {
+        Ok(()) => WaitOutcome::Woken,
+        Err(Errno::TIMEDOUT) => WaitOutcome::TimedOut,
+        // EAGAIN: the value changed before we slept; EINTR: a signal. Both: re-check.
+        Err(_) => {
+            if deadline.expired() {
+                WaitOutcome::TimedOut
+            } else {
+                WaitOutcome::Woken
+            }
+        }
+    }
+}
+
+/// Wakes at most `count` processes sleeping on `word`; returns how many were woken.
+pub fn wake(word: &AtomicU32, count: u32) -> usize {
+    futex::wake(word, futex::Flags::empty(), count).unwrap_or(0)
+}
+
+/// Wakes every process sleeping on `word`.
+pub fn wake_all(word: &AtomicU32) -> usize {
+    wake(word, i32::MAX as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    #[test]
+    fn wait_on_changed_word_returns_at_once() {
+        let word = AtomicU32::new(1);
+        assert_eq!(wait(&word, 0, Deadline::Never), WaitOutcome::Woken);
+    }
+
+    #[test]
+    fn wait_times_out_no_earlier_than_the_deadline() {
+        let word = AtomicU32::new(0);
+        let start = Instant::now();
+        let outcome = wait(&word, 0, Deadline::after(Duration::from_millis(20)));
+        assert_eq!(outcome, WaitOutcome::TimedOut);
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        assert_eq!(wait(&word, 0, Deadline::Now), WaitOutcome::TimedOut);
+    }
+
+    #[test]
+    fn wake_releases_a_sleeper() {
+        let word = Arc::new(AtomicU32::new(0));
+        let sleeper = {
+            let word = Arc::clone(&word);
+            std::thread::spawn(move || {
+                while word.load(Ordering::Acquire) == 0 {
+                    wait(&word, 0, Deadline::after(Duration::from_secs(10)));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(10));
+        word.store(1, Ordering::Release);
+        wake_all(&word);
+        sleeper.join().unwrap();
+    }
+}

@@ -67,6 +67,9 @@ pub fn with_watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T +
     });
     match rx.recv_timeout(limit) {
         Ok(v) => v,
-        Err(_) => panic!("test body ran past its {limit:?} watchdog"),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("test body ran past its {limit:?} watchdog")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("test body panicked"),
     }
 }

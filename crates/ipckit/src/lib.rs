@@ -22,6 +22,7 @@ pub mod error;
 pub mod frame;
 pub mod link;
 pub mod pipe;
+pub mod process;
 pub mod shm;
 pub mod sync;
 

@@ -1,1 +1,3 @@
 //! Shared memory: segments and the structures placed in them.
+
+pub(crate) mod ring;

@@ -1,0 +1,841 @@
+//! The mailbox ring: a bounded many-producer many-consumer queue of fixed-size slots in shared
+//! memory that survives any participant being killed at any instruction.
+//!
+//! # Algorithm
+//!
+//! Based on Dmitry Vyukov's bounded MPMC queue (each slot carries a sequence number that says
+//! which lap of the ring it belongs to), changed in one respect so that a crash can always be
+//! repaired: a position is claimed by a compare-and-swap **on the slot itself**, which records
+//! the claimant's pid in the same word. `head` and `tail` are only hints that anyone may move
+//! forward; the slot words are the truth. So every slot is, at every instant, in a state that
+//! names who is responsible for it, and a slot whose owner has died can be recognised and
+//! handed back.
+//!
+//! # The slot word (64 bits)
+//!
+//! ```text
+//!  63            32 31 30 29                    0
+//! +----------------+-----+-----------------------+
+//! |      lap       |state|  owner pid (or 0)     |
+//! +----------------+-----+-----------------------+
+//! ```
+//!
+//! Position `p` (a 64-bit counter that never wraps) lives in slot `p % capacity`, on lap
+//! `p / capacity` (kept modulo 2^32). For a slot and the position `p` that maps to it:
+//!
+//! | word                    | meaning                                                      |
+//! |-------------------------|--------------------------------------------------------------|
+//! | `(lap(p), EMPTY, 0)`    | free for the producer of position `p`                        |
+//! | `(lap(p), WRITING, pid)`| `pid` is writing the message of position `p`                 |
+//! | `(lap(p), FULL, 0)`     | the message of `p` is complete and waits for a consumer      |
+//! | `(lap(p), READING, pid)`| `pid` is reading (or holding in place) the message of `p`    |
+//! | `(lap(p)+1, EMPTY, 0)`  | position `p` is finished (consumed, cancelled or reclaimed)  |
+//!
+//! Transitions: a producer CASes `EMPTY → WRITING`, writes the bytes, stores `FULL`; a
+//! consumer CASes `FULL → READING`, copies, stores the next lap's `EMPTY`. A producer that
+//! gives up (a cancelled loan, a rendezvous that timed out) CASes its slot to the next lap's
+//! `EMPTY`: a position may be skipped, never delivered torn. A slot left `WRITING` or `READING`
+//! by a dead process is reclaimed by CAS to the next lap's `EMPTY`: the half-written message
+//! is dropped (its `send` never returned), the half-read one is counted as consumed.
+//!
+//! # Waiting
+//!
+//! Two futex words, `not_empty` and `not_full`, each with a count of sleepers. A side that
+//! changes a slot issues a full fence and then makes the wake system call only if the sleeper
+//! count is non-zero; a sleeper increments the count, fences, re-checks the ring and only then
+//! sleeps. That Dekker-style pairing is what rules out a lost wake-up.
+//!
+//! # Trust
+//!
+//! The geometry (capacity, slot size) is read once, checked against the mapping's length, and
+//! kept in process-local memory; nothing read from the segment afterwards is used as an index
+//! or a length without a bounds check. A scribbled word or index gives [`Error::Corrupt`].
+
+use std::ptr::NonNull;
+
+use crate::error::{Error, Result};
+use crate::sync::primitive::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// Identifies a mailbox ring ("ipckitMB").
+pub(crate) const RING_MAGIC: u64 = u64::from_le_bytes(*b"ipckitMB");
+/// Bumped whenever the layout below changes.
+pub(crate) const RING_VERSION: u32 = 1;
+/// Entries in the participant table.
+pub(crate) const MAX_PARTICIPANTS: usize = 128;
+/// The largest ring we create or accept.
+pub(crate) const MAX_CAPACITY: u32 = 1 << 20;
+/// The largest message we create or accept (64 MiB).
+pub(crate) const MAX_MESSAGE: u32 = 64 << 20;
+
+/// Ring flag: `send` returns once a receiver has taken the message.
+pub(crate) const FLAG_RENDEZVOUS: u32 = 1;
+
+const STATE_SHIFT: u32 = 30;
+const PID_MASK: u64 = (1 << STATE_SHIFT) - 1;
+
+/// The state bits of a slot word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    Empty = 0,
+    Writing = 1,
+    Full = 2,
+    Reading = 3,
+}
+
+/// A decoded slot word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Word {
+    pub lap: u32,
+    pub state: SlotState,
+    pub pid: u32,
+}
+
+impl Word {
+    fn decode(raw: u64) -> Word {
+        let state = match (raw >> STATE_SHIFT) & 3 {
+            0 => SlotState::Empty,
+            1 => SlotState::Writing,
+            2 => SlotState::Full,
+            _ => SlotState::Reading,
+        };
+        Word {
+            lap: (raw >> 32) as u32,
+            state,
+            pid: (raw & PID_MASK) as u32,
+        }
+    }
+
+    fn encode(lap: u32, state: SlotState, pid: u32) -> u64 {
+        ((lap as u64) << 32) | ((state as u64) << STATE_SHIFT) | (pid as u64 & PID_MASK)
+    }
+}
+
+/// A value on a cache line of its own, so producers and consumers do not false-share.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct Padded<T>(pub T);
+
+/// A futex word and the number of processes asleep on it.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct WaitWord {
+    /// Bumped by every wake; sleepers wait on it.
+    pub seq: AtomicU32,
+    /// How many are asleep (or about to be).
+    pub sleepers: AtomicU32,
+}
+
+/// One entry of the participant table.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct ParticipantEntry {
+    /// Pid of the attached process, 0 for a free entry.
+    pub pid: AtomicU32,
+    /// 1: sender, 2: receiver.
+    pub role: AtomicU32,
+    /// Start time of the process (`/proc/PID/stat`), so a reused pid is not taken for it.
+    pub start_time: AtomicU64,
+}
+
+/// The ring's header, at offset 0 of the mailbox payload.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct RingHeader {
+    /// [`RING_MAGIC`], stored last (Release) when the creator has initialised everything.
+    pub magic: AtomicU64,
+    pub version: u32,
+    pub flags: u32,
+    pub capacity: u32,
+    pub slot_size: u32,
+    pub max_message: u32,
+    pub mode: u32,
+    pub created_unix_ns: u64,
+    pub creator_pid: u32,
+    _reserved: [u32; 7],
+    /// Next position to produce (a hint: the slot words are authoritative).
+    pub tail: Padded<AtomicU64>,
+    /// Next position to consume (a hint).
+    pub head: Padded<AtomicU64>,
+    pub not_empty: Padded<WaitWord>,
+    pub not_full: Padded<WaitWord>,
+    pub participants: [ParticipantEntry; MAX_PARTICIPANTS],
+}
+
+/// The header of each slot; the message bytes follow it.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct SlotHeader {
+    pub word: AtomicU64,
+    pub len: AtomicU32,
+    pub sender_pid: AtomicU32,
+    pub sender_uid: AtomicU32,
+    _reserved: AtomicU32,
+    pub sequence: AtomicU64,
+}
+
+const SLOT_HEADER: usize = std::mem::size_of::<SlotHeader>();
+
+/// Byte offset of slot 0 from the start of the ring.
+pub(crate) const fn slots_offset() -> usize {
+    std::mem::size_of::<RingHeader>().next_multiple_of(64)
+}
+
+/// Size of one slot carrying messages of up to `max_message` bytes.
+pub(crate) fn slot_size_for(max_message: u32) -> usize {
+    (SLOT_HEADER + max_message as usize).next_multiple_of(64)
+}
+
+/// Bytes a ring of this geometry occupies, or `None` if it is absurdly large.
+pub(crate) fn ring_len(capacity: u32, max_message: u32) -> Option<usize> {
+    slot_size_for(max_message)
+        .checked_mul(capacity as usize)?
+        .checked_add(slots_offset())
+}
+
+/// The geometry, validated and copied out of shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub capacity: u32,
+    pub slot_size: usize,
+    pub max_message: u32,
+    pub flags: u32,
+}
+
+/// Result of trying to claim a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Position claimed: the caller owns the slot.
+    Got(u64),
+    /// Nothing possible now; `blocker` is the pid whose slot is in the way, if any (a writer
+    /// still writing, a reader still reading), with the position that slot holds.
+    Blocked { blocker: Option<(u32, u64)> },
+}
+
+/// A ring mapped at `base`, with geometry validated against the mapping.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    base: NonNull<u8>,
+    geometry: Geometry,
+    object: String,
+}
+
+// SAFETY: the ring is shared memory manipulated only through atomics and raw copies guarded
+// by the slot protocol; it is designed to be used by many threads and processes at once.
+unsafe impl Send for Ring {}
+// SAFETY: as above.
+unsafe impl Sync for Ring {}
+
+/// The most CAS rounds one claim may take before we call the indices corrupt; honest
+/// contention loses a round only when another participant made progress.
+const MAX_ROUNDS: u32 = 1 << 20;
+
+impl Ring {
+    /// Initialises a ring in `len` zeroed bytes at `base` and returns it.
+    ///
+    /// # Safety
+    /// - `base` is 64-byte aligned, valid for reads and writes of `len` bytes for as long as
+    ///   the returned `Ring` (and anything derived from it) lives, and zero-filled;
+    /// - no other process uses the memory until this returns (the magic is written last).
+    pub(crate) unsafe fn init(
+        base: NonNull<u8>,
+        len: usize,
+        capacity: u32,
+        max_message: u32,
+        flags: u32,
+        mode: u32,
+        object: &str,
+    ) -> Result<Ring> {
+        if capacity == 0 || capacity > MAX_CAPACITY {
+            return Err(Error::InvalidArgument(format!(
+                "capacity {capacity} is outside 1..={MAX_CAPACITY}"
+            )));
+        }
+        if max_message > MAX_MESSAGE {
+            return Err(Error::InvalidArgument(format!(
+                "maximum message size {max_message} exceeds {MAX_MESSAGE} bytes"
+            )));
+        }
+        let needed = ring_len(capacity, max_message).ok_or_else(|| {
+            Error::InvalidArgument("capacity x message size overflows".to_string())
+        })?;
+        assert!(needed <= len, "mapping smaller than the ring it must hold");
+        // SAFETY: base is aligned and valid for `len >= size_of::<RingHeader>()` bytes; the
+        // header consists of integers and atomics, for which all-zero bytes are valid.
+        let header = unsafe { &mut *(base.as_ptr() as *mut RingHeader) };
+        header.version = RING_VERSION;
+        header.flags = flags;
+        header.capacity = capacity;
+        header.slot_size = slot_size_for(max_message) as u32;
+        header.max_message = max_message;
+        header.mode = mode;
+        header.created_unix_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        header.creator_pid = std::process::id();
+        // Slot words start as (lap 0, EMPTY): zero, as the memory already is.
+        // SYNC: pairs with the Acquire load of the magic in `attach`.
+        header.magic.store(RING_MAGIC, Ordering::Release);
+        // SAFETY: the caller's guarantees carry over.
+        unsafe { Ring::attach(base, len, object) }
+    }
+
+    /// Attaches to an initialised ring, validating the header against the mapping.
+    ///
+    /// # Safety
+    /// `base` is 64-byte aligned and valid for reads and writes of `len` bytes for as long as
+    /// the returned `Ring` lives. The bytes may be anything: they are validated.
+    pub(crate) unsafe fn attach(base: NonNull<u8>, len: usize, object: &str) -> Result<Ring> {
+        let corrupt = |detail: String| Error::corrupt(object, detail);
+        if len < slots_offset() {
+            return Err(corrupt(format!(
+                "the ring needs at least {} bytes, the segment has {len}",
+                slots_offset()
+            )));
+        }
+        // SAFETY: aligned, in bounds (checked above), and every bit pattern is a valid header.
+        let header = unsafe { &*(base.as_ptr() as *const RingHeader) };
+        // SYNC: pairs with the Release store of the magic in `init`.
+        let magic = header.magic.load(Ordering::Acquire);
+        if magic != RING_MAGIC {
+            return Err(corrupt(format!(
+                "bad ring magic {magic:#x} (not an ipckit mailbox, or not initialised)"
+            )));
+        }
+        // SAFETY: plain integer fields of the header, in bounds; read once, copied out.
+        let (version, capacity, slot_size, max_message, flags) = unsafe {
+            let h = base.as_ptr() as *const RingHeader;
+            (
+                std::ptr::addr_of!((*h).version).read_volatile(),
+                std::ptr::addr_of!((*h).capacity).read_volatile(),
+                std::ptr::addr_of!((*h).slot_size).read_volatile(),
+                std::ptr::addr_of!((*h).max_message).read_volatile(),
+                std::ptr::addr_of!((*h).flags).read_volatile(),
+            )
+        };
+        if version != RING_VERSION {
+            return Err(corrupt(format!(
+                "layout version {version}, this ipckit reads version {RING_VERSION}"
+            )));
+        }
+        if capacity == 0 || capacity > MAX_CAPACITY || max_message > MAX_MESSAGE {
+            return Err(corrupt(format!(
+                "implausible geometry: capacity {capacity}, max message {max_message}"
+            )));
+        }
+        if slot_size as usize != slot_size_for(max_message) {
+            return Err(corrupt(format!(
+                "slot size {slot_size} does not match max message {max_message}"
+            )));
+        }
+        match ring_len(capacity, max_message) {
+            Some(needed) if needed <= len => {}
+            _ => {
+                return Err(corrupt(format!(
+                    "{capacity} slots of {slot_size} bytes do not fit in {len} bytes"
+                )))
+            }
+        }
+        Ok(Ring {
+            base,
+            geometry: Geometry {
+                capacity,
+                slot_size: slot_size as usize,
+                max_message,
+                flags,
+            },
+            object: object.to_string(),
+        })
+    }
+
+    pub(crate) fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    pub(crate) fn header(&self) -> &RingHeader {
+        // SAFETY: validated in `attach`: aligned, in bounds, any bit pattern valid.
+        unsafe { &*(self.base.as_ptr() as *const RingHeader) }
+    }
+
+    fn slot_ptr(&self, pos: u64) -> *mut u8 {
+        let index = (pos % self.geometry.capacity as u64) as usize;
+        // SAFETY: index < capacity and capacity * slot_size + slots_offset() <= mapping length
+        // (checked in `attach`), so the offset stays inside the mapping.
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(slots_offset() + index * self.geometry.slot_size)
+        }
+    }
+
+    pub(crate) fn slot(&self, pos: u64) -> &SlotHeader {
+        // SAFETY: slot_ptr is in bounds and 64-byte aligned (slot_size and slots_offset are
+        // multiples of 64); a SlotHeader is atomics only, valid for any bits.
+        unsafe { &*(self.slot_ptr(pos) as *const SlotHeader) }
+    }
+
+    /// The message area of the slot of `pos`: `max_message` bytes.
+    pub(crate) fn data_ptr(&self, pos: u64) -> *mut u8 {
+        // SAFETY: the slot holds SLOT_HEADER + max_message bytes, inside the mapping.
+        unsafe { self.slot_ptr(pos).add(SLOT_HEADER) }
+    }
+
+    fn lap(&self, pos: u64) -> u32 {
+        (pos / self.geometry.capacity as u64) as u32
+    }
+
+    fn corrupt(&self, detail: &str) -> Error {
+        Error::corrupt(&self.object, detail)
+    }
+
+    /// Claims the next free position for writing by `pid`.
+    pub(crate) fn claim_write(&self, pid: u32) -> Result<Claim> {
+        let tail = &self.header().tail.0;
+        for _ in 0..MAX_ROUNDS {
+            let pos = tail.load(Ordering::Acquire);
+            let lap = self.lap(pos);
+            let slot = self.slot(pos);
+            let raw = slot.word.load(Ordering::Acquire);
+            let word = Word::decode(raw);
+            match word.lap.wrapping_sub(lap) as i32 {
+                0 if word.state == SlotState::Empty => {
+                    let claimed = Word::encode(lap, SlotState::Writing, pid);
+                    if slot
+                        .word
+                        .compare_exchange(raw, claimed, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        let _ = tail.compare_exchange(
+                            pos,
+                            pos + 1,
+                            Ordering::Release,
+                            Ordering::Relaxed,
+                        );
+                        return Ok(Claim::Got(pos));
+                    }
+                }
+                // Already claimed or finished: the hint lags; move it on.
+                0 | 1 => {
+                    let _ =
+                        tail.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
+                }
+                // The previous lap's message is still there: the ring is full.
+                -1 => {
+                    let blocker = match word.state {
+                        SlotState::Writing | SlotState::Reading => Some((word.pid, pos)),
+                        _ => None,
+                    };
+                    if tail.load(Ordering::Acquire) == pos {
+                        return Ok(Claim::Blocked { blocker });
+                    }
+                }
+                _ => {
+                    if tail.load(Ordering::Acquire) == pos {
+                        return Err(self.corrupt("a slot's lap contradicts the tail index"));
+                    }
+                }
+            }
+        }
+        Err(self.corrupt("the tail index does not advance"))
+    }
+
+    /// Claims the oldest complete message for reading by `pid`.
+    pub(crate) fn claim_read(&self, pid: u32) -> Result<Claim> {
+        let head = &self.header().head.0;
+        for _ in 0..MAX_ROUNDS {
+            let pos = head.load(Ordering::Acquire);
+            let lap = self.lap(pos);
+            let slot = self.slot(pos);
+            let raw = slot.word.load(Ordering::Acquire);
+            let word = Word::decode(raw);
+            match word.lap.wrapping_sub(lap) as i32 {
+                0 => match word.state {
+                    SlotState::Full => {
+                        let claimed = Word::encode(lap, SlotState::Reading, pid);
+                        if slot
+                            .word
+                            .compare_exchange(raw, claimed, Ordering::Acquire, Ordering::Relaxed)
+                            .is_ok()
+                        {
+                            let _ = head.compare_exchange(
+                                pos,
+                                pos + 1,
+                                Ordering::Release,
+                                Ordering::Relaxed,
+                            );
+                            return Ok(Claim::Got(pos));
+                        }
+                    }
+                    SlotState::Empty => {
+                        if head.load(Ordering::Acquire) == pos {
+                            return Ok(Claim::Blocked { blocker: None });
+                        }
+                    }
+                    SlotState::Writing => {
+                        if head.load(Ordering::Acquire) == pos {
+                            return Ok(Claim::Blocked {
+                                blocker: Some((word.pid, pos)),
+                            });
+                        }
+                    }
+                    SlotState::Reading => {
+                        let _ = head.compare_exchange(
+                            pos,
+                            pos + 1,
+                            Ordering::Release,
+                            Ordering::Relaxed,
+                        );
+                    }
+                },
+                // Finished (consumed, cancelled, reclaimed): the hint lags.
+                1 => {
+                    let _ =
+                        head.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
+                }
+                // The slot still holds the previous lap: nothing written at `pos` yet.
+                -1 => {
+                    if head.load(Ordering::Acquire) == pos {
+                        return Ok(Claim::Blocked { blocker: None });
+                    }
+                }
+                _ => {
+                    if head.load(Ordering::Acquire) == pos {
+                        return Err(self.corrupt("a slot's lap contradicts the head index"));
+                    }
+                }
+            }
+        }
+        Err(self.corrupt("the head index does not advance"))
+    }
+
+    /// Makes the message at `pos` (claimed by `claim_write`) visible to consumers.
+    pub(crate) fn publish(&self, pos: u64) {
+        let word = Word::encode(self.lap(pos), SlotState::Full, 0);
+        // SYNC: pairs with the Acquire load/CAS of the slot word in `claim_read`.
+        self.slot(pos).word.store(word, Ordering::Release);
+        self.notify(&self.header().not_empty.0);
+    }
+
+    /// Finishes position `pos` (read, cancelled or abandoned) and hands the slot to the next
+    /// lap's producer.
+    pub(crate) fn release(&self, pos: u64) {
+        let word = Word::encode(self.lap(pos).wrapping_add(1), SlotState::Empty, 0);
+        // SYNC: pairs with the Acquire load/CAS of the slot word in `claim_write`.
+        self.slot(pos).word.store(word, Ordering::Release);
+        self.notify(&self.header().not_full.0);
+    }
+
+    /// Takes back a published message nobody has claimed yet (a rendezvous that timed out).
+    /// Returns false if a consumer got there first.
+    pub(crate) fn retract(&self, pos: u64) -> bool {
+        let lap = self.lap(pos);
+        let full = Word::encode(lap, SlotState::Full, 0);
+        let done = Word::encode(lap.wrapping_add(1), SlotState::Empty, 0);
+        let retracted = self
+            .slot(pos)
+            .word
+            .compare_exchange(full, done, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if retracted {
+            self.notify(&self.header().not_full.0);
+        }
+        retracted
+    }
+
+    /// True while the message published at `pos` has not been claimed by a consumer.
+    pub(crate) fn is_unclaimed(&self, pos: u64) -> bool {
+        let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
+        word.lap == self.lap(pos) && word.state == SlotState::Full
+    }
+
+    /// Hands back the slot of `pos` if it is still `WRITING`/`READING` by `dead_pid` in the
+    /// lap of `pos`. The caller has established that `dead_pid` is dead.
+    pub(crate) fn reclaim(&self, pos: u64, dead_pid: u32) -> bool {
+        let slot = self.slot(pos);
+        let raw = slot.word.load(Ordering::Acquire);
+        let word = Word::decode(raw);
+        let held = matches!(word.state, SlotState::Writing | SlotState::Reading);
+        if !held || word.pid != dead_pid || word.lap != self.lap(pos) {
+            return false;
+        }
+        let done = Word::encode(word.lap.wrapping_add(1), SlotState::Empty, 0);
+        let reclaimed = slot
+            .word
+            .compare_exchange(raw, done, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if reclaimed {
+            self.notify(&self.header().not_full.0);
+            self.notify(&self.header().not_empty.0);
+        }
+        reclaimed
+    }
+
+    /// Every slot held (`WRITING` or `READING`) right now, as (position-in-current-lap slot
+    /// index, pid). Used by `clean` and `ls`.
+    pub(crate) fn held_slots(&self) -> Vec<(u64, u32)> {
+        (0..self.geometry.capacity as u64)
+            .filter_map(|index| {
+                let word = Word::decode(self.slot(index).word.load(Ordering::Acquire));
+                match word.state {
+                    SlotState::Writing | SlotState::Reading => {
+                        let pos = word.lap as u64 * self.geometry.capacity as u64 + index;
+                        Some((pos, word.pid))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Messages waiting (complete or being written), approximately: tail - head.
+    pub(crate) fn depth(&self) -> u64 {
+        let head = self.header().head.0.load(Ordering::Acquire);
+        let tail = self.header().tail.0.load(Ordering::Acquire);
+        tail.saturating_sub(head).min(self.geometry.capacity as u64)
+    }
+
+    /// Wakes sleepers on `wait` if there are any; no system call otherwise.
+    fn notify(&self, wait: &WaitWord) {
+        // SYNC: this fence and the one in `prepare_sleep` order "slot changed" before
+        // "sleepers read" here, and "sleepers incremented" before "slot re-checked" there.
+        fence(Ordering::SeqCst);
+        if wait.sleepers.load(Ordering::Relaxed) != 0 {
+            wait.seq.fetch_add(1, Ordering::Release);
+            crate::sync::futex::wake_all(&wait.seq);
+        }
+    }
+}
+
+/// Announces a sleeper on `wait` and returns the futex value to sleep on; the caller must
+/// re-check the ring after this and before sleeping, then call `finish_sleep`.
+pub(crate) fn prepare_sleep(wait: &WaitWord) -> u32 {
+    wait.sleepers.fetch_add(1, Ordering::SeqCst);
+    // SYNC: pairs with the fence in `Ring::notify`.
+    fence(Ordering::SeqCst);
+    wait.seq.load(Ordering::Acquire)
+}
+
+/// Withdraws the sleeper announced by `prepare_sleep`.
+pub(crate) fn finish_sleep(wait: &WaitWord) {
+    wait.sleepers.fetch_sub(1, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+
+    /// A ring on the heap, for testing the algorithm without a segment.
+    pub(crate) struct HeapRing {
+        pub ring: Ring,
+        ptr: NonNull<u8>,
+        layout: Layout,
+    }
+
+    impl HeapRing {
+        pub(crate) fn new(capacity: u32, max_message: u32) -> HeapRing {
+            let len = ring_len(capacity, max_message).unwrap();
+            let layout = Layout::from_size_align(len, 64).unwrap();
+            // SAFETY: layout has non-zero size.
+            let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+            // SAFETY: fresh zeroed allocation of `len` bytes, aligned to 64, freed in Drop
+            // after the ring.
+            let ring =
+                unsafe { Ring::init(ptr, len, capacity, max_message, 0, 0o600, "heap") }.unwrap();
+            HeapRing { ring, ptr, layout }
+        }
+    }
+
+    // SAFETY: the allocation is owned by the HeapRing and only accessed through the ring,
+    // which is itself Send + Sync.
+    unsafe impl Send for HeapRing {}
+    // SAFETY: as above.
+    unsafe impl Sync for HeapRing {}
+
+    impl Drop for HeapRing {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        }
+    }
+
+    fn got(claim: Claim) -> u64 {
+        match claim {
+            Claim::Got(pos) => pos,
+            other => panic!("expected a claim, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn word_round_trips() {
+        for state in [
+            SlotState::Empty,
+            SlotState::Writing,
+            SlotState::Full,
+            SlotState::Reading,
+        ] {
+            let raw = Word::encode(u32::MAX, state, 4_194_304);
+            assert_eq!(
+                Word::decode(raw),
+                Word {
+                    lap: u32::MAX,
+                    state,
+                    pid: 4_194_304
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn fills_drains_and_wraps() {
+        let heap = HeapRing::new(4, 8);
+        let ring = &heap.ring;
+        for round in 0..3u64 {
+            for i in 0..4 {
+                let pos = got(ring.claim_write(1).unwrap());
+                assert_eq!(pos, round * 4 + i);
+                ring.publish(pos);
+            }
+            assert_eq!(
+                ring.claim_write(1).unwrap(),
+                Claim::Blocked { blocker: None }
+            );
+            for i in 0..4 {
+                let pos = got(ring.claim_read(2).unwrap());
+                assert_eq!(pos, round * 4 + i);
+                ring.release(pos);
+            }
+            assert_eq!(
+                ring.claim_read(2).unwrap(),
+                Claim::Blocked { blocker: None }
+            );
+        }
+    }
+
+    #[test]
+    fn a_writer_in_progress_blocks_readers_and_names_itself() {
+        let heap = HeapRing::new(2, 8);
+        let ring = &heap.ring;
+        let pos = got(ring.claim_write(77).unwrap());
+        assert_eq!(
+            ring.claim_read(2).unwrap(),
+            Claim::Blocked {
+                blocker: Some((77, pos))
+            }
+        );
+        // The writer dies: its slot is reclaimed and the position skipped.
+        assert!(
+            !ring.reclaim(pos, 78),
+            "only the named owner's slot is reclaimed"
+        );
+        assert!(ring.reclaim(pos, 77));
+        let next = got(ring.claim_write(1).unwrap());
+        ring.publish(next);
+        assert_eq!(got(ring.claim_read(2).unwrap()), next);
+    }
+
+    #[test]
+    fn retract_wins_only_before_a_reader() {
+        let heap = HeapRing::new(1, 8);
+        let ring = &heap.ring;
+        let pos = got(ring.claim_write(1).unwrap());
+        ring.publish(pos);
+        assert!(ring.retract(pos));
+        assert_eq!(
+            ring.claim_read(2).unwrap(),
+            Claim::Blocked { blocker: None }
+        );
+        let pos = got(ring.claim_write(1).unwrap());
+        ring.publish(pos);
+        assert_eq!(got(ring.claim_read(2).unwrap()), pos);
+        assert!(!ring.retract(pos));
+    }
+
+    #[test]
+    fn scribbled_indices_are_corrupt_not_a_hang() {
+        let heap = HeapRing::new(4, 8);
+        let ring = &heap.ring;
+        ring.header()
+            .tail
+            .0
+            .store(0xdead_beef_0000, Ordering::Relaxed);
+        ring.header()
+            .head
+            .0
+            .store(0x1234_5678_9abc, Ordering::Relaxed);
+        assert!(matches!(ring.claim_write(1), Err(Error::Corrupt { .. })));
+        assert!(matches!(ring.claim_read(1), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn attach_rejects_bad_headers() {
+        let heap = HeapRing::new(4, 8);
+        let len = ring_len(4, 8).unwrap();
+        // SAFETY: same allocation, still alive.
+        let attach = |l| unsafe { Ring::attach(heap.ptr, l, "heap") };
+        assert!(attach(len).is_ok());
+        assert!(matches!(attach(len - 1), Err(Error::Corrupt { .. })));
+        assert!(matches!(attach(16), Err(Error::Corrupt { .. })));
+        // SAFETY: writing the header's capacity field of our own allocation.
+        unsafe { (*(heap.ptr.as_ptr() as *mut RingHeader)).capacity = 1 << 30 };
+        assert!(matches!(attach(len), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn threads_deliver_every_item_exactly_once() {
+        let heap = std::sync::Arc::new(HeapRing::new(8, 8));
+        const PER_PRODUCER: u64 = 20_000;
+        let producers: Vec<_> = (0..2u64)
+            .map(|id| {
+                let heap = heap.clone();
+                std::thread::spawn(move || {
+                    for i in 0..PER_PRODUCER {
+                        let value = id * PER_PRODUCER + i;
+                        loop {
+                            if let Claim::Got(pos) = heap.ring.claim_write(1).unwrap() {
+                                // SAFETY: we own the slot; 8 bytes fit in max_message.
+                                unsafe {
+                                    (heap.ring.data_ptr(pos) as *mut u64).write_unaligned(value)
+                                };
+                                heap.ring.publish(pos);
+                                break;
+                            }
+                            std::hint::spin_loop();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let taken = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let heap = heap.clone();
+                let taken = taken.clone();
+                std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    while taken.load(Ordering::Relaxed) < 2 * PER_PRODUCER {
+                        if let Claim::Got(pos) = heap.ring.claim_read(2).unwrap() {
+                            taken.fetch_add(1, Ordering::Relaxed);
+                            // SAFETY: we own the slot for reading.
+                            seen.push(unsafe {
+                                (heap.ring.data_ptr(pos) as *const u64).read_unaligned()
+                            });
+                            heap.ring.release(pos);
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        let mut all: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..2 * PER_PRODUCER).collect::<Vec<_>>());
+    }
+}

@@ -1,3 +1,7 @@
 //! Shared memory: segments and the structures placed in them.
 
+pub mod mailbox;
 pub(crate) mod ring;
+pub mod segment;
+
+pub use mailbox::{Mailbox, MailboxBuilder, MailboxReceiver, MailboxSender, WaitStrategy};

@@ -199,6 +199,7 @@ pub(crate) struct Geometry {
     pub slot_size: usize,
     pub max_message: u32,
     pub flags: u32,
+    pub mode: u32,
 }
 
 /// Result of trying to claim a position.
@@ -302,7 +303,7 @@ impl Ring {
             )));
         }
         // SAFETY: plain integer fields of the header, in bounds; read once, copied out.
-        let (version, capacity, slot_size, max_message, flags) = unsafe {
+        let (version, capacity, slot_size, max_message, flags, mode) = unsafe {
             let h = base.as_ptr() as *const RingHeader;
             (
                 std::ptr::addr_of!((*h).version).read_volatile(),
@@ -310,6 +311,7 @@ impl Ring {
                 std::ptr::addr_of!((*h).slot_size).read_volatile(),
                 std::ptr::addr_of!((*h).max_message).read_volatile(),
                 std::ptr::addr_of!((*h).flags).read_volatile(),
+                std::ptr::addr_of!((*h).mode).read_volatile(),
             )
         };
         if version != RING_VERSION {
@@ -342,6 +344,7 @@ impl Ring {
                 slot_size: slot_size as usize,
                 max_message,
                 flags,
+                mode,
             },
             object: object.to_string(),
         })
@@ -414,14 +417,16 @@ impl Ring {
                     }
                 }
                 // Already claimed or finished: the hint lags; move it on.
-                0 | 1 => {
+                d if d >= 0 => {
                     let _ =
                         tail.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
                 }
                 // The previous lap's message is still there: the ring is full.
                 -1 => {
+                    // The slot in the way holds the previous lap's position.
+                    let held = pos.wrapping_sub(self.geometry.capacity as u64);
                     let blocker = match word.state {
-                        SlotState::Writing | SlotState::Reading => Some((word.pid, pos)),
+                        SlotState::Writing | SlotState::Reading => Some((word.pid, held)),
                         _ => None,
                     };
                     if tail.load(Ordering::Acquire) == pos {
@@ -486,8 +491,9 @@ impl Ring {
                         );
                     }
                 },
-                // Finished (consumed, cancelled, reclaimed): the hint lags.
-                1 => {
+                // Finished (consumed, cancelled, reclaimed), perhaps for several laps when
+                // positions were skipped: the hint lags.
+                d if d > 0 => {
                     let _ =
                         head.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
                 }
@@ -521,7 +527,19 @@ impl Ring {
         let word = Word::encode(self.lap(pos).wrapping_add(1), SlotState::Empty, 0);
         // SYNC: pairs with the Acquire load/CAS of the slot word in `claim_write`.
         self.slot(pos).word.store(word, Ordering::Release);
+        self.skip_head_past(pos);
         self.notify(&self.header().not_full.0);
+    }
+
+    /// A position finished without a consumer (cancelled, retracted, reclaimed) leaves the
+    /// head hint behind; move it on so that consumers need not walk the skipped laps.
+    fn skip_head_past(&self, pos: u64) {
+        let _ = self.header().head.0.compare_exchange(
+            pos,
+            pos + 1,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
     }
 
     /// Takes back a published message nobody has claimed yet (a rendezvous that timed out).
@@ -536,6 +554,7 @@ impl Ring {
             .compare_exchange(full, done, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok();
         if retracted {
+            self.skip_head_past(pos);
             self.notify(&self.header().not_full.0);
         }
         retracted
@@ -563,6 +582,7 @@ impl Ring {
             .compare_exchange(raw, done, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok();
         if reclaimed {
+            self.skip_head_past(pos);
             self.notify(&self.header().not_full.0);
             self.notify(&self.header().not_empty.0);
         }
@@ -748,6 +768,40 @@ mod tests {
         ring.publish(pos);
         assert_eq!(got(ring.claim_read(2).unwrap()), pos);
         assert!(!ring.retract(pos));
+    }
+
+    #[test]
+    fn many_skipped_laps_in_a_row_do_not_confuse_the_head() {
+        let heap = HeapRing::new(1, 8);
+        let ring = &heap.ring;
+        for _ in 0..5 {
+            let pos = got(ring.claim_write(1).unwrap());
+            ring.publish(pos);
+            assert!(ring.retract(pos));
+        }
+        // And with the head hint left behind on purpose.
+        ring.header().head.0.store(2, Ordering::Relaxed);
+        let pos = got(ring.claim_write(1).unwrap());
+        ring.publish(pos);
+        assert_eq!(got(ring.claim_read(2).unwrap()), pos);
+    }
+
+    #[test]
+    fn a_dead_reader_in_the_previous_lap_is_named_with_its_position() {
+        let heap = HeapRing::new(2, 8);
+        let ring = &heap.ring;
+        for _ in 0..2 {
+            let pos = got(ring.claim_write(1).unwrap());
+            ring.publish(pos);
+        }
+        let held = got(ring.claim_read(66).unwrap());
+        let blocker = match ring.claim_write(1).unwrap() {
+            Claim::Blocked { blocker } => blocker,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(blocker, Some((66, held)));
+        assert!(ring.reclaim(held, 66));
+        assert!(matches!(ring.claim_write(1).unwrap(), Claim::Got(_)));
     }
 
     #[test]

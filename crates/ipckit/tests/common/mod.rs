@@ -34,7 +34,13 @@ pub fn role() -> Option<(String, String)> {
 /// stdout is piped (the child may report on it); stderr is inherited.
 pub fn spawn_role(test: &str, role: &str, arg: &str) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1", "--quiet"])
+        .args([
+            "--exact",
+            test,
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ])
         .env(ROLE_VAR, role)
         .env(ARG_VAR, arg)
         .stdin(Stdio::null())
@@ -53,14 +59,20 @@ pub fn wait_with_watchdog(child: &mut Child, limit: Duration) -> ExitStatus {
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("peer process {} ran past its {limit:?} watchdog", child.id());
+            panic!(
+                "peer process {} ran past its {limit:?} watchdog",
+                child.id()
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 /// Runs `f` on a thread and panics if it takes longer than `limit`: a hang becomes a failure.
-pub fn with_watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn with_watchdog<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());

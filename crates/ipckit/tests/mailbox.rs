@@ -1,0 +1,540 @@
+//! The mailbox across real processes: delivery, crash safety, hostile bytes, permissions.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::{role, spawn_role, unique_name, wait_with_watchdog, with_watchdog};
+use ipckit::shm::mailbox::{Mailbox, WaitStrategy};
+use ipckit::{Capacity, Error, MessageReceiver, MessageSender, WhenFull};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// Removes the mailbox when the test ends, pass or fail.
+struct Cleanup(String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Mailbox::remove(&self.0);
+    }
+}
+
+/// Lines a child printed with the `@@` prefix (the harness prints its own lines too).
+fn reports(child: &mut Child) -> Vec<String> {
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out.lines()
+        .filter_map(|l| l.strip_prefix("@@").map(str::to_string))
+        .collect()
+}
+
+/// Reads the child's stdout until a line `@@<want>` appears.
+fn wait_for_line(reader: &mut impl BufRead, want: &str) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "child ended before {want:?}"
+        );
+        if line.trim_end() == format!("@@{want}") {
+            return;
+        }
+    }
+}
+
+/// A small deterministic generator, so failures can be replayed from the printed seed.
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let seed = nanos | 1;
+    eprintln!("seed {seed}");
+    seed
+}
+
+const SENDERS: usize = 3;
+const RECEIVERS: usize = 2;
+const PER_SENDER: u64 = 2000;
+
+#[test]
+fn many_to_many_delivers_each_message_once_in_per_sender_order() {
+    const TEST: &str = "many_to_many_delivers_each_message_once_in_per_sender_order";
+    if let Some((role, name)) = role() {
+        let mailbox = Mailbox::open(&name).unwrap();
+        if role == "sender" {
+            let mut tx = mailbox.sender().unwrap();
+            for seq in 0..PER_SENDER {
+                tx.send(format!("{}:{seq}", std::process::id()).as_bytes())
+                    .unwrap();
+            }
+        } else {
+            let mut rx = mailbox.receiver().unwrap();
+            loop {
+                let msg = rx.recv().unwrap();
+                if msg.data == b"END" {
+                    break;
+                }
+                let text = String::from_utf8(msg.data).unwrap();
+                let (pid, seq) = text.split_once(':').unwrap();
+                assert_eq!(pid.parse::<u32>().unwrap(), msg.meta.sender_pid.unwrap());
+                assert_eq!(seq.parse::<u64>().unwrap(), msg.meta.sequence.unwrap());
+                println!("@@{pid} {seq}");
+            }
+        }
+        return;
+    }
+    let name = unique_name("m2m");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity(16)
+        .max_message_size(64)
+        .create()
+        .unwrap();
+    let mut receivers: Vec<Child> = (0..RECEIVERS)
+        .map(|_| spawn_role(TEST, "receiver", &name))
+        .collect();
+    let mut senders: Vec<Child> = (0..SENDERS)
+        .map(|_| spawn_role(TEST, "sender", &name))
+        .collect();
+    for sender in &mut senders {
+        assert!(wait_with_watchdog(sender, WATCHDOG).success());
+    }
+    let mut tx = mailbox.sender().unwrap();
+    for _ in 0..RECEIVERS {
+        tx.send(b"END").unwrap();
+    }
+    let mut seen = HashSet::new();
+    for receiver in &mut receivers {
+        let lines = reports(receiver);
+        assert!(wait_with_watchdog(receiver, WATCHDOG).success());
+        let mut last: HashMap<u32, u64> = HashMap::new();
+        for line in lines {
+            let (pid, seq) = line.split_once(' ').unwrap();
+            let (pid, seq): (u32, u64) = (pid.parse().unwrap(), seq.parse().unwrap());
+            if let Some(prev) = last.insert(pid, seq) {
+                assert!(seq > prev, "sender {pid}: {seq} arrived after {prev}");
+            }
+            assert!(seen.insert((pid, seq)), "({pid}, {seq}) delivered twice");
+        }
+    }
+    assert_eq!(seen.len() as u64, SENDERS as u64 * PER_SENDER);
+}
+
+/// A message that proves its own integrity: run, sequence, then a pattern of `seq`-derived
+/// bytes whose length varies, then a checksum over everything before it.
+fn make_message(run: u32, seq: u32) -> Vec<u8> {
+    let len = 8 + (seq as usize * 37) % 200;
+    let mut msg = Vec::with_capacity(len + 8);
+    msg.extend_from_slice(&run.to_le_bytes());
+    msg.extend_from_slice(&seq.to_le_bytes());
+    msg.extend((8..len).map(|i| (i as u32 ^ seq) as u8));
+    let sum = msg
+        .iter()
+        .fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));
+    msg.extend_from_slice(&sum.to_le_bytes());
+    msg
+}
+
+fn check_message(msg: &[u8]) -> (u32, u32) {
+    assert!(msg.len() >= 16, "short message {msg:?}");
+    let (body, sum) = msg.split_at(msg.len() - 8);
+    let expected = body
+        .iter()
+        .fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));
+    assert_eq!(
+        u64::from_le_bytes(sum.try_into().unwrap()),
+        expected,
+        "torn message"
+    );
+    let run = u32::from_le_bytes(body[0..4].try_into().unwrap());
+    let seq = u32::from_le_bytes(body[4..8].try_into().unwrap());
+    assert_eq!(msg, make_message(run, seq), "message bytes differ");
+    (run, seq)
+}
+
+#[test]
+fn senders_killed_at_random_points_never_tear_duplicate_or_lose_a_sent_message() {
+    const TEST: &str =
+        "senders_killed_at_random_points_never_tear_duplicate_or_lose_a_sent_message";
+    if let Some((_, arg)) = role() {
+        let (name, run) = arg.split_once(' ').unwrap();
+        let run: u32 = run.parse().unwrap();
+        let mut tx = Mailbox::open(name).unwrap().sender().unwrap();
+        println!("@@ready");
+        for seq in 0.. {
+            tx.send(&make_message(run, seq)).unwrap();
+            println!("@@{seq}");
+        }
+        return;
+    }
+    const RUNS: u32 = 150;
+    let name = unique_name("kill");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity(8)
+        .max_message_size(256)
+        .wait_strategy(WaitStrategy::Sleep)
+        .create()
+        .unwrap();
+    let drainer = {
+        let mailbox = mailbox.clone();
+        std::thread::spawn(move || {
+            let mut rx = mailbox.receiver().unwrap();
+            let mut got = Vec::new();
+            loop {
+                match rx.recv_timeout(Duration::from_secs(5)) {
+                    Ok(msg) if msg.data == b"STOP" => return got,
+                    Ok(msg) => got.push(check_message(&msg.data)),
+                    Err(e) => panic!("drainer: {e}"),
+                }
+            }
+        })
+    };
+    let mut rng = XorShift(seed());
+    let mut reported: Vec<(u32, u32)> = Vec::new();
+    with_watchdog(WATCHDOG * 2, move || {
+        for run in 0..RUNS {
+            let mut child = spawn_role(TEST, "sender", &format!("{name} {run}"));
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            wait_for_line(&mut out, "ready");
+            std::thread::sleep(Duration::from_micros(rng.next() % 3000));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let mut rest = String::new();
+            out.read_to_string(&mut rest).unwrap();
+            reported.extend(
+                rest.lines()
+                    .filter_map(|l| l.strip_prefix("@@"))
+                    .filter_map(|l| l.parse().ok())
+                    .map(|seq| (run, seq)),
+            );
+        }
+        let mut tx = mailbox.sender().unwrap();
+        tx.send(b"STOP").unwrap();
+        let received = drainer.join().unwrap();
+        let unique: HashSet<_> = received.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            received.len(),
+            "a message was delivered twice"
+        );
+        for sent in &reported {
+            assert!(
+                unique.contains(sent),
+                "{sent:?} was sent but never delivered"
+            );
+        }
+        assert!(
+            !reported.is_empty(),
+            "no sender got a message out before being killed"
+        );
+        eprintln!(
+            "{} runs: {} sends returned, {} delivered",
+            RUNS,
+            reported.len(),
+            received.len()
+        );
+        let info = mailbox.info();
+        assert!(info.held_slots.is_empty(), "slots still held: {info:?}");
+    });
+}
+
+#[test]
+fn a_receiver_killed_while_holding_a_message_in_place_gives_the_slot_back() {
+    const TEST: &str = "a_receiver_killed_while_holding_a_message_in_place_gives_the_slot_back";
+    if let Some((_, name)) = role() {
+        let mut rx = Mailbox::open(&name).unwrap().receiver().unwrap();
+        let held = rx.recv_in_place().unwrap();
+        assert_eq!(&*held, b"first");
+        println!("@@holding");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let name = unique_name("hold");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name).capacity(1).create().unwrap();
+    let mut tx = mailbox.sender().unwrap();
+    tx.send(b"first").unwrap();
+    let mut child = spawn_role(TEST, "holder", &name);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "holding");
+    assert!(matches!(tx.try_send(b"second"), Err(Error::Full)));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tx.send_timeout(b"second", Duration::from_secs(10))
+        .expect("the dead holder's slot comes back");
+    let mut rx = mailbox.receiver().unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap().data,
+        b"second"
+    );
+}
+
+#[test]
+fn messages_outlive_the_process_that_sent_them() {
+    const TEST: &str = "messages_outlive_the_process_that_sent_them";
+    if let Some((_, name)) = role() {
+        let mailbox = Mailbox::builder(&name).capacity(4).create().unwrap();
+        mailbox.sender().unwrap().send(b"left behind").unwrap();
+        println!("@@{}", std::process::id());
+        return;
+    }
+    let name = unique_name("persist");
+    let _cleanup = Cleanup(name.clone());
+    let mut child = spawn_role(TEST, "creator", &name);
+    let lines = reports(&mut child);
+    assert!(wait_with_watchdog(&mut child, WATCHDOG).success());
+    let creator: u32 = lines[0].parse().unwrap();
+    let mailbox = Mailbox::open(&name).unwrap();
+    assert!(
+        mailbox.info().participants.is_empty(),
+        "the creator detached on exit"
+    );
+    let msg = mailbox.receiver().unwrap().try_recv().unwrap();
+    assert_eq!(msg.data, b"left behind");
+    assert_eq!(msg.meta.sender_pid, Some(creator));
+}
+
+#[test]
+fn zero_copy_loan_and_in_place_receive_cross_processes() {
+    const TEST: &str = "zero_copy_loan_and_in_place_receive_cross_processes";
+    if let Some((_, name)) = role() {
+        let mut tx = Mailbox::open(&name).unwrap().sender().unwrap();
+        for seq in 0..100u32 {
+            let mut loan = tx.loan().unwrap();
+            let len = 1000 + seq as usize;
+            for (i, byte) in loan[..len].iter_mut().enumerate() {
+                *byte = (i as u32 ^ seq) as u8;
+            }
+            loan.publish(len).unwrap();
+        }
+        return;
+    }
+    let name = unique_name("zc");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity(4)
+        .max_message_size(2048)
+        .create()
+        .unwrap();
+    let mut child = spawn_role(TEST, "loaner", &name);
+    let mut rx = mailbox.receiver().unwrap();
+    for seq in 0..100u32 {
+        let msg = rx
+            .recv_in_place_deadline(ipckit::Deadline::after(WATCHDOG))
+            .unwrap();
+        assert_eq!(msg.len(), 1000 + seq as usize);
+        assert!(msg
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i as u32 ^ seq) as u8));
+        assert_eq!(msg.meta().sequence, Some(seq as u64));
+    }
+    assert!(wait_with_watchdog(&mut child, WATCHDOG).success());
+}
+
+#[test]
+fn a_dropped_loan_is_cancelled_not_delivered() {
+    let name = unique_name("cancel");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name).capacity(2).create().unwrap();
+    let mut tx = mailbox.sender().unwrap();
+    let mut rx = mailbox.receiver().unwrap();
+    {
+        let mut loan = tx.loan().unwrap();
+        loan[..4].copy_from_slice(b"lost");
+    }
+    tx.send(b"kept").unwrap();
+    assert_eq!(rx.try_recv().unwrap().data, b"kept");
+    assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+    let loan = tx.loan().unwrap();
+    assert!(matches!(
+        loan.publish(1 << 20),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+}
+
+#[test]
+fn full_policies_block_time_out_fail_or_cache() {
+    let name = unique_name("full");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name).capacity(2).create().unwrap();
+    let mut rx = mailbox.receiver().unwrap();
+    let mut tx = mailbox.sender().unwrap().when_full(WhenFull::Fail);
+    tx.send(b"1").unwrap();
+    tx.send(b"2").unwrap();
+    assert!(matches!(tx.send(b"3"), Err(Error::Full)));
+    let mut tx = tx.when_full(WhenFull::Timeout(Duration::from_millis(30)));
+    let start = Instant::now();
+    assert!(matches!(tx.send(b"3"), Err(Error::Timeout)));
+    assert!(start.elapsed() >= Duration::from_millis(30));
+
+    let mut tx = tx.when_full(WhenFull::Cache).cache_limit(3);
+    for m in [b"3", b"4", b"5"] {
+        tx.send(m).unwrap();
+    }
+    assert_eq!(tx.cached(), 3);
+    assert!(
+        matches!(tx.send(b"6"), Err(Error::Full)),
+        "the cache is bounded"
+    );
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        got.push(rx.try_recv().unwrap().data);
+        tx.flush_deadline(ipckit::Deadline::Now).ok();
+    }
+    assert_eq!(got, [b"1", b"2", b"3", b"4", b"5"]);
+    assert_eq!(tx.cached(), 0);
+    assert!(matches!(
+        tx.try_send(&[0; 4097]),
+        Err(Error::MessageTooLarge {
+            size: 4097,
+            max: 4096
+        })
+    ));
+}
+
+#[test]
+fn rendezvous_send_returns_only_after_a_receiver_took_the_message() {
+    const TEST: &str = "rendezvous_send_returns_only_after_a_receiver_took_the_message";
+    if let Some((_, name)) = role() {
+        let mut rx = Mailbox::open(&name).unwrap().receiver().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let msg = rx.recv().unwrap();
+        println!("@@{}", String::from_utf8(msg.data).unwrap());
+        return;
+    }
+    let name = unique_name("rv");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity_kind(Capacity::Rendezvous)
+        .create()
+        .unwrap();
+    let mut tx = mailbox.sender().unwrap();
+    // Nobody receives: the timed send gives up and takes its message back.
+    assert!(matches!(
+        tx.send_timeout(b"unseen", Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
+    assert!(matches!(tx.try_send(b"unseen"), Err(Error::Full)));
+    let mut child = spawn_role(TEST, "receiver", &name);
+    let start = Instant::now();
+    tx.send_timeout(b"met", WATCHDOG).unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "send returned before the receive"
+    );
+    assert_eq!(reports(&mut child), ["met"]);
+    assert!(wait_with_watchdog(&mut child, WATCHDOG).success());
+}
+
+#[test]
+fn another_user_cannot_open_a_0600_mailbox() {
+    const TEST: &str = "another_user_cannot_open_a_0600_mailbox";
+    if let Some((_, name)) = role() {
+        // SAFETY: plain system calls, in a single-threaded role process.
+        let dropped = unsafe { libc::setgid(65534) == 0 && libc::setuid(65534) == 0 };
+        assert!(dropped, "cannot drop to nobody");
+        match Mailbox::open(&name) {
+            Err(Error::PermissionDenied { object }) => {
+                assert!(object.contains(&name));
+                println!("@@denied");
+            }
+            other => println!("@@unexpected {other:?}"),
+        }
+        return;
+    }
+    let name = unique_name("perm");
+    let _cleanup = Cleanup(name.clone());
+    let _mailbox = Mailbox::create(&name).unwrap();
+    let mut child = spawn_role(TEST, "nobody", &name);
+    assert_eq!(reports(&mut child), ["denied"]);
+    assert!(wait_with_watchdog(&mut child, WATCHDOG).success());
+}
+
+#[test]
+fn names_and_geometry_are_checked() {
+    assert!(matches!(
+        Mailbox::open(&unique_name("missing")),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(Mailbox::create("a/b").is_err());
+    assert!(matches!(
+        Mailbox::builder(&unique_name("zero")).capacity(0).create(),
+        Err(Error::InvalidArgument(_))
+    ));
+    let name = unique_name("twice");
+    let _cleanup = Cleanup(name.clone());
+    Mailbox::create(&name).unwrap();
+    assert!(matches!(
+        Mailbox::create(&name),
+        Err(Error::AlreadyExists { .. })
+    ));
+}
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+    use std::os::unix::fs::FileExt;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+        /// Random bytes over a live mailbox's header and slots: every operation returns,
+        /// with a value or an error; none panics, hangs or reads out of bounds.
+        #[test]
+        fn scribbled_mailbox_gives_errors_not_crashes(
+            writes in proptest::collection::vec((0usize..40_000, proptest::collection::vec(any::<u8>(), 1..64)), 1..16)
+        ) {
+            let name = unique_name("hostile");
+            let _cleanup = Cleanup(name.clone());
+            let mailbox = Mailbox::builder(&name).capacity(8).max_message_size(4000).create().unwrap();
+            let mut tx = mailbox.sender().unwrap();
+            let mut rx = mailbox.receiver().unwrap();
+            for i in 0..5u8 { tx.send(&[i; 100]).unwrap(); }
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/dev/shm/ipckit.mailbox.{name}"))
+                .unwrap();
+            let len = file.metadata().unwrap().len() as usize;
+            for (offset, bytes) in &writes {
+                file.write_at(bytes, (offset % len) as u64).unwrap();
+            }
+            with_watchdog(Duration::from_secs(20), move || {
+                let short = Duration::from_millis(5);
+                for _ in 0..10 {
+                    let _ = tx.try_send(b"x");
+                    let _ = tx.send_timeout(b"y", short);
+                    let _ = rx.try_recv();
+                    let _ = rx.recv_timeout(short);
+                    if let Ok(held) = rx.recv_in_place_deadline(ipckit::Deadline::Now) {
+                        let _ = held.iter().map(|&b| b as u64).sum::<u64>();
+                    }
+                }
+                let _ = mailbox.info();
+                let _ = mailbox.repair();
+                let _ = Mailbox::open(mailbox.name()).map(|m| m.info());
+            });
+        }
+    }
+}

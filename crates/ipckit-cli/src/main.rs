@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod exit;
+mod ls_cmd;
+mod mailbox_cmd;
+mod units;
 
 /// Inter-process communication for Linux: create, inspect, drive and benchmark it.
 #[derive(Debug, Parser)]
@@ -18,17 +21,35 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print what this build of ipckit offers.
-    Version,
+    /// Create or remove a mailbox (a named shared-memory message queue).
+    #[command(subcommand)]
+    Mailbox(mailbox_cmd::MailboxCommand),
+    /// Send messages to a mailbox (one per argument, or one per line of stdin).
+    Send(mailbox_cmd::SendArgs),
+    /// Receive messages from a mailbox; each is written followed by a newline.
+    Recv(mailbox_cmd::RecvArgs),
+    /// List every named ipckit object: kind, name, depth, capacity, mode, participants.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reclaim what dead processes left behind (unread messages are kept).
+    Clean {
+        /// Say what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Version => {
-            println!("ipckit {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+        Command::Mailbox(command) => mailbox_cmd::mailbox(command),
+        Command::Send(args) => mailbox_cmd::send(args),
+        Command::Recv(args) => mailbox_cmd::recv(args),
+        Command::Ls { json } => ls_cmd::ls(json),
+        Command::Clean { dry_run } => ls_cmd::clean(dry_run),
     };
     exit::report(result)
 }

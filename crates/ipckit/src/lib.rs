@@ -21,6 +21,7 @@
 pub mod error;
 pub mod frame;
 pub mod link;
+pub mod namespace;
 pub mod pipe;
 pub mod process;
 pub mod shm;

@@ -1,0 +1,196 @@
+//! `ipckit mailbox|send|recv|ls|clean`, driven through the built binary.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use assert_cmd::prelude::*;
+
+fn ipckit() -> Command {
+    Command::cargo_bin("ipckit").unwrap()
+}
+
+fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("cli-{tag}-{}-{nanos:x}", std::process::id())
+}
+
+/// Removes the mailbox at the end of the test, pass or fail.
+struct Cleanup(String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = ipckit().args(["mailbox", "rm", &self.0]).output();
+    }
+}
+
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn send_and_recv_round_trip_with_documented_exit_codes() {
+    let name = unique("rt");
+    let _cleanup = Cleanup(name.clone());
+    ipckit()
+        .args(["mailbox", "create", &name, "--capacity", "2"])
+        .assert()
+        .success();
+    ipckit()
+        .args(["send", &name, "one", "two"])
+        .assert()
+        .success();
+    // Full: 3 without waiting, 4 after a timeout.
+    ipckit()
+        .args(["send", &name, "x", "--nonblocking"])
+        .assert()
+        .code(3);
+    ipckit()
+        .args(["send", &name, "x", "--timeout", "50ms"])
+        .assert()
+        .code(4);
+    assert_eq!(
+        stdout_of(ipckit().args(["recv", &name, "--count", "2"])),
+        "one\ntwo\n"
+    );
+    ipckit()
+        .args(["recv", &name, "--nonblocking"])
+        .assert()
+        .code(3);
+    ipckit()
+        .args(["recv", &name, "--timeout", "50ms"])
+        .assert()
+        .code(4);
+    // Lines of stdin are messages.
+    assert_cmd::Command::cargo_bin("ipckit")
+        .unwrap()
+        .args(["send", &name])
+        .write_stdin("a\nb\n")
+        .assert()
+        .success();
+    let json = stdout_of(ipckit().args(["recv", &name, "--count", "2", "--json"]));
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["data"], "a");
+    assert!(first["sender_pid"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn errors_name_the_object_and_exit_1_or_2() {
+    let name = unique("err");
+    let _cleanup = Cleanup(name.clone());
+    let out = ipckit().args(["recv", &name]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&name) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    ipckit()
+        .args(["mailbox", "create", &name])
+        .assert()
+        .success();
+    ipckit().args(["mailbox", "create", &name]).assert().code(1);
+    ipckit()
+        .args(["mailbox", "create", &name, "--rendezvous", "--unbounded"])
+        .assert()
+        .code(2);
+    ipckit()
+        .args(["recv", &name, "--timeout", "soon"])
+        .assert()
+        .code(2);
+    ipckit()
+        .args(["send", &name, &"x".repeat(5000)])
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn a_follower_sees_messages_from_another_process_as_they_arrive() {
+    let name = unique("follow");
+    let _cleanup = Cleanup(name.clone());
+    ipckit()
+        .args(["mailbox", "create", &name])
+        .assert()
+        .success();
+    let follower = ipckit()
+        .args(["recv", &name, "--count", "3", "--timeout", "30s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ipckit()
+        .args(["send", &name, "x", "y", "z"])
+        .assert()
+        .success();
+    let out = follower.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "x\ny\nz\n");
+}
+
+#[test]
+fn ls_shows_dead_participants_and_clean_repairs_without_losing_messages() {
+    let name = unique("clean");
+    let _cleanup = Cleanup(name.clone());
+    ipckit()
+        .args(["mailbox", "create", &name, "--capacity", "4"])
+        .assert()
+        .success();
+    ipckit().args(["send", &name, "kept"]).assert().success();
+    // A receiver that is killed while attached leaves its participant entry behind.
+    let mut receiver = ipckit()
+        .args(["recv", &name, "--count", "5", "--timeout", "60s"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let row = |listing: &str| -> Vec<String> {
+        listing
+            .lines()
+            .find(|l| l.contains(&name))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    // Wait until it has taken "kept" and is waiting for more (depth 0, one alive).
+    loop {
+        let listing = stdout_of(ipckit().arg("ls"));
+        let r = row(&listing);
+        if r.len() >= 7 && r[2] == "0" && r[5] == "1" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "receiver never attached: {listing}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    ipckit().args(["send", &name, "after"]).assert().success();
+    let r = row(&stdout_of(ipckit().arg("ls")));
+    assert_eq!(
+        (r[5].as_str(), r[6].as_str()),
+        ("0", "1"),
+        "one dead participant: {r:?}"
+    );
+    let dry = stdout_of(ipckit().args(["clean", "--dry-run"]));
+    assert!(dry.contains(&name) && dry.contains("would"), "{dry}");
+    let done = stdout_of(ipckit().arg("clean"));
+    assert!(done.contains(&name), "{done}");
+    let r = row(&stdout_of(ipckit().arg("ls")));
+    assert_eq!(
+        (r[2].as_str(), r[6].as_str()),
+        ("1", "0"),
+        "repaired, message kept: {r:?}"
+    );
+    assert_eq!(
+        stdout_of(ipckit().args(["recv", &name, "--nonblocking"])),
+        "after\n"
+    );
+}

@@ -538,3 +538,88 @@ mod hostile {
         }
     }
 }
+
+fn chained_segments(name: &str) -> usize {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter(|e| {
+            let file = e.as_ref().unwrap().file_name();
+            let file = file.to_string_lossy();
+            file.starts_with("ipckit.mailbox-chain.") && file.ends_with(&format!(".{name}"))
+        })
+        .count()
+}
+
+#[test]
+fn an_unbounded_mailbox_never_makes_a_sender_wait_and_returns_memory_as_it_drains() {
+    let name = unique_name("unb");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity_kind(Capacity::Unbounded)
+        .unbounded_ring_capacity(4)
+        .max_message_size(16)
+        .create()
+        .unwrap();
+    let mut tx = mailbox.sender().unwrap();
+    for i in 0..1000u32 {
+        tx.try_send(&i.to_le_bytes())
+            .expect("an unbounded mailbox is never full");
+    }
+    assert!(
+        chained_segments(&name) >= 200,
+        "rings are chained as needed"
+    );
+    assert_eq!(mailbox.info().depth, 1000);
+    assert_eq!(mailbox.info().capacity, Capacity::Unbounded);
+    let mut rx = Mailbox::open(&name).unwrap().receiver().unwrap();
+    for i in 0..1000u32 {
+        assert_eq!(rx.try_recv().unwrap().data, i.to_le_bytes());
+    }
+    assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+    assert!(chained_segments(&name) <= 1, "drained rings are removed");
+    tx.try_send(b"again").unwrap();
+    assert_eq!(rx.try_recv().unwrap().data, b"again");
+    Mailbox::remove(&name).unwrap();
+    assert_eq!(chained_segments(&name), 0);
+}
+
+#[test]
+fn unbounded_many_senders_across_processes_lose_nothing() {
+    const TEST: &str = "unbounded_many_senders_across_processes_lose_nothing";
+    const PER: u32 = 3000;
+    if let Some((_, name)) = role() {
+        let mut tx = Mailbox::open(&name).unwrap().sender().unwrap();
+        for seq in 0..PER {
+            tx.try_send(&seq.to_le_bytes()).unwrap();
+        }
+        return;
+    }
+    let name = unique_name("unbmp");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity_kind(Capacity::Unbounded)
+        .unbounded_ring_capacity(8)
+        .max_message_size(16)
+        .create()
+        .unwrap();
+    let mut rx = mailbox.receiver().unwrap();
+    let mut children: Vec<Child> = (0..2).map(|_| spawn_role(TEST, "sender", &name)).collect();
+    let mut last: HashMap<u32, u32> = HashMap::new();
+    let mut count = 0;
+    while count < 2 * PER {
+        let msg = match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(msg) => msg,
+            Err(e) => panic!("{e} after {count}: {last:?} {:?}", mailbox.info()),
+        };
+        let seq = u32::from_le_bytes(msg.data[..4].try_into().unwrap());
+        let pid = msg.meta.sender_pid.unwrap();
+        let expected = last.get(&pid).map_or(0, |s| s + 1);
+        assert_eq!(seq, expected, "sender {pid} out of order or lost");
+        last.insert(pid, seq);
+        count += 1;
+    }
+    for child in &mut children {
+        assert!(wait_with_watchdog(child, WATCHDOG).success());
+    }
+    assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+}

@@ -31,7 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ring::{
-    self, Claim, Ring, WaitWord, FLAG_RENDEZVOUS, MAX_CAPACITY, MAX_MESSAGE, MAX_PARTICIPANTS,
+    self, Claim, Ring, WaitWord, FLAG_RENDEZVOUS, FLAG_UNBOUNDED, MAX_CAPACITY, MAX_MESSAGE,
+    MAX_PARTICIPANTS,
 };
 use super::segment::Segment;
 use crate::error::{Error, Result};
@@ -40,7 +41,7 @@ use crate::link::{
 };
 use crate::process::{liveness, Liveness, ProcessIdentity};
 use crate::sync::futex;
-use crate::sync::primitive::Ordering;
+use crate::sync::primitive::{fence, Ordering};
 
 /// The segment kind of mailboxes: their files are `/dev/shm/ipckit.mailbox.NAME`.
 pub const KIND: &str = "mailbox";
@@ -84,6 +85,7 @@ pub struct MailboxBuilder {
     max_message: usize,
     mode: u32,
     wait: WaitStrategy,
+    unbounded_ring: usize,
 }
 
 impl MailboxBuilder {
@@ -94,8 +96,18 @@ impl MailboxBuilder {
     }
 
     /// Bounded, rendezvous or unbounded.
+    ///
+    /// An unbounded mailbox is a chain of rings: when the newest is full a sender seals it and
+    /// chains a new segment (`/dev/shm/ipckit.mailbox-chain.N.NAME`) instead of waiting;
+    /// receivers drain the rings in order and remove each one they have emptied.
     pub fn capacity_kind(mut self, capacity: Capacity) -> Self {
         self.capacity = capacity;
+        self
+    }
+
+    /// Messages per ring of an unbounded mailbox (default 64).
+    pub fn unbounded_ring_capacity(mut self, n: usize) -> Self {
+        self.unbounded_ring = n;
         self
     }
 
@@ -131,13 +143,9 @@ impl MailboxBuilder {
                 )),
                 Capacity::Bounded(n) => (n, 0),
                 Capacity::Rendezvous => (1, FLAG_RENDEZVOUS),
-                Capacity::Unbounded => {
-                    return Err(Error::Unsupported(
-                        "unbounded mailboxes are not available yet: use a bounded capacity with \
-                     WhenFull::Cache to keep senders from waiting"
-                            .into(),
-                    ))
-                }
+                // Each ring of the chain holds `unbounded_ring` messages; more are chained as
+                // needed.
+                Capacity::Unbounded => (self.unbounded_ring, FLAG_UNBOUNDED),
             };
         let capacity = u32::try_from(slots)
             .ok()
@@ -157,6 +165,8 @@ impl MailboxBuilder {
         let len = ring::ring_len(capacity, max_message)
             .ok_or_else(|| Error::InvalidArgument("capacity x message size is too large".into()))?;
         let segment = Segment::create(KIND, &self.name, len, self.mode)?;
+        // Rings left by an earlier mailbox of this name would be taken for ours.
+        remove_chain(&self.name);
         let object = describe(&self.name);
         // SAFETY: a freshly created segment: zero-filled, page-aligned, `len` bytes long,
         // mapped for as long as the Shared that owns both lives, and invisible to openers
@@ -188,19 +198,8 @@ impl MailboxBuilder {
     /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::Corrupt`] if the segment is
     /// not a valid mailbox.
     pub fn open(&self) -> Result<Mailbox> {
-        let segment = Segment::open(KIND, &self.name)?;
-        let object = describe(&self.name);
-        // The creator stores the ring's magic last; give it a moment if we raced it.
-        let start = Instant::now();
-        loop {
-            // SAFETY: the segment maps payload_len() bytes at payload(), page-aligned, for as
-            // long as the Shared owning both lives; the contents are validated by attach.
-            match unsafe { Ring::attach(segment.payload(), segment.payload_len(), &object) } {
-                Ok(ring) => return Ok(Mailbox::from_parts(&self.name, segment, ring, self.wait)),
-                Err(err) if start.elapsed() > Duration::from_millis(500) => return Err(err),
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
-            }
-        }
+        let (segment, ring) = attach_named(KIND, &self.name, &describe(&self.name))?;
+        Ok(Mailbox::from_parts(&self.name, segment, ring, self.wait))
     }
 
     /// Opens the mailbox, creating it first if it does not exist.
@@ -212,16 +211,70 @@ impl MailboxBuilder {
     }
 }
 
+/// Opens segment `kind`/`name` and attaches the ring in it. A creator publishes the ring's
+/// magic last, so a ring that does not validate yet may be one being set up: the whole open
+/// is retried for a short while before its error is reported.
+fn attach_named(kind: &str, name: &str, object: &str) -> Result<(Segment, Ring)> {
+    let start = Instant::now();
+    loop {
+        let attempt = Segment::open(kind, name).and_then(|segment| {
+            // SAFETY: the segment maps payload_len() bytes at payload(), page-aligned; the
+            // caller keeps the Segment alive as long as the Ring (they are stored together);
+            // the contents are validated by attach.
+            let ring = unsafe { Ring::attach(segment.payload(), segment.payload_len(), object)? };
+            Ok((segment, ring))
+        });
+        match attempt {
+            Err(Error::Corrupt { .. }) if start.elapsed() < Duration::from_millis(500) => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Unlinks every chained ring of mailbox `name` (best effort: they are ours by name).
+fn remove_chain(name: &str) {
+    let suffix = format!(".{name}");
+    for chained in Segment::list(CHAIN_KIND).unwrap_or_default() {
+        let is_ours = chained
+            .strip_suffix(&suffix)
+            .is_some_and(|index| index.parse::<u32>().is_ok());
+        if is_ours {
+            let _ = Segment::unlink(CHAIN_KIND, &chained);
+        }
+    }
+}
+
 fn describe(name: &str) -> String {
     format!("mailbox {name:?}")
 }
 
+/// One mapped ring: the root (the mailbox's own segment) or a ring of an unbounded chain.
+struct Link {
+    index: u32,
+    ring: Ring,
+    // A chained ring's waiters sleep on the root's futex words: keep the root mapped.
+    _root: Option<Arc<Link>>,
+    // Keeps the mapping alive for `ring`.
+    _segment: Segment,
+}
+
 struct Shared {
     name: String,
-    ring: Ring,
     wait: WaitStrategy,
-    // Keeps the mapping alive for `ring`; dropped after it (field order).
-    _segment: Segment,
+    root: Arc<Link>,
+}
+
+impl Shared {
+    /// The root ring: geometry, participants and futex words live in its header.
+    fn ring(&self) -> &Ring {
+        &self.root.ring
+    }
+
+    fn unbounded(&self) -> bool {
+        self.ring().geometry().flags & FLAG_UNBOUNDED != 0
+    }
 }
 
 /// A handle on a named mailbox; make senders and receivers from it.
@@ -236,7 +289,7 @@ impl fmt::Debug for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mailbox")
             .field("name", &self.shared.name)
-            .field("geometry", &self.shared.ring.geometry())
+            .field("geometry", &self.shared.ring().geometry())
             .finish()
     }
 }
@@ -289,6 +342,7 @@ impl Mailbox {
             max_message: DEFAULT_MAX_MESSAGE,
             mode: 0o600,
             wait: WaitStrategy::default(),
+            unbounded_ring: DEFAULT_CAPACITY,
         }
     }
 
@@ -308,16 +362,22 @@ impl Mailbox {
     /// # Errors
     /// [`Error::NotFound`] if there is no such mailbox.
     pub fn remove(name: &str) -> Result<()> {
-        Segment::unlink(KIND, name)
+        Segment::unlink(KIND, name)?;
+        remove_chain(name);
+        Ok(())
     }
 
     fn from_parts(name: &str, segment: Segment, ring: Ring, wait: WaitStrategy) -> Mailbox {
         Mailbox {
             shared: Arc::new(Shared {
                 name: name.to_string(),
-                ring,
                 wait,
-                _segment: segment,
+                root: Arc::new(Link {
+                    index: 0,
+                    ring,
+                    _root: None,
+                    _segment: segment,
+                }),
             }),
         }
     }
@@ -329,7 +389,7 @@ impl Mailbox {
 
     /// The largest message it carries, in bytes.
     pub fn max_message_size(&self) -> usize {
-        self.shared.ring.geometry().max_message as usize
+        self.shared.ring().geometry().max_message as usize
     }
 
     /// A sender, entered in the participant table. Its full policy is [`WhenFull::Block`].
@@ -339,6 +399,7 @@ impl Mailbox {
     pub fn sender(&self) -> Result<MailboxSender> {
         Ok(MailboxSender {
             participant: Participant::register(&self.shared, Role::Sender)?,
+            link: starting_link(&self.shared, Role::Sender)?,
             shared: Arc::clone(&self.shared),
             uid: rustix::process::getuid().as_raw(),
             sequence: 0,
@@ -355,13 +416,15 @@ impl Mailbox {
     pub fn receiver(&self) -> Result<MailboxReceiver> {
         Ok(MailboxReceiver {
             participant: Participant::register(&self.shared, Role::Receiver)?,
+            link: starting_link(&self.shared, Role::Receiver)?,
             shared: Arc::clone(&self.shared),
         })
     }
 
     /// A snapshot of depth, geometry and participants.
     pub fn info(&self) -> MailboxInfo {
-        let ring = &self.shared.ring;
+        let chain = self.chain();
+        let ring = self.shared.ring();
         let geometry = ring.geometry();
         let header = ring.header();
         let participants = header
@@ -387,15 +450,39 @@ impl Mailbox {
             name: self.shared.name.clone(),
             capacity: if geometry.flags & FLAG_RENDEZVOUS != 0 {
                 Capacity::Rendezvous
+            } else if geometry.flags & FLAG_UNBOUNDED != 0 {
+                Capacity::Unbounded
             } else {
                 Capacity::Bounded(geometry.capacity as usize)
             },
-            depth: ring.depth(),
+            depth: chain.iter().map(|link| link.ring.depth()).sum(),
             max_message_size: geometry.max_message as usize,
             mode: geometry.mode,
             participants,
-            held_slots: ring.held_slots(),
+            held_slots: chain
+                .iter()
+                .flat_map(|link| link.ring.held_slots())
+                .collect(),
         }
+    }
+
+    /// Every ring of the mailbox still in use: the root, and for an unbounded mailbox the
+    /// chained rings from the oldest to the newest.
+    fn chain(&self) -> Vec<Arc<Link>> {
+        let shared = &self.shared;
+        let mut links = vec![Arc::clone(&shared.root)];
+        if shared.unbounded() {
+            let header = shared.ring().header();
+            let head = header.chain_head.load(Ordering::SeqCst).max(1);
+            let tail = header.chain_tail.load(Ordering::SeqCst);
+            // Bounded walk: a scribbled index must not make us map millions of names.
+            for index in head..=tail.min(head.saturating_add(MAX_INSPECTED_RINGS)) {
+                if let Ok(link) = open_link(shared, index) {
+                    links.push(link);
+                }
+            }
+        }
+        links
     }
 
     /// Repairs what dead processes left: their participant entries and the slots they held.
@@ -403,12 +490,14 @@ impl Mailbox {
     pub fn repair(&self) -> RepairReport {
         let shared = &self.shared;
         let mut report = RepairReport::default();
-        for (pos, pid) in shared.ring.held_slots() {
-            if is_dead(shared, pid) && shared.ring.reclaim(pos, pid) {
-                report.reclaimed_slots += 1;
+        for link in self.chain() {
+            for (pos, pid) in link.ring.held_slots() {
+                if is_dead(shared, pid) && link.ring.reclaim(pos, pid) {
+                    report.reclaimed_slots += 1;
+                }
             }
         }
-        for entry in &shared.ring.header().participants {
+        for entry in &shared.ring().header().participants {
             let pid = entry.pid.load(Ordering::Acquire);
             let start = entry.start_time.load(Ordering::Acquire);
             if pid != 0
@@ -437,7 +526,7 @@ fn is_dead(shared: &Shared, pid: u32) -> bool {
         return false;
     }
     let start = shared
-        .ring
+        .ring()
         .header()
         .participants
         .iter()
@@ -462,7 +551,7 @@ struct Participant {
 impl Participant {
     fn register(shared: &Arc<Shared>, role: Role) -> Result<Participant> {
         let me = ProcessIdentity::current();
-        let table = &shared.ring.header().participants;
+        let table = &shared.ring().header().participants;
         for pass in 0..2 {
             for (index, entry) in table.iter().enumerate() {
                 let current = entry.pid.load(Ordering::Acquire);
@@ -496,29 +585,37 @@ impl Participant {
 
 impl Drop for Participant {
     fn drop(&mut self) {
-        let entry = &self.shared.ring.header().participants[self.index];
+        let entry = &self.shared.ring().header().participants[self.index];
         let _ = entry
             .pid
             .compare_exchange(self.pid, 0, Ordering::AcqRel, Ordering::Relaxed);
     }
 }
 
-/// Waits until `attempt` yields, by the mailbox's wait strategy, until `deadline`.
+/// The outcome of one attempt: done, or blocked (`true`: by a slot another process holds,
+/// whose death the waiter must watch for).
+type Attempt<T> = Result<std::result::Result<T, bool>>;
+
+/// Waits until `attempt` succeeds, by the mailbox's wait strategy, until `deadline`.
 ///
-/// `attempt` returns `Ok(Some(v))` when done, or `Ok(None)` together with the pid and
-/// position of a slot in the way (through `blocker`). A blocker found dead is reclaimed.
+/// `attempt(check_owners)` tries once; with `check_owners` it also reclaims a slot in its way
+/// whose owner has died (that costs a read of `/proc`, so it is done every
+/// [`LIVENESS_POLL`], not on every spin).
 fn wait_for<T>(
     shared: &Shared,
     wait: &WaitWord,
     deadline: Deadline,
     expired: Error,
-    mut attempt: impl FnMut() -> Result<std::result::Result<T, Option<(u32, u64)>>>,
+    mut attempt: impl FnMut(bool) -> Attempt<T>,
 ) -> Result<T> {
-    if let Ok(v) = attempt()? {
+    if let Ok(v) = attempt(false)? {
         return Ok(v);
     }
     if deadline == Deadline::Now {
-        return Err(expired);
+        return match attempt(true)? {
+            Ok(v) => Ok(v),
+            Err(_) => Err(expired),
+        };
     }
     let spin_for = match shared.wait {
         WaitStrategy::BusyPoll => None,
@@ -526,11 +623,9 @@ fn wait_for<T>(
         WaitStrategy::Sleep => Some(Duration::ZERO),
     };
     let start = Instant::now();
-    let mut last_liveness_check = start;
+    let mut last_check = start;
     let mut spins = 0u32;
-    let mut blocker;
     loop {
-        // Spin phase (or busy-poll forever).
         let spinning = match spin_for {
             None => true,
             Some(d) => spins & 63 != 0 || start.elapsed() < d,
@@ -538,25 +633,20 @@ fn wait_for<T>(
         if spinning {
             spins = spins.wrapping_add(1);
             std::hint::spin_loop();
-            blocker = match attempt()? {
-                Ok(v) => return Ok(v),
-                Err(b) => b,
-            };
-            if spins & 1023 == 0 {
-                if deadline.expired() {
-                    return Err(expired);
-                }
-                if last_liveness_check.elapsed() >= LIVENESS_POLL {
-                    last_liveness_check = Instant::now();
-                    reclaim_if_dead(shared, blocker);
-                }
+            let check = spins & 1023 == 0 && last_check.elapsed() >= LIVENESS_POLL;
+            if check {
+                last_check = Instant::now();
+            }
+            if let Ok(v) = attempt(check)? {
+                return Ok(v);
+            }
+            if spins & 1023 == 0 && deadline.expired() {
+                return Err(expired);
             }
             continue;
         }
-        // Sleep phase.
         let seen = ring::prepare_sleep(wait);
-        let outcome = attempt();
-        match outcome {
+        let blocked_by_process = match attempt(true) {
             Ok(Ok(v)) => {
                 ring::finish_sleep(wait);
                 return Ok(v);
@@ -565,37 +655,305 @@ fn wait_for<T>(
                 ring::finish_sleep(wait);
                 return Err(e);
             }
-            Ok(Err(b)) => blocker = b,
-        }
-        if reclaim_if_dead(shared, blocker) {
-            ring::finish_sleep(wait);
-            continue;
-        }
+            Ok(Err(by_process)) => by_process,
+        };
         if deadline.expired() {
             ring::finish_sleep(wait);
             return Err(expired);
         }
-        // A blocker that dies never wakes us: sleep in short turns to notice it.
-        let turn = match (blocker, deadline) {
-            (Some(_), Deadline::At(at)) => Deadline::At(at.min(Instant::now() + LIVENESS_POLL)),
-            (Some(_), _) => Deadline::after(LIVENESS_POLL),
-            (None, d) => d,
+        // A slot owner that dies never wakes us: sleep in short turns to notice it.
+        let turn = match (blocked_by_process, deadline) {
+            (true, Deadline::At(at)) => Deadline::At(at.min(Instant::now() + LIVENESS_POLL)),
+            (true, _) => Deadline::after(LIVENESS_POLL),
+            (false, d) => d,
         };
         futex::wait(&wait.seq, seen, turn);
         ring::finish_sleep(wait);
     }
 }
 
-fn reclaim_if_dead(shared: &Shared, blocker: Option<(u32, u64)>) -> bool {
-    match blocker {
-        Some((pid, pos)) if is_dead(shared, pid) => shared.ring.reclaim(pos, pid),
-        _ => false,
+/// Claims a position on `ring` for writing (`write`) or reading, reclaiming slots of dead
+/// owners in the way when `check_owners` is set.
+fn claim_on(
+    shared: &Shared,
+    ring: &Ring,
+    pid: u32,
+    write: bool,
+    check_owners: bool,
+) -> Attempt<u64> {
+    for _ in 0..=ring.geometry().capacity {
+        let claim = if write {
+            ring.claim_write(pid)?
+        } else {
+            ring.claim_read(pid)?
+        };
+        match claim {
+            Claim::Got(pos) => return Ok(Ok(pos)),
+            Claim::Blocked {
+                blocker: Some((owner, pos)),
+            } => {
+                if !(check_owners && is_dead(shared, owner) && ring.reclaim(pos, owner)) {
+                    return Ok(Err(true));
+                }
+            }
+            Claim::Blocked { blocker: None } => return Ok(Err(false)),
+        }
     }
+    Ok(Err(true))
+}
+
+/// Segment kind of the further rings of unbounded mailboxes:
+/// `/dev/shm/ipckit.mailbox-chain.INDEX.NAME`.
+pub const CHAIN_KIND: &str = "mailbox-chain";
+
+/// Hops along a chain one operation may make before the chain is called corrupt.
+const MAX_HOPS: usize = 64;
+
+/// Rings of a chain that `info` and `repair` look at.
+const MAX_INSPECTED_RINGS: u32 = 4096;
+
+fn chain_name(name: &str, index: u32) -> String {
+    format!("{index}.{name}")
+}
+
+/// Maps ring `index` of an unbounded chain (0 is the root).
+fn open_link(shared: &Shared, index: u32) -> Result<Arc<Link>> {
+    if index == 0 {
+        return Ok(Arc::clone(&shared.root));
+    }
+    let object = format!("{} (chained ring {index})", describe(&shared.name));
+    let (segment, mut ring) = attach_named(CHAIN_KIND, &chain_name(&shared.name, index), &object)?;
+    let root = shared.ring().geometry();
+    let mine = ring.geometry();
+    if (mine.capacity, mine.max_message) != (root.capacity, root.max_message) {
+        return Err(Error::corrupt(
+            object,
+            "its geometry differs from the root ring's",
+        ));
+    }
+    // SAFETY: the Link keeps the root mapped (`_root`) for as long as this ring lives.
+    unsafe { ring.share_waits_with(shared.ring()) };
+    Ok(Arc::new(Link {
+        index,
+        ring,
+        _root: Some(Arc::clone(&shared.root)),
+        _segment: segment,
+    }))
+}
+
+/// Creates ring `index` of an unbounded chain, or opens it if another sender was first.
+fn create_link(shared: &Shared, index: u32) -> Result<Arc<Link>> {
+    let geometry = shared.ring().geometry();
+    let len = ring::ring_len(geometry.capacity, geometry.max_message)
+        .ok_or_else(|| Error::corrupt(describe(&shared.name), "geometry overflows"))?;
+    let chain = chain_name(&shared.name, index);
+    let segment = match Segment::create(CHAIN_KIND, &chain, len, geometry.mode) {
+        Ok(segment) => segment,
+        Err(Error::AlreadyExists { .. }) => return open_link(shared, index),
+        Err(err) => return Err(err),
+    };
+    let object = format!("{} (chained ring {index})", describe(&shared.name));
+    // SAFETY: a freshly created, zeroed mapping of `len` bytes that lives as long as the Link.
+    let mut ring = unsafe {
+        Ring::init(
+            segment.payload(),
+            segment.payload_len(),
+            geometry.capacity,
+            geometry.max_message,
+            FLAG_UNBOUNDED,
+            geometry.mode,
+            &object,
+        )?
+    };
+    // SAFETY: the Link keeps the root mapped (`_root`) for as long as this ring lives.
+    unsafe { ring.share_waits_with(shared.ring()) };
+    Ok(Arc::new(Link {
+        index,
+        ring,
+        _root: Some(Arc::clone(&shared.root)),
+        _segment: segment,
+    }))
+}
+
+/// How long a follower waits for the sender that sealed a ring to create its successor
+/// before creating it itself (the sealer may have died in between).
+const SUCCESSOR_GRACE: Duration = Duration::from_secs(1);
+
+/// Maps ring `index`, which the chain says exists or is about to.
+///
+/// Only the sender that sealed ring `index - 1` creates ring `index`, right after sealing;
+/// until it has, the ring is `NotFound` and we wait. If it never appears (the sealer died),
+/// we create it. A ring the receivers have already passed (`chain_head > index`) is gone
+/// for good: `NotFound`. A creation that turns out late (the head moved past meanwhile)
+/// is undone, so no ring is ever brought back to life behind the receivers.
+fn open_successor(shared: &Shared, index: u32) -> Result<Arc<Link>> {
+    let head = || shared.ring().header().chain_head.load(Ordering::SeqCst);
+    let start = Instant::now();
+    loop {
+        match open_link(shared, index) {
+            Err(Error::NotFound { .. }) => {}
+            other => return other,
+        }
+        if head() > index {
+            return Err(Error::NotFound {
+                object: format!("{} (chained ring {index})", describe(&shared.name)),
+            });
+        }
+        if start.elapsed() > SUCCESSOR_GRACE {
+            let link = create_link(shared, index)?;
+            if head() > index {
+                let _ = Segment::unlink(CHAIN_KIND, &chain_name(&shared.name, index));
+                continue;
+            }
+            return Ok(link);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Where an endpoint goes once `link` is sealed (and, for a receiver, drained).
+///
+/// A sender jumps to the newest ring: there is no point filling the gaps of sealed ones. A
+/// receiver takes the next ring, since every ring must be drained in order; if another
+/// receiver has already drained and removed it, it goes to the chain's current head.
+fn follow(shared: &Shared, link: &Link, role: Role) -> Result<Arc<Link>> {
+    let next = link.ring.header().chain_next.load(Ordering::SeqCst);
+    if Some(next) != link.index.checked_add(1) {
+        return Err(Error::corrupt(
+            describe(&shared.name),
+            format!("ring {} is chained to ring {next}", link.index),
+        ));
+    }
+    let root = shared.ring().header();
+    let mut last_err = None;
+    for _ in 0..MAX_HOPS {
+        let target = match role {
+            Role::Sender => root.chain_tail.load(Ordering::SeqCst).max(next),
+            Role::Receiver => root.chain_head.load(Ordering::SeqCst).max(next),
+        };
+        match open_successor(shared, target) {
+            Err(err @ Error::NotFound { .. }) => last_err = Some(err),
+            other => return other,
+        }
+    }
+    Err(last_err.unwrap_or(Error::Timeout))
+}
+
+/// Seals the full ring `link` and chains a new ring after it; if another sender sealed it
+/// first, follows theirs.
+fn grow(shared: &Shared, link: &Link) -> Result<Arc<Link>> {
+    let header = link.ring.header();
+    let index = link
+        .index
+        .checked_add(1)
+        .ok_or_else(|| Error::corrupt(describe(&shared.name), "the chain of rings is exhausted"))?;
+    let sealed_by_us = header
+        .chain_next
+        .compare_exchange(0, index, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok();
+    if !sealed_by_us {
+        return follow(shared, link, Role::Sender);
+    }
+    let next = create_link(shared, index)?;
+    shared
+        .ring()
+        .header()
+        .chain_tail
+        .fetch_max(index, Ordering::SeqCst);
+    Ok(next)
+}
+
+/// A sender's claim on an unbounded mailbox: claim in the newest ring; a full ring grows
+/// the chain, a ring sealed under our feet is left for the next one.
+fn claim_unbounded_write(
+    shared: &Shared,
+    link: &mut Arc<Link>,
+    pid: u32,
+    check: bool,
+) -> Attempt<u64> {
+    for _ in 0..MAX_HOPS {
+        match claim_on(shared, &link.ring, pid, true, check)? {
+            Ok(pos) => {
+                // SYNC: pairs with the fence in `Ring::is_drained`: either the receiver sees
+                // this claim, or we see its ring sealed here.
+                fence(Ordering::SeqCst);
+                if link.ring.header().chain_next.load(Ordering::SeqCst) == 0 {
+                    return Ok(Ok(pos));
+                }
+                link.ring.release(pos);
+                *link = follow(shared, link, Role::Sender)?;
+            }
+            Err(_) => *link = grow(shared, link)?,
+        }
+    }
+    Err(Error::corrupt(
+        describe(&shared.name),
+        "the chain of rings does not end",
+    ))
+}
+
+/// A receiver's claim on an unbounded mailbox: drain the oldest ring; once it is sealed and
+/// drained, move the chain's head on and remove the ring's segment (its memory goes back
+/// when the last process unmaps it).
+fn claim_unbounded_read(
+    shared: &Shared,
+    link: &mut Arc<Link>,
+    pid: u32,
+    check: bool,
+) -> Attempt<u64> {
+    for _ in 0..MAX_HOPS {
+        match claim_on(shared, &link.ring, pid, false, check)? {
+            Ok(pos) => return Ok(Ok(pos)),
+            Err(by_process) => {
+                let sealed = link.ring.header().chain_next.load(Ordering::SeqCst) != 0;
+                if !sealed || !link.ring.is_drained() {
+                    return Ok(Err(by_process));
+                }
+                let next = link.index.wrapping_add(1);
+                let moved = shared.ring().header().chain_head.compare_exchange(
+                    link.index,
+                    next,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+                if moved.is_ok() && link.index != 0 {
+                    let _ = Segment::unlink(CHAIN_KIND, &chain_name(&shared.name, link.index));
+                }
+                *link = follow(shared, link, Role::Receiver)?;
+            }
+        }
+    }
+    Err(Error::corrupt(
+        describe(&shared.name),
+        "the chain of rings does not end",
+    ))
+}
+
+/// The ring a new endpoint starts on: the chain's newest for a sender, oldest for a receiver.
+fn starting_link(shared: &Shared, role: Role) -> Result<Arc<Link>> {
+    if !shared.unbounded() {
+        return Ok(Arc::clone(&shared.root));
+    }
+    let header = shared.ring().header();
+    let mut last_err = None;
+    for _ in 0..MAX_HOPS {
+        let index = match role {
+            Role::Sender => header.chain_tail.load(Ordering::SeqCst),
+            Role::Receiver => header.chain_head.load(Ordering::SeqCst),
+        };
+        match open_link(shared, index) {
+            // Drained and removed between our read and the open: read again.
+            Err(err @ Error::NotFound { .. }) => last_err = Some(err),
+            other => return other,
+        }
+    }
+    Err(last_err.unwrap_or(Error::Timeout))
 }
 
 /// Sends into a mailbox. Implements [`MessageSender`].
 pub struct MailboxSender {
     shared: Arc<Shared>,
+    link: Arc<Link>,
     participant: Participant,
     uid: u32,
     sequence: u64,
@@ -671,19 +1029,22 @@ impl MailboxSender {
         self.loan_deadline(Deadline::Never)
     }
 
-    fn claim(&self, deadline: Deadline) -> Result<u64> {
+    fn claim(&mut self, deadline: Deadline) -> Result<u64> {
         let shared = &*self.shared;
+        let link = &mut self.link;
         let pid = self.participant.pid;
+        let unbounded = shared.unbounded();
         wait_for(
             shared,
-            &shared.ring.header().not_full.0,
+            &shared.ring().header().not_full.0,
             deadline,
             deadline.send_expired(),
-            || {
-                Ok(match shared.ring.claim_write(pid)? {
-                    Claim::Got(pos) => Ok(pos),
-                    Claim::Blocked { blocker } => Err(blocker),
-                })
+            |check| {
+                if unbounded {
+                    claim_unbounded_write(shared, link, pid, check)
+                } else {
+                    claim_on(shared, &link.ring, pid, true, check)
+                }
             },
         )
     }
@@ -691,7 +1052,7 @@ impl MailboxSender {
     /// Fills in the slot's metadata and publishes it; for a rendezvous mailbox, waits until a
     /// receiver has taken it (and takes it back if none does by `deadline`).
     fn commit(&mut self, pos: u64, len: usize, deadline: Deadline) -> Result<()> {
-        let ring = &self.shared.ring;
+        let ring = &self.link.ring;
         let slot = ring.slot(pos);
         slot.len.store(len as u32, Ordering::Relaxed);
         slot.sender_pid
@@ -706,12 +1067,12 @@ impl MailboxSender {
         let shared = &*self.shared;
         let taken = wait_for(
             shared,
-            &shared.ring.header().not_full.0,
+            &shared.ring().header().not_full.0,
             deadline,
             deadline.send_expired(),
-            || {
+            |_| {
                 Ok(if ring.is_unclaimed(pos) {
-                    Err(None)
+                    Err(false)
                 } else {
                     Ok(())
                 })
@@ -732,7 +1093,7 @@ impl MailboxSender {
         // SAFETY: we own the slot of `pos` (WRITING by us) and msg.len() <= max_message
         // (checked by the caller), which is the size of its data area.
         unsafe {
-            std::ptr::copy_nonoverlapping(msg.as_ptr(), self.shared.ring.data_ptr(pos), msg.len())
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), self.link.ring.data_ptr(pos), msg.len())
         };
         self.commit(pos, msg.len(), deadline)
     }
@@ -756,7 +1117,7 @@ impl MessageSender for MailboxSender {
     }
 
     fn max_message_size(&self) -> usize {
-        self.shared.ring.geometry().max_message as usize
+        self.shared.ring().geometry().max_message as usize
     }
 }
 
@@ -816,7 +1177,7 @@ impl Loan<'_> {
     pub fn publish(mut self, len: usize) -> Result<()> {
         let pos = self.pos.take().expect("a loan is published once");
         if let Err(err) = check_size(len, self.sender.max_message_size()) {
-            self.sender.shared.ring.release(pos);
+            self.sender.link.ring.release(pos);
             return Err(err);
         }
         self.sender.commit(pos, len, Deadline::Never)
@@ -827,7 +1188,7 @@ impl Deref for Loan<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         let pos = self.pos.expect("a live loan has a slot");
-        let ring = &self.sender.shared.ring;
+        let ring = &self.sender.link.ring;
         // SAFETY: we own the slot (WRITING by us): its data area is `max_message` bytes that no
         // honest participant touches until we publish.
         unsafe {
@@ -839,7 +1200,7 @@ impl Deref for Loan<'_> {
 impl DerefMut for Loan<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         let pos = self.pos.expect("a live loan has a slot");
-        let ring = &self.sender.shared.ring;
+        let ring = &self.sender.link.ring;
         // SAFETY: as in deref; we hold `&mut self`, so this is the only slice we hand out.
         unsafe {
             std::slice::from_raw_parts_mut(ring.data_ptr(pos), ring.geometry().max_message as usize)
@@ -850,7 +1211,7 @@ impl DerefMut for Loan<'_> {
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
         if let Some(pos) = self.pos.take() {
-            self.sender.shared.ring.release(pos);
+            self.sender.link.ring.release(pos);
         }
     }
 }
@@ -858,6 +1219,7 @@ impl Drop for Loan<'_> {
 /// Receives from a mailbox. Implements [`MessageReceiver`].
 pub struct MailboxReceiver {
     shared: Arc<Shared>,
+    link: Arc<Link>,
     participant: Participant,
 }
 
@@ -870,22 +1232,25 @@ impl fmt::Debug for MailboxReceiver {
 }
 
 impl MailboxReceiver {
-    fn claim(&self, deadline: Deadline) -> Result<(u64, usize, Metadata)> {
+    fn claim(&mut self, deadline: Deadline) -> Result<(u64, usize, Metadata)> {
         let shared = &*self.shared;
+        let link = &mut self.link;
         let pid = self.participant.pid;
-        let ring = &shared.ring;
+        let unbounded = shared.unbounded();
         let pos = wait_for(
             shared,
-            &ring.header().not_empty.0,
+            &shared.ring().header().not_empty.0,
             deadline,
             deadline.recv_expired(),
-            || {
-                Ok(match ring.claim_read(pid)? {
-                    Claim::Got(pos) => Ok(pos),
-                    Claim::Blocked { blocker } => Err(blocker),
-                })
+            |check| {
+                if unbounded {
+                    claim_unbounded_read(shared, link, pid, check)
+                } else {
+                    claim_on(shared, &link.ring, pid, false, check)
+                }
             },
         )?;
+        let ring = &self.link.ring;
         let slot = ring.slot(pos);
         let len = slot.len.load(Ordering::Relaxed) as usize;
         if len > ring.geometry().max_message as usize {
@@ -931,7 +1296,7 @@ impl MailboxReceiver {
 impl MessageReceiver for MailboxReceiver {
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
         let (pos, len, meta) = self.claim(deadline)?;
-        let ring = &self.shared.ring;
+        let ring = &self.link.ring;
         buf.clear();
         buf.reserve(len);
         // SAFETY: we own the slot (READING by us); len <= max_message was checked in claim, so
@@ -972,7 +1337,7 @@ impl InPlace<'_> {
 impl Deref for InPlace<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        let ring = &self.receiver.shared.ring;
+        let ring = &self.receiver.link.ring;
         // SAFETY: we own the slot (READING by us); len <= max_message was validated when it
         // was claimed. A hostile process could still scribble on the bytes: they are plain
         // bytes, so that changes the message, never memory safety outside the slot.
@@ -982,6 +1347,6 @@ impl Deref for InPlace<'_> {
 
 impl Drop for InPlace<'_> {
     fn drop(&mut self) {
-        self.receiver.shared.ring.release(self.pos);
+        self.receiver.link.ring.release(self.pos);
     }
 }

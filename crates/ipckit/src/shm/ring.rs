@@ -69,6 +69,8 @@ pub(crate) const MAX_MESSAGE: u32 = 64 << 20;
 
 /// Ring flag: `send` returns once a receiver has taken the message.
 pub(crate) const FLAG_RENDEZVOUS: u32 = 1;
+/// Ring flag: one ring of an unbounded chain; a full ring is sealed and a new one chained.
+pub(crate) const FLAG_UNBOUNDED: u32 = 2;
 
 const STATE_SHIFT: u32 = 30;
 const PID_MASK: u64 = (1 << STATE_SHIFT) - 1;
@@ -151,7 +153,14 @@ pub(crate) struct RingHeader {
     pub mode: u32,
     pub created_unix_ns: u64,
     pub creator_pid: u32,
-    _reserved: [u32; 7],
+    /// Unbounded chains: 0 while producers may use this ring; once it is full, the index of
+    /// the ring that follows it (the ring is then sealed).
+    pub chain_next: AtomicU32,
+    /// Unbounded chains, root ring only: the ring receivers drain.
+    pub chain_head: AtomicU32,
+    /// Unbounded chains, root ring only: the newest ring.
+    pub chain_tail: AtomicU32,
+    _reserved: [u32; 4],
     /// Next position to produce (a hint: the slot words are authoritative).
     pub tail: Padded<AtomicU64>,
     /// Next position to consume (a hint).
@@ -216,6 +225,9 @@ pub(crate) enum Claim {
 #[derive(Debug)]
 pub(crate) struct Ring {
     base: NonNull<u8>,
+    /// The header whose futex words this ring's waiters sleep on: its own, or, for the rings
+    /// of an unbounded chain, the root's, so one wake reaches every waiter of the mailbox.
+    waits: NonNull<RingHeader>,
     geometry: Geometry,
     object: String,
 }
@@ -339,6 +351,7 @@ impl Ring {
         }
         Ok(Ring {
             base,
+            waits: base.cast(),
             geometry: Geometry {
                 capacity,
                 slot_size: slot_size as usize,
@@ -352,6 +365,33 @@ impl Ring {
 
     pub(crate) fn geometry(&self) -> Geometry {
         self.geometry
+    }
+
+    /// Makes this ring's waiters sleep on `root`'s futex words.
+    ///
+    /// # Safety
+    /// `root` stays mapped for as long as this ring is used.
+    pub(crate) unsafe fn share_waits_with(&mut self, root: &Ring) {
+        self.waits = root.waits;
+    }
+
+    /// The header holding the futex words waiters of this ring sleep on.
+    pub(crate) fn waits(&self) -> &RingHeader {
+        // SAFETY: either our own validated header, or a root ring's that the caller of
+        // `share_waits_with` keeps mapped.
+        unsafe { self.waits.as_ref() }
+    }
+
+    /// True once no slot is being written or holds an unread message (readers still
+    /// reading do not count: they finish on their own).
+    pub(crate) fn is_drained(&self) -> bool {
+        // SYNC: pairs with the fence after a producer's claim in an unbounded chain, so a
+        // claim made before the ring was sealed is seen here.
+        fence(Ordering::SeqCst);
+        (0..self.geometry.capacity as u64).all(|index| {
+            let word = Word::decode(self.slot(index).word.load(Ordering::Acquire));
+            !matches!(word.state, SlotState::Writing | SlotState::Full)
+        })
     }
 
     pub(crate) fn header(&self) -> &RingHeader {
@@ -518,7 +558,7 @@ impl Ring {
         let word = Word::encode(self.lap(pos), SlotState::Full, 0);
         // SYNC: pairs with the Acquire load/CAS of the slot word in `claim_read`.
         self.slot(pos).word.store(word, Ordering::Release);
-        self.notify(&self.header().not_empty.0);
+        self.notify(&self.waits().not_empty.0);
     }
 
     /// Finishes position `pos` (read, cancelled or abandoned) and hands the slot to the next
@@ -528,7 +568,7 @@ impl Ring {
         // SYNC: pairs with the Acquire load/CAS of the slot word in `claim_write`.
         self.slot(pos).word.store(word, Ordering::Release);
         self.skip_head_past(pos);
-        self.notify(&self.header().not_full.0);
+        self.notify(&self.waits().not_full.0);
     }
 
     /// A position finished without a consumer (cancelled, retracted, reclaimed) leaves the
@@ -555,7 +595,7 @@ impl Ring {
             .is_ok();
         if retracted {
             self.skip_head_past(pos);
-            self.notify(&self.header().not_full.0);
+            self.notify(&self.waits().not_full.0);
         }
         retracted
     }
@@ -583,8 +623,8 @@ impl Ring {
             .is_ok();
         if reclaimed {
             self.skip_head_past(pos);
-            self.notify(&self.header().not_full.0);
-            self.notify(&self.header().not_empty.0);
+            self.notify(&self.waits().not_full.0);
+            self.notify(&self.waits().not_empty.0);
         }
         reclaimed
     }

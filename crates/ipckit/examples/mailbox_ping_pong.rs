@@ -31,8 +31,28 @@ fn main() -> ipckit::Result<()> {
         .args(["--echo", &ping, &pong])
         .spawn()
         .expect("start the echo process");
-    let mut tx = ping_box.sender()?;
-    let mut rx = pong_box.receiver()?;
+    let measured = measure(&ping_box, &pong_box, size, rounds);
+    if measured.is_err() {
+        let _ = peer.kill();
+    }
+    peer.wait().unwrap();
+    Mailbox::remove(&ping)?;
+    Mailbox::remove(&pong)?;
+    let mut rtts = measured?;
+    rtts.sort_unstable();
+    let pct = |p: f64| rtts[((rtts.len() - 1) as f64 * p) as usize];
+    println!(
+        "{size} B round trip over {rounds} rounds: median {} ns, p99 {} ns, p99.9 {} ns",
+        pct(0.5),
+        pct(0.99),
+        pct(0.999)
+    );
+    Ok(())
+}
+
+fn measure(ping: &Mailbox, pong: &Mailbox, size: usize, rounds: usize) -> ipckit::Result<Vec<u64>> {
+    let mut tx = ping.sender()?;
+    let mut rx = pong.receiver()?;
     let mut msg = vec![0u8; size];
     let mut reply = Vec::with_capacity(size);
     let mut rtts = Vec::with_capacity(rounds);
@@ -45,18 +65,7 @@ fn main() -> ipckit::Result<()> {
         assert_eq!(reply, msg, "the echo differs");
     }
     tx.send(&[])?;
-    peer.wait().unwrap();
-    Mailbox::remove(&ping)?;
-    Mailbox::remove(&pong)?;
-    rtts.sort_unstable();
-    let pct = |p: f64| rtts[((rtts.len() - 1) as f64 * p) as usize];
-    println!(
-        "{size} B round trip over {rounds} rounds: median {} ns, p99 {} ns, p99.9 {} ns",
-        pct(0.5),
-        pct(0.99),
-        pct(0.999)
-    );
-    Ok(())
+    Ok(rtts)
 }
 
 fn echo(ping: &str, pong: &str) -> ipckit::Result<()> {

@@ -23,6 +23,8 @@ fn main() -> ipckit::Result<()> {
         Mailbox::builder(name)
             .capacity(16)
             .max_message_size(size)
+            .single_sender()
+            .single_receiver()
             .wait_strategy(WaitStrategy::BusyPoll)
             .create()
     };

@@ -173,8 +173,21 @@ fn check_message(msg: &[u8]) -> (u32, u32) {
 
 #[test]
 fn senders_killed_at_random_points_never_tear_duplicate_or_lose_a_sent_message() {
-    const TEST: &str =
-        "senders_killed_at_random_points_never_tear_duplicate_or_lose_a_sent_message";
+    kill_senders_at_random(
+        "senders_killed_at_random_points_never_tear_duplicate_or_lose_a_sent_message",
+        false,
+    );
+}
+
+#[test]
+fn single_senders_killed_at_random_points_never_tear_duplicate_or_lose_a_sent_message() {
+    kill_senders_at_random(
+        "single_senders_killed_at_random_points_never_tear_duplicate_or_lose_a_sent_message",
+        true,
+    );
+}
+
+fn kill_senders_at_random(test: &'static str, single: bool) {
     if let Some((_, arg)) = role() {
         let (name, run) = arg.split_once(' ').unwrap();
         let run: u32 = run.parse().unwrap();
@@ -186,15 +199,17 @@ fn senders_killed_at_random_points_never_tear_duplicate_or_lose_a_sent_message()
         }
         return;
     }
-    const RUNS: u32 = 150;
+    const RUNS: u32 = 120;
     let name = unique_name("kill");
     let _cleanup = Cleanup(name.clone());
-    let mailbox = Mailbox::builder(&name)
+    let mut builder = Mailbox::builder(&name)
         .capacity(8)
         .max_message_size(256)
-        .wait_strategy(WaitStrategy::Sleep)
-        .create()
-        .unwrap();
+        .wait_strategy(WaitStrategy::Sleep);
+    if single {
+        builder = builder.single_sender().single_receiver();
+    }
+    let mailbox = builder.create().unwrap();
     let drainer = {
         let mailbox = mailbox.clone();
         std::thread::spawn(move || {
@@ -213,7 +228,7 @@ fn senders_killed_at_random_points_never_tear_duplicate_or_lose_a_sent_message()
     let mut reported: Vec<(u32, u32)> = Vec::new();
     with_watchdog(WATCHDOG * 2, move || {
         for run in 0..RUNS {
-            let mut child = spawn_role(TEST, "sender", &format!("{name} {run}"));
+            let mut child = spawn_role(test, "sender", &format!("{name} {run}"));
             let mut out = BufReader::new(child.stdout.take().unwrap());
             wait_for_line(&mut out, "ready");
             std::thread::sleep(Duration::from_micros(rng.next() % 3000));
@@ -622,4 +637,83 @@ fn unbounded_many_senders_across_processes_lose_nothing() {
         assert!(wait_with_watchdog(child, WATCHDOG).success());
     }
     assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+}
+
+#[test]
+fn a_single_sender_is_exclusive_and_its_successor_overwrites_nothing() {
+    const TEST: &str = "a_single_sender_is_exclusive_and_its_successor_overwrites_nothing";
+    if let Some((_, name)) = role() {
+        let mut tx = Mailbox::open(&name).unwrap().sender().unwrap();
+        for i in 0..5u8 {
+            tx.send(&[i]).unwrap();
+        }
+        println!("@@sent");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let name = unique_name("sole");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity(16)
+        .single_sender()
+        .single_receiver()
+        .create()
+        .unwrap();
+    let mut child = spawn_role(TEST, "sender", &name);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "sent");
+    match mailbox.sender() {
+        Err(Error::AlreadyExists { object }) => assert!(object.contains("single sender")),
+        other => panic!("a second single sender was let in: {other:?}"),
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut tx = mailbox.sender().expect("a dead sender's place is free");
+    for i in 5..10u8 {
+        tx.send(&[i]).unwrap();
+    }
+    let mut rx = mailbox.receiver().unwrap();
+    assert!(matches!(
+        mailbox.receiver(),
+        Err(Error::AlreadyExists { .. })
+    ));
+    let got: Vec<u8> = (0..10).map(|_| rx.try_recv().unwrap().data[0]).collect();
+    assert_eq!(got, (0..10).collect::<Vec<u8>>());
+    assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+}
+
+#[test]
+fn a_single_receiver_killed_holding_a_message_leaves_it_to_the_next() {
+    const TEST: &str = "a_single_receiver_killed_holding_a_message_leaves_it_to_the_next";
+    if let Some((_, name)) = role() {
+        let mut rx = Mailbox::open(&name).unwrap().receiver().unwrap();
+        let held = rx.recv_in_place().unwrap();
+        assert_eq!(&*held, b"precious");
+        println!("@@holding");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let name = unique_name("solerx");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity(4)
+        .single_receiver()
+        .create()
+        .unwrap();
+    mailbox.sender().unwrap().send(b"precious").unwrap();
+    let mut child = spawn_role(TEST, "receiver", &name);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "holding");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut rx = mailbox.receiver().unwrap();
+    assert_eq!(rx.try_recv().unwrap().data, b"precious");
+    assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+    assert!(matches!(
+        Mailbox::builder(&unique_name("x"))
+            .capacity_kind(Capacity::Unbounded)
+            .single_sender()
+            .create(),
+        Err(Error::Unsupported(_))
+    ));
 }

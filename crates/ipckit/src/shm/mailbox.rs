@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ring::{
-    self, Claim, Ring, WaitWord, FLAG_RENDEZVOUS, FLAG_UNBOUNDED, MAX_CAPACITY, MAX_MESSAGE,
-    MAX_PARTICIPANTS,
+    self, Claim, Ring, WaitWord, FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER, FLAG_SINGLE_SENDER,
+    FLAG_UNBOUNDED, MAX_CAPACITY, MAX_MESSAGE, MAX_PARTICIPANTS,
 };
 use super::segment::Segment;
 use crate::error::{Error, Result};
@@ -86,9 +86,26 @@ pub struct MailboxBuilder {
     mode: u32,
     wait: WaitStrategy,
     unbounded_ring: usize,
+    single: u32,
 }
 
 impl MailboxBuilder {
+    /// At most one sender at a time: its sends then need no compare-and-swap, the cheaper
+    /// fast path for one-to-one and one-to-many links. A second sender is refused while the
+    /// first is alive. Bounded mailboxes only.
+    pub fn single_sender(mut self) -> Self {
+        self.single |= FLAG_SINGLE_SENDER;
+        self
+    }
+
+    /// At most one receiver at a time: its receives then need no compare-and-swap. A
+    /// receiver killed while holding a message leaves it to the next receiver (delivered
+    /// again, never lost). Bounded mailboxes only.
+    pub fn single_receiver(mut self) -> Self {
+        self.single |= FLAG_SINGLE_RECEIVER;
+        self
+    }
+
     /// A bounded ring of `n` messages (shorthand for `.capacity_kind(Capacity::Bounded(n))`).
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = Capacity::Bounded(n);
@@ -147,6 +164,13 @@ impl MailboxBuilder {
                 // needed.
                 Capacity::Unbounded => (self.unbounded_ring, FLAG_UNBOUNDED),
             };
+        if self.single != 0 && !matches!(self.capacity, Capacity::Bounded(_)) {
+            return Err(Error::Unsupported(format!(
+                "single-sender and single-receiver mailboxes must be bounded, not {:?}",
+                self.capacity
+            )));
+        }
+        let flags = flags | self.single;
         let capacity = u32::try_from(slots)
             .ok()
             .filter(|&c| c <= MAX_CAPACITY)
@@ -343,6 +367,7 @@ impl Mailbox {
             mode: 0o600,
             wait: WaitStrategy::default(),
             unbounded_ring: DEFAULT_CAPACITY,
+            single: 0,
         }
     }
 
@@ -398,6 +423,8 @@ impl Mailbox {
     /// [`Error::LimitReached`] if the participant table is full of live processes.
     pub fn sender(&self) -> Result<MailboxSender> {
         Ok(MailboxSender {
+            free_until: 0,
+            sole: SoleToken::acquire(&self.shared, Role::Sender)?,
             participant: Participant::register(&self.shared, Role::Sender)?,
             link: starting_link(&self.shared, Role::Sender)?,
             shared: Arc::clone(&self.shared),
@@ -415,6 +442,8 @@ impl Mailbox {
     /// [`Error::LimitReached`] if the participant table is full of live processes.
     pub fn receiver(&self) -> Result<MailboxReceiver> {
         Ok(MailboxReceiver {
+            deferred: None,
+            sole: SoleToken::acquire(&self.shared, Role::Receiver)?,
             participant: Participant::register(&self.shared, Role::Receiver)?,
             link: starting_link(&self.shared, Role::Receiver)?,
             shared: Arc::clone(&self.shared),
@@ -596,6 +625,79 @@ impl Drop for Participant {
 /// whose death the waiter must watch for).
 type Attempt<T> = Result<std::result::Result<T, bool>>;
 
+/// The right to be a single-sender (or single-receiver) mailbox's one sender (receiver).
+struct SoleToken {
+    shared: Arc<Shared>,
+    role: Role,
+    pid: u32,
+}
+
+impl SoleToken {
+    fn word(shared: &Shared, role: Role) -> &crate::sync::primitive::AtomicU32 {
+        let header = shared.ring().header();
+        match role {
+            Role::Sender => &header.sole_sender,
+            Role::Receiver => &header.sole_receiver,
+        }
+    }
+
+    /// Takes the token if the mailbox is single-`role`, with the position to start from.
+    fn acquire(shared: &Arc<Shared>, role: Role) -> Result<Option<(SoleToken, u64)>> {
+        let flag = match role {
+            Role::Sender => FLAG_SINGLE_SENDER,
+            Role::Receiver => FLAG_SINGLE_RECEIVER,
+        };
+        if shared.ring().geometry().flags & flag == 0 {
+            return Ok(None);
+        }
+        let me = std::process::id();
+        let word = SoleToken::word(shared, role);
+        loop {
+            let holder = word.load(Ordering::Acquire);
+            if holder != 0 && !is_dead(shared, holder) {
+                return Err(Error::AlreadyExists {
+                    object: format!(
+                        "the single {} of {} (pid {holder})",
+                        match role {
+                            Role::Sender => "sender",
+                            Role::Receiver => "receiver",
+                        },
+                        describe(&shared.name)
+                    ),
+                });
+            }
+            if word
+                .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        let header = shared.ring().header();
+        let start = match role {
+            Role::Sender => header.tail.0.load(Ordering::Acquire),
+            Role::Receiver => header.head.0.load(Ordering::Acquire),
+        };
+        let token = SoleToken {
+            shared: Arc::clone(shared),
+            role,
+            pid: me,
+        };
+        Ok(Some((token, start)))
+    }
+}
+
+impl Drop for SoleToken {
+    fn drop(&mut self) {
+        let _ = SoleToken::word(&self.shared, self.role).compare_exchange(
+            self.pid,
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+}
+
 /// Waits until `attempt` succeeds, by the mailbox's wait strategy, until `deadline`.
 ///
 /// `attempt(check_owners)` tries once; with `check_owners` it also reclaims a slot in its way
@@ -681,13 +783,26 @@ fn claim_on(
     write: bool,
     check_owners: bool,
 ) -> Attempt<u64> {
-    for _ in 0..=ring.geometry().capacity {
-        let claim = if write {
-            ring.claim_write(pid)?
+    let claim = || {
+        if write {
+            ring.claim_write(pid)
         } else {
-            ring.claim_read(pid)?
-        };
-        match claim {
+            ring.claim_read(pid)
+        }
+    };
+    resolve_claim(shared, ring, check_owners, claim)
+}
+
+/// Runs `claim` until it gets a position or is blocked by something other than a dead
+/// process's slot (which it reclaims when `check_owners` is set).
+fn resolve_claim(
+    shared: &Shared,
+    ring: &Ring,
+    check_owners: bool,
+    mut claim: impl FnMut() -> Result<Claim>,
+) -> Attempt<u64> {
+    for _ in 0..=ring.geometry().capacity {
+        match claim()? {
             Claim::Got(pos) => return Ok(Ok(pos)),
             Claim::Blocked {
                 blocker: Some((owner, pos)),
@@ -954,6 +1069,12 @@ fn starting_link(shared: &Shared, role: Role) -> Result<Arc<Link>> {
 pub struct MailboxSender {
     shared: Arc<Shared>,
     link: Arc<Link>,
+    // Single-sender mailboxes: the token, and the next position to write.
+    sole: Option<(SoleToken, u64)>,
+    // Single sender *and* single receiver: positions below this are known free (the
+    // receiver's head, read now and then, plus the capacity), so the fast path reads
+    // nothing the receiver writes.
+    free_until: u64,
     participant: Participant,
     uid: u32,
     sequence: u64,
@@ -1032,21 +1153,35 @@ impl MailboxSender {
     fn claim(&mut self, deadline: Deadline) -> Result<u64> {
         let shared = &*self.shared;
         let link = &mut self.link;
+        let sole = &mut self.sole;
         let pid = self.participant.pid;
         let unbounded = shared.unbounded();
-        wait_for(
+        if let Some((_, next)) = sole {
+            if *next < self.free_until {
+                return Ok(*next);
+            }
+        }
+        let geometry = shared.ring().geometry();
+        let head_is_released = geometry.flags & FLAG_SINGLE_RECEIVER != 0;
+        let pos = wait_for(
             shared,
             &shared.ring().header().not_full.0,
             deadline,
             deadline.send_expired(),
-            |check| {
-                if unbounded {
-                    claim_unbounded_write(shared, link, pid, check)
-                } else {
-                    claim_on(shared, &link.ring, pid, true, check)
-                }
+            |check| match sole {
+                Some((_, next)) => resolve_claim(shared, &link.ring, check, || {
+                    link.ring.claim_write_single(next)
+                }),
+                None if unbounded => claim_unbounded_write(shared, link, pid, check),
+                None => claim_on(shared, &link.ring, pid, true, check),
             },
-        )
+        )?;
+        if self.sole.is_some() && head_is_released {
+            // SYNC: pairs with the release of the slot before the receiver moves the head.
+            let head = shared.ring().header().head.0.load(Ordering::Acquire);
+            self.free_until = head.saturating_add(geometry.capacity as u64);
+        }
+        Ok(pos)
     }
 
     /// Fills in the slot's metadata and publishes it; for a rendezvous mailbox, waits until a
@@ -1060,6 +1195,10 @@ impl MailboxSender {
         slot.sender_uid.store(self.uid, Ordering::Relaxed);
         slot.sequence.store(self.sequence, Ordering::Relaxed);
         ring.publish(pos);
+        if let Some((_, next)) = &mut self.sole {
+            *next = pos + 1;
+            ring.header().tail.0.store(*next, Ordering::Release);
+        }
         self.sequence += 1;
         if ring.geometry().flags & FLAG_RENDEZVOUS == 0 {
             return Ok(());
@@ -1096,6 +1235,16 @@ impl MailboxSender {
             std::ptr::copy_nonoverlapping(msg.as_ptr(), self.link.ring.data_ptr(pos), msg.len())
         };
         self.commit(pos, msg.len(), deadline)
+    }
+}
+
+impl MailboxSender {
+    /// Gives up a claimed position without publishing it. A single sender's claim changed
+    /// nothing in the ring, so there is nothing to undo.
+    fn cancel(&mut self, pos: u64) {
+        if self.sole.is_none() {
+            self.link.ring.release(pos);
+        }
     }
 }
 
@@ -1177,7 +1326,7 @@ impl Loan<'_> {
     pub fn publish(mut self, len: usize) -> Result<()> {
         let pos = self.pos.take().expect("a loan is published once");
         if let Err(err) = check_size(len, self.sender.max_message_size()) {
-            self.sender.link.ring.release(pos);
+            self.sender.cancel(pos);
             return Err(err);
         }
         self.sender.commit(pos, len, Deadline::Never)
@@ -1211,7 +1360,7 @@ impl DerefMut for Loan<'_> {
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
         if let Some(pos) = self.pos.take() {
-            self.sender.link.ring.release(pos);
+            self.sender.cancel(pos);
         }
     }
 }
@@ -1220,6 +1369,11 @@ impl Drop for Loan<'_> {
 pub struct MailboxReceiver {
     shared: Arc<Shared>,
     link: Arc<Link>,
+    // Single-receiver mailboxes: the token, and the next position to read.
+    sole: Option<(SoleToken, u64)>,
+    // A single receiver hands a copied-out message's slot back at its next receive, off the
+    // critical path of whatever it does with the message (rings of two or more slots).
+    deferred: Option<u64>,
     participant: Participant,
 }
 
@@ -1233,8 +1387,12 @@ impl fmt::Debug for MailboxReceiver {
 
 impl MailboxReceiver {
     fn claim(&mut self, deadline: Deadline) -> Result<(u64, usize, Metadata)> {
+        if let Some(pos) = self.deferred.take() {
+            self.link.ring.release(pos);
+        }
         let shared = &*self.shared;
         let link = &mut self.link;
+        let sole = &mut self.sole;
         let pid = self.participant.pid;
         let unbounded = shared.unbounded();
         let pos = wait_for(
@@ -1242,26 +1400,27 @@ impl MailboxReceiver {
             &shared.ring().header().not_empty.0,
             deadline,
             deadline.recv_expired(),
-            |check| {
-                if unbounded {
-                    claim_unbounded_read(shared, link, pid, check)
-                } else {
-                    claim_on(shared, &link.ring, pid, false, check)
-                }
+            |check| match sole {
+                Some((_, next)) => resolve_claim(shared, &link.ring, check, || {
+                    link.ring.claim_read_single(next)
+                }),
+                None if unbounded => claim_unbounded_read(shared, link, pid, check),
+                None => claim_on(shared, &link.ring, pid, false, check),
             },
         )?;
         let ring = &self.link.ring;
         let slot = ring.slot(pos);
         let len = slot.len.load(Ordering::Relaxed) as usize;
         if len > ring.geometry().max_message as usize {
-            ring.release(pos);
-            return Err(Error::corrupt(
+            let err = Error::corrupt(
                 describe(&shared.name),
                 format!(
                     "a slot claims a {len}-byte message, larger than the {}-byte slots",
                     ring.geometry().max_message
                 ),
-            ));
+            );
+            self.finish(pos);
+            return Err(err);
         }
         let meta = Metadata {
             sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
@@ -1293,6 +1452,24 @@ impl MailboxReceiver {
     }
 }
 
+impl MailboxReceiver {
+    /// Hands the slot of `pos` back once its message has been taken.
+    fn finish(&mut self, pos: u64) {
+        self.link.ring.release(pos);
+        if let Some((_, next)) = &mut self.sole {
+            *next = pos + 1;
+        }
+    }
+}
+
+impl Drop for MailboxReceiver {
+    fn drop(&mut self) {
+        if let Some(pos) = self.deferred.take() {
+            self.link.ring.release(pos);
+        }
+    }
+}
+
 impl MessageReceiver for MailboxReceiver {
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
         let (pos, len, meta) = self.claim(deadline)?;
@@ -1305,7 +1482,13 @@ impl MessageReceiver for MailboxReceiver {
             std::ptr::copy_nonoverlapping(ring.data_ptr(pos), buf.as_mut_ptr(), len);
             buf.set_len(len);
         }
-        ring.release(pos);
+        match &mut self.sole {
+            Some((_, next)) if ring.geometry().capacity > 1 => {
+                *next = pos + 1;
+                self.deferred = Some(pos);
+            }
+            _ => self.finish(pos),
+        }
         Ok(meta)
     }
 }
@@ -1347,6 +1530,6 @@ impl Deref for InPlace<'_> {
 
 impl Drop for InPlace<'_> {
     fn drop(&mut self) {
-        self.receiver.link.ring.release(self.pos);
+        self.receiver.finish(self.pos);
     }
 }

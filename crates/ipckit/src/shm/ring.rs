@@ -71,6 +71,10 @@ pub(crate) const MAX_MESSAGE: u32 = 64 << 20;
 pub(crate) const FLAG_RENDEZVOUS: u32 = 1;
 /// Ring flag: one ring of an unbounded chain; a full ring is sealed and a new one chained.
 pub(crate) const FLAG_UNBOUNDED: u32 = 2;
+/// Ring flag: at most one sender at a time (it claims slots without a compare-and-swap).
+pub(crate) const FLAG_SINGLE_SENDER: u32 = 4;
+/// Ring flag: at most one receiver at a time (it claims messages without a compare-and-swap).
+pub(crate) const FLAG_SINGLE_RECEIVER: u32 = 8;
 
 const STATE_SHIFT: u32 = 30;
 const PID_MASK: u64 = (1 << STATE_SHIFT) - 1;
@@ -160,7 +164,11 @@ pub(crate) struct RingHeader {
     pub chain_head: AtomicU32,
     /// Unbounded chains, root ring only: the newest ring.
     pub chain_tail: AtomicU32,
-    _reserved: [u32; 4],
+    /// Single-sender rings: pid of the one sender attached, 0 if none.
+    pub sole_sender: AtomicU32,
+    /// Single-receiver rings: pid of the one receiver attached, 0 if none.
+    pub sole_receiver: AtomicU32,
+    _reserved: [u32; 2],
     /// Next position to produce (a hint: the slot words are authoritative).
     pub tail: Padded<AtomicU64>,
     /// Next position to consume (a hint).
@@ -553,11 +561,67 @@ impl Ring {
         Err(self.corrupt("the head index does not advance"))
     }
 
+    /// The single sender's claim: position `*next` is free when its slot is empty for its
+    /// lap. Nobody else writes, so no compare-and-swap (and no `WRITING` state) is needed: a
+    /// sender killed while writing leaves the slot empty, and its message was never sent.
+    /// Positions already published (a predecessor died between publishing and moving on)
+    /// are stepped over.
+    pub(crate) fn claim_write_single(&self, next: &mut u64) -> Result<Claim> {
+        for _ in 0..=self.geometry.capacity {
+            let pos = *next;
+            let lap = self.lap(pos);
+            let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
+            match word.lap.wrapping_sub(lap) as i32 {
+                0 if word.state == SlotState::Empty => return Ok(Claim::Got(pos)),
+                d if d >= 0 => *next += 1,
+                -1 => {
+                    let held = pos.wrapping_sub(self.geometry.capacity as u64);
+                    let blocker = match word.state {
+                        SlotState::Writing | SlotState::Reading => Some((word.pid, held)),
+                        _ => None,
+                    };
+                    return Ok(Claim::Blocked { blocker });
+                }
+                _ => return Err(self.corrupt("a slot's lap contradicts the sender's position")),
+            }
+        }
+        Err(self.corrupt("the sender's position does not advance"))
+    }
+
+    /// The single receiver's claim: the message at `*next` is ready when its slot is full
+    /// for its lap. No `READING` state: a receiver killed before releasing it leaves it full,
+    /// and the next receiver gets it again.
+    pub(crate) fn claim_read_single(&self, next: &mut u64) -> Result<Claim> {
+        for _ in 0..=self.geometry.capacity {
+            let pos = *next;
+            let lap = self.lap(pos);
+            let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
+            match word.lap.wrapping_sub(lap) as i32 {
+                0 => match word.state {
+                    SlotState::Full => return Ok(Claim::Got(pos)),
+                    SlotState::Empty => return Ok(Claim::Blocked { blocker: None }),
+                    SlotState::Writing => {
+                        return Ok(Claim::Blocked {
+                            blocker: Some((word.pid, pos)),
+                        })
+                    }
+                    // Only a scribbled segment has readers in a single-receiver ring.
+                    SlotState::Reading => *next += 1,
+                },
+                d if d > 0 => *next += 1,
+                -1 => return Ok(Claim::Blocked { blocker: None }),
+                _ => return Err(self.corrupt("a slot's lap contradicts the receiver's position")),
+            }
+        }
+        Err(self.corrupt("the receiver's position does not advance"))
+    }
+
     /// Makes the message at `pos` (claimed by `claim_write`) visible to consumers.
     pub(crate) fn publish(&self, pos: u64) {
         let word = Word::encode(self.lap(pos), SlotState::Full, 0);
-        // SYNC: pairs with the Acquire load/CAS of the slot word in `claim_read`.
-        self.slot(pos).word.store(word, Ordering::Release);
+        // SYNC: Release half pairs with the Acquire load/CAS of the slot word in
+        // `claim_read`; SeqCst half with the fence in `prepare_sleep` (see `notify`).
+        self.slot(pos).word.swap(word, Ordering::SeqCst);
         self.notify(&self.waits().not_empty.0);
     }
 
@@ -565,8 +629,10 @@ impl Ring {
     /// lap's producer.
     pub(crate) fn release(&self, pos: u64) {
         let word = Word::encode(self.lap(pos).wrapping_add(1), SlotState::Empty, 0);
-        // SYNC: pairs with the Acquire load/CAS of the slot word in `claim_write`.
-        self.slot(pos).word.store(word, Ordering::Release);
+        // SYNC: Release half pairs with the Acquire load/CAS of the slot word in
+        // `claim_write` (and the head hint with the single sender's read of it); SeqCst
+        // half with the fence in `prepare_sleep` (see `notify`).
+        self.slot(pos).word.swap(word, Ordering::SeqCst);
         self.skip_head_past(pos);
         self.notify(&self.waits().not_full.0);
     }
@@ -591,7 +657,7 @@ impl Ring {
         let retracted = self
             .slot(pos)
             .word
-            .compare_exchange(full, done, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(full, done, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok();
         if retracted {
             self.skip_head_past(pos);
@@ -619,7 +685,7 @@ impl Ring {
         let done = Word::encode(word.lap.wrapping_add(1), SlotState::Empty, 0);
         let reclaimed = slot
             .word
-            .compare_exchange(raw, done, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(raw, done, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok();
         if reclaimed {
             self.skip_head_past(pos);
@@ -654,11 +720,14 @@ impl Ring {
     }
 
     /// Wakes sleepers on `wait` if there are any; no system call otherwise.
+    ///
+    /// Every caller has just changed a slot word with a SeqCst read-modify-write. That, this
+    /// SeqCst load, and the sleeper's SeqCst increment followed by a SeqCst fence before it
+    /// re-checks the slot (`prepare_sleep`) form the Dekker pattern: either we see the
+    /// sleeper and wake it, or it sees the slot change and does not sleep. On x86 the
+    /// read-modify-write is the one locked instruction of the fast path; no `mfence`.
     fn notify(&self, wait: &WaitWord) {
-        // SYNC: this fence and the one in `prepare_sleep` order "slot changed" before
-        // "sleepers read" here, and "sleepers incremented" before "slot re-checked" there.
-        fence(Ordering::SeqCst);
-        if wait.sleepers.load(Ordering::Relaxed) != 0 {
+        if wait.sleepers.load(Ordering::SeqCst) != 0 {
             wait.seq.fetch_add(1, Ordering::Release);
             crate::sync::futex::wake_all(&wait.seq);
         }

@@ -1,5 +1,5 @@
 //! Two processes bounce a message through a pair of mailboxes and print the round-trip
-//! time: `cargo run --release --example mailbox_ping_pong [-- SIZE [ROUNDS]]`.
+//! time: `cargo run --release --example mailbox_ping_pong [-- SIZE [ROUNDS [busy|sleep]]]`.
 //!
 //! The example starts itself again as the echoing peer, the way an application would start
 //! a worker process. `ipckit bench` does the same measurement for every mechanism.
@@ -13,8 +13,9 @@ use ipckit::{MessageReceiver, MessageSender};
 fn main() -> ipckit::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--echo") {
-        return echo(&args[2], &args[3]);
+        return echo(&args[2], &args[3], strategy(args.get(4)));
     }
+    let wait = strategy(args.get(3));
     let size: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(64);
     let rounds: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let id = std::process::id();
@@ -25,12 +26,13 @@ fn main() -> ipckit::Result<()> {
             .max_message_size(size)
             .single_sender()
             .single_receiver()
-            .wait_strategy(WaitStrategy::BusyPoll)
+            .wait_strategy(wait)
             .create()
     };
     let (ping_box, pong_box) = (build(&ping)?, build(&pong)?);
     let mut peer = Command::new(std::env::current_exe().unwrap())
         .args(["--echo", &ping, &pong])
+        .args(args.get(3))
         .spawn()
         .expect("start the echo process");
     let measured = measure(&ping_box, &pong_box, size, rounds);
@@ -70,13 +72,21 @@ fn measure(ping: &Mailbox, pong: &Mailbox, size: usize, rounds: usize) -> ipckit
     Ok(rtts)
 }
 
-fn echo(ping: &str, pong: &str) -> ipckit::Result<()> {
+/// `busy` (the default) spins; `sleep` sleeps on the futex at once.
+fn strategy(arg: Option<&String>) -> WaitStrategy {
+    match arg.map(String::as_str) {
+        Some("sleep") => WaitStrategy::Sleep,
+        _ => WaitStrategy::BusyPoll,
+    }
+}
+
+fn echo(ping: &str, pong: &str, wait: WaitStrategy) -> ipckit::Result<()> {
     let mut rx = Mailbox::builder(ping)
-        .wait_strategy(WaitStrategy::BusyPoll)
+        .wait_strategy(wait)
         .open()?
         .receiver()?;
     let mut tx = Mailbox::builder(pong)
-        .wait_strategy(WaitStrategy::BusyPoll)
+        .wait_strategy(wait)
         .open()?
         .sender()?;
     let mut buf = Vec::new();

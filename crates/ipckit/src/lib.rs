@@ -7,11 +7,17 @@
 //! `send`/`recv`, non-blocking `try_send`/`try_recv`, timed `send_timeout`/`recv_timeout`.
 //!
 //! ```
-//! use ipckit::{pipe, MessageReceiver, MessageSender};
+//! use ipckit::shm::Mailbox;
+//! use ipckit::{MessageReceiver, MessageSender};
+//! # let name = format!("hello-{}", std::process::id());
 //!
-//! let (mut tx, mut rx) = pipe::pipe()?;
+//! // Any process that knows the name can open the mailbox.
+//! let mailbox = Mailbox::create(&name)?;
+//! let mut tx = mailbox.sender()?;
+//! let mut rx = mailbox.receiver()?;
 //! tx.send(b"hello")?;
 //! assert_eq!(rx.recv()?.data, b"hello");
+//! Mailbox::remove(&name)?;
 //! # Ok::<(), ipckit::Error>(())
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -236,17 +236,19 @@ pub fn check_size(len: usize, max: usize) -> Result<()> {
 /// Any endpoint, carrying values of type `T` encoded with postcard.
 ///
 /// ```
-/// use ipckit::{pipe, Typed};
+/// use ipckit::{shm::Mailbox, Typed};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Serialize, Deserialize, Debug, PartialEq)]
 /// struct Reading { sensor: u16, celsius: f32 }
+/// # let name = format!("typed-{}", std::process::id());
 ///
-/// let (tx, rx) = pipe::pipe()?;
-/// let mut tx = Typed::<_, Reading>::new(tx);
-/// let mut rx = Typed::<_, Reading>::new(rx);
+/// let mailbox = Mailbox::create(&name)?;
+/// let mut tx = Typed::<_, Reading>::new(mailbox.sender()?);
+/// let mut rx = Typed::<_, Reading>::new(mailbox.receiver()?);
 /// tx.send(&Reading { sensor: 7, celsius: 21.5 })?;
 /// assert_eq!(rx.recv()?.0, Reading { sensor: 7, celsius: 21.5 });
+/// # Mailbox::remove(&name)?;
 /// # Ok::<(), ipckit::Error>(())
 /// ```
 #[derive(Debug)]

@@ -1,4 +1,13 @@
-//! TEMPORARY stand-in for the shm branch's Segment (replaced on merge).
+//! TEMPORARY stand-in for the shm branch's Segment: the shm helper replaces this file with
+//! the real one when merging main. The mailbox (shm/mailbox.rs) uses exactly this API, keep
+//! it (or update mailbox.rs in the same merge):
+//!   Segment::create(kind: &str, name: &str, payload_len: usize, mode: u32) -> Result<Segment>
+//!     (exclusive; payload zero-filled; AlreadyExists when taken)
+//!   Segment::open(kind, name) -> Result<Segment>   (NotFound / PermissionDenied / Corrupt)
+//!   seg.payload() -> NonNull<u8> (64-byte aligned), seg.payload_len() -> usize
+//!   Segment::unlink(kind, name) -> Result<()>      (NotFound when missing)
+//!   Segment::list(kind) -> Result<Vec<String>>     (user names of that kind in /dev/shm)
+//! Segment must be Send + Sync. Files are /dev/shm/ipckit.<kind>.<name>.
 #![allow(missing_docs)]
 use std::ptr::NonNull;
 

@@ -31,16 +31,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ring::{
-    self, Claim, Ring, WaitWord, FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER, FLAG_SINGLE_SENDER,
-    FLAG_UNBOUNDED, MAX_CAPACITY, MAX_MESSAGE, MAX_PARTICIPANTS,
+    self, Claim, Ring, FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER, FLAG_SINGLE_SENDER, FLAG_UNBOUNDED,
+    MAX_CAPACITY, MAX_MESSAGE, MAX_PARTICIPANTS,
 };
 use super::segment::Segment;
+pub use super::wait::WaitStrategy;
+use super::wait::{wait_for, Attempt};
 use crate::error::{Error, Result};
 use crate::link::{
     check_size, Capacity, Deadline, MessageReceiver, MessageSender, Metadata, WhenFull,
 };
 use crate::process::{liveness, Liveness, ProcessIdentity};
-use crate::sync::futex;
 use crate::sync::primitive::{fence, Ordering};
 
 /// The segment kind of mailboxes: their files are `/dev/shm/ipckit.mailbox.NAME`.
@@ -52,30 +53,6 @@ pub const DEFAULT_MAX_MESSAGE: usize = 4096;
 pub const DEFAULT_CAPACITY: usize = 64;
 /// Default bound of a sender's overflow cache ([`WhenFull::Cache`]), in messages.
 pub const DEFAULT_CACHE_LIMIT: usize = 1024;
-
-/// How often a waiter that is blocked by another process's slot checks that it is alive.
-const LIVENESS_POLL: Duration = Duration::from_millis(20);
-
-/// How a blocked sender or receiver waits.
-///
-/// On a virtual machine an idle vCPU halts, so waking a sleeper costs tens of microseconds,
-/// while a hand-off between two spinning cores costs a few hundred nanoseconds: spinning buys
-/// latency with CPU time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitStrategy {
-    /// Spin until the deadline; never sleep (lowest latency, one core busy while waiting).
-    BusyPoll,
-    /// Spin this long, then sleep on a futex.
-    Spin(Duration),
-    /// Sleep on the futex at once.
-    Sleep,
-}
-
-impl Default for WaitStrategy {
-    fn default() -> Self {
-        WaitStrategy::Spin(Duration::from_micros(50))
-    }
-}
 
 /// Builds, creates or opens a [`Mailbox`]: `Mailbox::builder(name).capacity(64).create()`.
 #[derive(Debug, Clone)]
@@ -621,10 +598,6 @@ impl Drop for Participant {
     }
 }
 
-/// The outcome of one attempt: done, or blocked (`true`: by a slot another process holds,
-/// whose death the waiter must watch for).
-type Attempt<T> = Result<std::result::Result<T, bool>>;
-
 /// The right to be a single-sender (or single-receiver) mailbox's one sender (receiver).
 struct SoleToken {
     shared: Arc<Shared>,
@@ -695,82 +668,6 @@ impl Drop for SoleToken {
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
-    }
-}
-
-/// Waits until `attempt` succeeds, by the mailbox's wait strategy, until `deadline`.
-///
-/// `attempt(check_owners)` tries once; with `check_owners` it also reclaims a slot in its way
-/// whose owner has died (that costs a read of `/proc`, so it is done every
-/// [`LIVENESS_POLL`], not on every spin).
-fn wait_for<T>(
-    shared: &Shared,
-    wait: &WaitWord,
-    deadline: Deadline,
-    expired: Error,
-    mut attempt: impl FnMut(bool) -> Attempt<T>,
-) -> Result<T> {
-    if let Ok(v) = attempt(false)? {
-        return Ok(v);
-    }
-    if deadline == Deadline::Now {
-        return match attempt(true)? {
-            Ok(v) => Ok(v),
-            Err(_) => Err(expired),
-        };
-    }
-    let spin_for = match shared.wait {
-        WaitStrategy::BusyPoll => None,
-        WaitStrategy::Spin(d) => Some(d),
-        WaitStrategy::Sleep => Some(Duration::ZERO),
-    };
-    let start = Instant::now();
-    let mut last_check = start;
-    let mut spins = 0u32;
-    loop {
-        let spinning = match spin_for {
-            None => true,
-            Some(d) => spins & 63 != 0 || start.elapsed() < d,
-        };
-        if spinning {
-            spins = spins.wrapping_add(1);
-            std::hint::spin_loop();
-            let check = spins & 1023 == 0 && last_check.elapsed() >= LIVENESS_POLL;
-            if check {
-                last_check = Instant::now();
-            }
-            if let Ok(v) = attempt(check)? {
-                return Ok(v);
-            }
-            if spins & 1023 == 0 && deadline.expired() {
-                return Err(expired);
-            }
-            continue;
-        }
-        let seen = ring::prepare_sleep(wait);
-        let blocked_by_process = match attempt(true) {
-            Ok(Ok(v)) => {
-                ring::finish_sleep(wait);
-                return Ok(v);
-            }
-            Err(e) => {
-                ring::finish_sleep(wait);
-                return Err(e);
-            }
-            Ok(Err(by_process)) => by_process,
-        };
-        if deadline.expired() {
-            ring::finish_sleep(wait);
-            return Err(expired);
-        }
-        // A slot owner that dies never wakes us: sleep in short turns to notice it.
-        let turn = match (blocked_by_process, deadline) {
-            (true, Deadline::At(at)) => Deadline::At(at.min(Instant::now() + LIVENESS_POLL)),
-            (true, _) => Deadline::after(LIVENESS_POLL),
-            (false, d) => d,
-        };
-        futex::wait(&wait.seq, seen, turn);
-        ring::finish_sleep(wait);
     }
 }
 
@@ -1164,7 +1061,7 @@ impl MailboxSender {
         let geometry = shared.ring().geometry();
         let head_is_released = geometry.flags & FLAG_SINGLE_RECEIVER != 0;
         let pos = wait_for(
-            shared,
+            shared.wait,
             &shared.ring().header().not_full.0,
             deadline,
             deadline.send_expired(),
@@ -1205,7 +1102,7 @@ impl MailboxSender {
         }
         let shared = &*self.shared;
         let taken = wait_for(
-            shared,
+            shared.wait,
             &shared.ring().header().not_full.0,
             deadline,
             deadline.send_expired(),
@@ -1396,7 +1293,7 @@ impl MailboxReceiver {
         let pid = self.participant.pid;
         let unbounded = shared.unbounded();
         let pos = wait_for(
-            shared,
+            shared.wait,
             &shared.ring().header().not_empty.0,
             deadline,
             deadline.recv_expired(),

@@ -3,5 +3,6 @@
 pub mod mailbox;
 pub(crate) mod ring;
 pub mod segment;
+pub mod wait;
 
 pub use mailbox::{Mailbox, MailboxBuilder, MailboxReceiver, MailboxSender, WaitStrategy};

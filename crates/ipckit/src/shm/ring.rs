@@ -56,6 +56,8 @@ use std::ptr::NonNull;
 use crate::error::{Error, Result};
 use crate::sync::primitive::{fence, AtomicU32, AtomicU64, Ordering};
 
+use super::wait::{wake_sleepers, WaitWord};
+
 /// Identifies a mailbox ring ("ipckitMB").
 pub(crate) const RING_MAGIC: u64 = u64::from_le_bytes(*b"ipckitMB");
 /// Bumped whenever the layout below changes.
@@ -120,16 +122,6 @@ impl Word {
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub(crate) struct Padded<T>(pub T);
-
-/// A futex word and the number of processes asleep on it.
-#[repr(C)]
-#[derive(Debug)]
-pub(crate) struct WaitWord {
-    /// Bumped by every wake; sleepers wait on it.
-    pub seq: AtomicU32,
-    /// How many are asleep (or about to be).
-    pub sleepers: AtomicU32,
-}
 
 /// One entry of the participant table.
 #[repr(C)]
@@ -719,33 +711,9 @@ impl Ring {
         tail.saturating_sub(head).min(self.geometry.capacity as u64)
     }
 
-    /// Wakes sleepers on `wait` if there are any; no system call otherwise.
-    ///
-    /// Every caller has just changed a slot word with a SeqCst read-modify-write. That, this
-    /// SeqCst load, and the sleeper's SeqCst increment followed by a SeqCst fence before it
-    /// re-checks the slot (`prepare_sleep`) form the Dekker pattern: either we see the
-    /// sleeper and wake it, or it sees the slot change and does not sleep. On x86 the
-    /// read-modify-write is the one locked instruction of the fast path; no `mfence`.
     fn notify(&self, wait: &WaitWord) {
-        if wait.sleepers.load(Ordering::SeqCst) != 0 {
-            wait.seq.fetch_add(1, Ordering::Release);
-            crate::sync::futex::wake_all(&wait.seq);
-        }
+        wake_sleepers(wait);
     }
-}
-
-/// Announces a sleeper on `wait` and returns the futex value to sleep on; the caller must
-/// re-check the ring after this and before sleeping, then call `finish_sleep`.
-pub(crate) fn prepare_sleep(wait: &WaitWord) -> u32 {
-    wait.sleepers.fetch_add(1, Ordering::SeqCst);
-    // SYNC: pairs with the fence in `Ring::notify`.
-    fence(Ordering::SeqCst);
-    wait.seq.load(Ordering::Acquire)
-}
-
-/// Withdraws the sleeper announced by `prepare_sleep`.
-pub(crate) fn finish_sleep(wait: &WaitWord) {
-    wait.sleepers.fetch_sub(1, Ordering::Release);
 }
 
 #[cfg(test)]

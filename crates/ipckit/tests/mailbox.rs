@@ -3,11 +3,14 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{role, spawn_role, unique_name, wait_with_watchdog, with_watchdog};
+use common::{
+    check_message, make_message, reports, role, seed, spawn_role, unique_name, wait_for_line,
+    wait_with_watchdog, with_watchdog, XorShift,
+};
 use ipckit::shm::mailbox::{Mailbox, WaitStrategy};
 use ipckit::{Capacity, Error, MessageReceiver, MessageSender, WhenFull};
 
@@ -19,56 +22,6 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = Mailbox::remove(&self.0);
     }
-}
-
-/// Lines a child printed with the `@@` prefix (the harness prints its own lines too).
-fn reports(child: &mut Child) -> Vec<String> {
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    out.lines()
-        .filter_map(|l| l.strip_prefix("@@").map(str::to_string))
-        .collect()
-}
-
-/// Reads the child's stdout until a line `@@<want>` appears.
-fn wait_for_line(reader: &mut impl BufRead, want: &str) {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "child ended before {want:?}"
-        );
-        if line.trim_end() == format!("@@{want}") {
-            return;
-        }
-    }
-}
-
-/// A small deterministic generator, so failures can be replayed from the printed seed.
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let seed = nanos | 1;
-    eprintln!("seed {seed}");
-    seed
 }
 
 const SENDERS: usize = 3;
@@ -137,38 +90,6 @@ fn many_to_many_delivers_each_message_once_in_per_sender_order() {
         }
     }
     assert_eq!(seen.len() as u64, SENDERS as u64 * PER_SENDER);
-}
-
-/// A message that proves its own integrity: run, sequence, then a pattern of `seq`-derived
-/// bytes whose length varies, then a checksum over everything before it.
-fn make_message(run: u32, seq: u32) -> Vec<u8> {
-    let len = 8 + (seq as usize * 37) % 200;
-    let mut msg = Vec::with_capacity(len + 8);
-    msg.extend_from_slice(&run.to_le_bytes());
-    msg.extend_from_slice(&seq.to_le_bytes());
-    msg.extend((8..len).map(|i| (i as u32 ^ seq) as u8));
-    let sum = msg
-        .iter()
-        .fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));
-    msg.extend_from_slice(&sum.to_le_bytes());
-    msg
-}
-
-fn check_message(msg: &[u8]) -> (u32, u32) {
-    assert!(msg.len() >= 16, "short message {msg:?}");
-    let (body, sum) = msg.split_at(msg.len() - 8);
-    let expected = body
-        .iter()
-        .fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));
-    assert_eq!(
-        u64::from_le_bytes(sum.try_into().unwrap()),
-        expected,
-        "torn message"
-    );
-    let run = u32::from_le_bytes(body[0..4].try_into().unwrap());
-    let seq = u32::from_le_bytes(body[4..8].try_into().unwrap());
-    assert_eq!(msg, make_message(run, seq), "message bytes differ");
-    (run, seq)
 }
 
 #[test]

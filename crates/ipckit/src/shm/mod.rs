@@ -3,6 +3,8 @@
 pub mod mailbox;
 pub(crate) mod ring;
 pub mod segment;
+pub mod topic;
 pub mod wait;
 
 pub use mailbox::{Mailbox, MailboxBuilder, MailboxReceiver, MailboxSender, WaitStrategy};
+pub use topic::{Overflow, Publisher, Subscriber, Topic};

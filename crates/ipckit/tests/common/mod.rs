@@ -6,6 +6,7 @@
 //! plays that part and exits. Never `fork` the (multithreaded) harness and keep running Rust.
 #![allow(dead_code)]
 
+use std::io::{BufRead, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -84,4 +85,86 @@ pub fn with_watchdog<T: Send + 'static>(
         }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("test body panicked"),
     }
+}
+
+/// Lines a child printed with the `@@` prefix (the harness prints its own lines too).
+pub fn reports(child: &mut Child) -> Vec<String> {
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out.lines()
+        .filter_map(|l| l.strip_prefix("@@").map(str::to_string))
+        .collect()
+}
+
+/// Reads the child's stdout until a line `@@<want>` appears.
+pub fn wait_for_line(reader: &mut impl BufRead, want: &str) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "child ended before {want:?}"
+        );
+        if line.trim_end() == format!("@@{want}") {
+            return;
+        }
+    }
+}
+
+/// A small deterministic generator, so failures can be replayed from the printed seed.
+pub struct XorShift(pub u64);
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+pub fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let seed = nanos | 1;
+    eprintln!("seed {seed}");
+    seed
+}
+
+/// A message that proves its own integrity: run, sequence, then a pattern of `seq`-derived
+/// bytes whose length varies, then a checksum over everything before it.
+pub fn make_message(run: u32, seq: u32) -> Vec<u8> {
+    let len = 8 + (seq as usize * 37) % 200;
+    let mut msg = Vec::with_capacity(len + 8);
+    msg.extend_from_slice(&run.to_le_bytes());
+    msg.extend_from_slice(&seq.to_le_bytes());
+    msg.extend((8..len).map(|i| (i as u32 ^ seq) as u8));
+    let sum = msg
+        .iter()
+        .fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));
+    msg.extend_from_slice(&sum.to_le_bytes());
+    msg
+}
+
+pub fn check_message(msg: &[u8]) -> (u32, u32) {
+    assert!(msg.len() >= 16, "short message {msg:?}");
+    let (body, sum) = msg.split_at(msg.len() - 8);
+    let expected = body
+        .iter()
+        .fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));
+    assert_eq!(
+        u64::from_le_bytes(sum.try_into().unwrap()),
+        expected,
+        "torn message"
+    );
+    let run = u32::from_le_bytes(body[0..4].try_into().unwrap());
+    let seq = u32::from_le_bytes(body[4..8].try_into().unwrap());
+    assert_eq!(msg, make_message(run, seq), "message bytes differ");
+    (run, seq)
 }

@@ -25,12 +25,14 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub mod error;
+pub mod fifo;
 pub mod frame;
 pub mod link;
 pub mod namespace;
 pub mod pipe;
 pub mod process;
 pub mod shm;
+pub mod socket;
 pub mod sync;
 
 pub use error::{Error, Result};

@@ -1,1 +1,114 @@
-//! Anonymous pipes (filled in by the transports work).
+//! Anonymous (ordinary) pipes: a one-way kernel buffer between a parent and the children it
+//! starts, carrying length-prefixed frames.
+//!
+//! ```
+//! use ipckit::{pipe, MessageReceiver, MessageSender};
+//!
+//! let (mut tx, mut rx) = pipe::pipe()?;
+//! tx.send(b"through the kernel's pipe buffer")?;
+//! assert_eq!(rx.recv()?.data, b"through the kernel's pipe buffer");
+//! # Ok::<(), ipckit::Error>(())
+//! ```
+//!
+//! A pipe has no name: only a process that inherits an end can use it, which is why the
+//! classic use is the shell's `|` between two processes it starts. [`spawn`] does exactly
+//! that for framed messages; the child calls [`stdio`] to speak on its side.
+//!
+//! # References
+//! - [`pipe(2)`](https://man7.org/linux/man-pages/man2/pipe.2.html),
+//!   [`pipe(7)`](https://man7.org/linux/man-pages/man7/pipe.7.html)
+
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+
+use rustix::pipe::PipeFlags;
+
+use crate::error::{Error, Result};
+use crate::frame::FramedStream;
+use crate::Capacity;
+
+/// The sending end of a pipe.
+pub type PipeSender = FramedStream;
+/// The receiving end of a pipe.
+pub type PipeReceiver = FramedStream;
+
+/// A new pipe: `(sender, receiver)`. Both ends are close-on-exec; hand one to a child with
+/// [`spawn`] or `Stdio::from(OwnedFd)`.
+#[doc(alias = "pipe2")]
+pub fn pipe() -> Result<(PipeSender, PipeReceiver)> {
+    pipe_with(Capacity::Bounded(0))
+}
+
+/// A new pipe with a capacity. A pipe is bounded by the kernel's buffer (64 KiB by default);
+/// `Rendezvous` and `Unbounded` cannot be honoured on a one-way kernel buffer and are refused
+/// with [`Error::Unsupported`].
+pub fn pipe_with(capacity: Capacity) -> Result<(PipeSender, PipeReceiver)> {
+    let (read, write) =
+        rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| Error::os("pipe", "pipe", e))?;
+    let tx = FramedStream::new(None, Some(write), false, "pipe (write end)".into())?
+        .with_capacity(capacity)?;
+    let rx = FramedStream::new(Some(read), None, false, "pipe (read end)".into())?;
+    Ok((tx, rx))
+}
+
+/// A child process wired to its parent by two pipes: its stdin and its stdout.
+#[derive(Debug)]
+pub struct ChildLink {
+    /// The child process (wait for it, or kill it).
+    pub child: std::process::Child,
+    /// Sends to the child's stdin.
+    pub tx: PipeSender,
+    /// Receives from the child's stdout.
+    pub rx: PipeReceiver,
+}
+
+/// Starts `command` with its stdin and stdout connected to framed pipe ends (the shell's `|`,
+/// both ways). The child uses [`stdio`] to get its side.
+///
+/// # Errors
+/// The OS error if the command cannot be started.
+pub fn spawn(command: &mut Command) -> Result<ChildLink> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::os("spawn", format!("{:?}", command.get_program()), e))?;
+    let stdin = OwnedFd::from(child.stdin.take().expect("stdin is piped"));
+    let stdout = OwnedFd::from(child.stdout.take().expect("stdout is piped"));
+    let name = command.get_program().to_string_lossy().into_owned();
+    Ok(ChildLink {
+        tx: FramedStream::new(None, Some(stdin), false, format!("pipe to {name}'s stdin"))?,
+        rx: FramedStream::new(
+            Some(stdout),
+            None,
+            false,
+            format!("pipe from {name}'s stdout"),
+        )?,
+        child,
+    })
+}
+
+/// This process's stdin and stdout as framed endpoints `(sender to stdout, receiver from
+/// stdin)`: the child's side of [`spawn`]. The descriptors are duplicated and switched to
+/// non-blocking mode, which stdin and stdout share with them; nothing else in the process
+/// should use stdin or stdout afterwards.
+pub fn stdio() -> Result<(PipeSender, PipeReceiver)> {
+    let stdin =
+        rustix::io::dup(rustix::stdio::stdin()).map_err(|e| Error::os("dup", "stdin", e))?;
+    let stdout =
+        rustix::io::dup(rustix::stdio::stdout()).map_err(|e| Error::os("dup", "stdout", e))?;
+    Ok((
+        FramedStream::new(None, Some(stdout), false, "stdout pipe".into())?,
+        FramedStream::new(Some(stdin), None, false, "stdin pipe".into())?,
+    ))
+}
+
+/// A pipe's write end inherited from a parent (say, as a child's fd 0 or 3), as a sender.
+pub fn sender_from_fd(fd: OwnedFd) -> Result<PipeSender> {
+    FramedStream::new(None, Some(fd), false, "inherited pipe (write end)".into())
+}
+
+/// A pipe's read end inherited from a parent, as a receiver.
+pub fn receiver_from_fd(fd: OwnedFd) -> Result<PipeReceiver> {
+    FramedStream::new(Some(fd), None, false, "inherited pipe (read end)".into())
+}

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use ipckit::shm::topic::{Overflow, Topic};
-//! use ipckit::MessageSender;
+//! use ipckit::{MessageReceiver, MessageSender};
 //! # let name = format!("doc-topic-{}", std::process::id());
 //!
 //! let topic = Topic::builder(&name).capacity(128).overflow(Overflow::Overrun).create()?;

@@ -34,6 +34,11 @@ pub fn role() -> Option<(String, String)> {
 /// Starts this test binary again as `test`, in `role`, with `arg`.
 /// stdout is piped (the child may report on it); stderr is inherited.
 pub fn spawn_role(test: &str, role: &str, arg: &str) -> Child {
+    spawn_role_with_stdin(test, role, arg, Stdio::null())
+}
+
+/// As [`spawn_role`], with `stdin` as the child's fd 0 (say, one end of a pipe).
+pub fn spawn_role_with_stdin(test: &str, role: &str, arg: &str, stdin: Stdio) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -44,7 +49,7 @@ pub fn spawn_role(test: &str, role: &str, arg: &str) -> Child {
         ])
         .env(ROLE_VAR, role)
         .env(ARG_VAR, arg)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn the test binary as a peer")

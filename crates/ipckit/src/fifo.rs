@@ -1,0 +1,177 @@
+//! Named pipes (FIFOs): a pipe with a name in the filesystem, so unrelated processes can use
+//! it. One FIFO is one-way ([`Fifo`]); two make a two-way link ([`Duplex`]).
+//!
+//! ```
+//! use ipckit::{fifo, Deadline, MessageReceiver, MessageSender};
+//! # let path = std::env::temp_dir().join(format!("doc-fifo-{}", std::process::id()));
+//!
+//! fifo::create(&path, 0o600)?;
+//! let mut rx = fifo::open_read(&path)?;                      // never blocks
+//! let mut tx = fifo::open_write(&path, Deadline::Now)?;      // a reader is there
+//! tx.send(b"by name")?;
+//! assert_eq!(rx.recv()?.data, b"by name");
+//! fifo::remove(&path)?;
+//! # Ok::<(), ipckit::Error>(())
+//! ```
+//!
+//! # References
+//! - [`mkfifo(3)`](https://man7.org/linux/man-pages/man3/mkfifo.3.html),
+//!   [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html)
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::fs::{Mode, OFlags, CWD};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+use crate::frame::FramedStream;
+use crate::link::Deadline;
+use crate::Capacity;
+
+/// One end of a FIFO (one direction).
+pub type Fifo = FramedStream;
+
+fn describe(path: &Path) -> String {
+    format!("fifo {}", path.display())
+}
+
+/// Creates a FIFO at `path` with exactly `mode` (the umask does not apply).
+///
+/// # Errors
+/// [`Error::AlreadyExists`], [`Error::NotFound`] (missing directory), [`Error::PermissionDenied`].
+#[doc(alias = "mkfifo")]
+pub fn create(path: impl AsRef<Path>, mode: u32) -> Result<()> {
+    let path = path.as_ref();
+    rustix::fs::mkfifoat(CWD, path, Mode::from_raw_mode(mode))
+        .map_err(|e| Error::os("mkfifo", describe(path), e))?;
+    rustix::fs::chmod(path, Mode::from_raw_mode(mode))
+        .map_err(|e| Error::os("chmod", describe(path), e))
+}
+
+/// Removes the FIFO's name; ends already open keep working.
+pub fn remove(path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    rustix::fs::unlink(path).map_err(|e| Error::os("unlink", describe(path), e))
+}
+
+fn check_is_fifo(path: &Path) -> Result<()> {
+    let stat = rustix::fs::stat(path).map_err(|e| Error::os("stat", describe(path), e))?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Fifo {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a FIFO",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the FIFO for reading. Never blocks: a receive then waits until a writer sends, and
+/// reports [`Error::Disconnected`] once every writer that came has closed.
+///
+/// # Errors
+/// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::InvalidArgument`] if `path` is
+/// not a FIFO.
+pub fn open_read(path: impl AsRef<Path>) -> Result<Fifo> {
+    let path = path.as_ref();
+    check_is_fifo(path)?;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::os("open", describe(path), e))?;
+    let mut fifo = FramedStream::new(Some(fd), None, false, describe(path))?;
+    fifo.wait_for_first_writer();
+    Ok(fifo)
+}
+
+/// Opens the FIFO for writing, waiting until `deadline` for a reader to open it
+/// (`Deadline::Now`: fail at once if there is none).
+///
+/// # Errors
+/// [`Error::Disconnected`] if no process has the FIFO open for reading by the deadline;
+/// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::InvalidArgument`].
+pub fn open_write(path: impl AsRef<Path>, deadline: Deadline) -> Result<Fifo> {
+    let path = path.as_ref();
+    check_is_fifo(path)?;
+    loop {
+        match rustix::fs::open(
+            path,
+            OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => return FramedStream::new(None, Some(fd), false, describe(path)),
+            // No reader yet.
+            Err(Errno::NXIO) if !deadline.expired() => std::thread::sleep(Duration::from_millis(1)),
+            Err(Errno::NXIO) => {
+                return Err(Error::Disconnected);
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Error::os("open", describe(path), e)),
+        }
+    }
+}
+
+/// Which end of a [`Duplex`] a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The end that creates it, conventionally (writes `NAME.0to1`, reads `NAME.1to0`).
+    First,
+    /// The other end.
+    Second,
+}
+
+/// A two-way link between unrelated processes, made of two FIFOs `NAME.0to1` and `NAME.1to0`.
+#[derive(Debug)]
+pub struct Duplex;
+
+impl Duplex {
+    fn paths(prefix: &Path) -> (PathBuf, PathBuf) {
+        let with = |suffix: &str| {
+            let mut p = prefix.as_os_str().to_owned();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        (with(".0to1"), with(".1to0"))
+    }
+
+    /// Creates both FIFOs.
+    pub fn create(prefix: impl AsRef<Path>, mode: u32) -> Result<()> {
+        let (a, b) = Duplex::paths(prefix.as_ref());
+        create(&a, mode)?;
+        if let Err(e) = create(&b, mode) {
+            let _ = remove(&a);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes both FIFOs.
+    pub fn remove(prefix: impl AsRef<Path>) -> Result<()> {
+        let (a, b) = Duplex::paths(prefix.as_ref());
+        let first = remove(a);
+        remove(b).and(first)
+    }
+
+    /// Opens this process's end, waiting until `deadline` for the other end to open its own.
+    /// `Rendezvous` capacity is honoured by acknowledgements on the reverse FIFO.
+    pub fn open(
+        prefix: impl AsRef<Path>,
+        side: Side,
+        capacity: Capacity,
+        deadline: Deadline,
+    ) -> Result<FramedStream> {
+        let prefix = prefix.as_ref();
+        let (a, b) = Duplex::paths(prefix);
+        let (write_path, read_path) = match side {
+            Side::First => (a, b),
+            Side::Second => (b, a),
+        };
+        // Read end first, so that both sides' write opens find a reader.
+        let reader = open_read(&read_path)?;
+        let writer = open_write(&write_path, deadline)?;
+        FramedStream::join(reader, writer, format!("fifo duplex {}", prefix.display()))?
+            .with_capacity(capacity)
+    }
+}

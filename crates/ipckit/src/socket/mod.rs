@@ -1,0 +1,319 @@
+//! Sockets: Unix domain (stream, datagram, seqpacket), TCP and UDP, all speaking the
+//! message vocabulary.
+//!
+//! - Stream sockets (Unix stream, TCP) carry length-prefixed frames: [`FramedStream`].
+//! - Datagram and seqpacket sockets keep message boundaries in the kernel: [`DatagramLink`].
+//! - Unix sockets pass file descriptors (`SCM_RIGHTS`) and tell who the peer is
+//!   (`SO_PEERCRED`: pid, uid and gid, verified by the kernel).
+//!
+//! SIGPIPE never kills the process: every socket send uses `MSG_NOSIGNAL`, and a peer that
+//! is gone is [`Error::Disconnected`].
+//!
+//! # References
+//! - [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html),
+//!   [`tcp(7)`](https://man7.org/linux/man-pages/man7/tcp.7.html),
+//!   [`udp(7)`](https://man7.org/linux/man-pages/man7/udp.7.html)
+
+pub mod tcp;
+pub mod udp;
+pub mod unix;
+
+use std::collections::VecDeque;
+use std::io::IoSliceMut;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::event::PollFlags;
+use rustix::io::Errno;
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+use crate::error::{Error, Result};
+pub use crate::frame::FramedStream;
+use crate::frame::{set_nonblocking, wait_ready};
+use crate::link::{check_size, Deadline, MessageReceiver, MessageSender, Metadata};
+
+/// Most descriptors one message may carry.
+pub const MAX_FDS: usize = 16;
+
+/// Who is at the other end of a Unix socket, as the kernel recorded it at connect time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// The peer's process id.
+    pub pid: u32,
+    /// The peer's user id.
+    pub uid: u32,
+    /// The peer's group id.
+    pub gid: u32,
+}
+
+/// Reads the peer's credentials (`SO_PEERCRED`).
+pub(crate) fn peer_credentials(fd: BorrowedFd<'_>, object: &str) -> Result<PeerCredentials> {
+    let cred = rustix::net::sockopt::socket_peercred(fd)
+        .map_err(|e| Error::os("getsockopt(SO_PEERCRED)", object, e))?;
+    Ok(PeerCredentials {
+        pid: cred.pid.as_raw_nonzero().get() as u32,
+        uid: cred.uid.as_raw(),
+        gid: cred.gid.as_raw(),
+    })
+}
+
+fn peer_metadata(cred: Option<PeerCredentials>) -> Metadata {
+    Metadata {
+        sender_pid: cred.map(|c| c.pid),
+        sender_uid: cred.map(|c| c.uid),
+        ..Metadata::default()
+    }
+}
+
+/// `recvmsg` into `buf`, queueing any descriptors that came along.
+pub(crate) fn recv_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> rustix::io::Result<usize> {
+    let (received, _) = recvmsg_fds(fd, buf, fds, RecvFlags::empty())?;
+    Ok(received)
+}
+
+/// `recvmsg` with `flags`; returns (bytes received, whether the message was truncated).
+fn recvmsg_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+    flags: RecvFlags,
+) -> rustix::io::Result<(usize, bool)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = rustix::net::recvmsg(fd, &mut iov, &mut control, flags | RecvFlags::CMSG_CLOEXEC)?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    let truncated = msg.flags.contains(rustix::net::ReturnFlags::TRUNC);
+    Ok((msg.bytes, truncated))
+}
+
+/// `sendmsg` of `bytes` with `fds` attached; returns how many bytes were sent.
+pub(crate) fn send_with_fds(
+    fd: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> rustix::io::Result<usize> {
+    if fds.len() > MAX_FDS {
+        return Err(Errno::TOOMANYREFS);
+    }
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() {
+        control.push(SendAncillaryMessage::ScmRights(fds));
+    }
+    let iov = [std::io::IoSlice::new(bytes)];
+    loop {
+        match rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::NOSIGNAL) {
+            Err(Errno::AGAIN) => {
+                let _ = wait_ready(fd, PollFlags::OUT, Deadline::Never);
+            }
+            Err(Errno::INTR) => {}
+            other => return other,
+        }
+    }
+}
+
+/// Which kind of datagram socket a [`DatagramLink`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DatagramKind {
+    /// `AF_UNIX`, `SOCK_DGRAM`.
+    UnixDatagram,
+    /// `AF_UNIX`, `SOCK_SEQPACKET`: connected, ordered, boundaries kept.
+    UnixSeqpacket,
+    /// `AF_INET(6)`, `SOCK_DGRAM`.
+    Udp,
+}
+
+/// A connected message-oriented socket: Unix datagram or seqpacket, or UDP. Each
+/// `send` is one datagram; the kernel keeps boundaries, so no framing is needed.
+#[derive(Debug)]
+pub struct DatagramLink {
+    fd: OwnedFd,
+    kind: DatagramKind,
+    max: usize,
+    peer: Metadata,
+    fds: VecDeque<OwnedFd>,
+    object: String,
+}
+
+impl DatagramLink {
+    pub(crate) fn new(fd: OwnedFd, kind: DatagramKind, max: usize, object: String) -> Result<Self> {
+        set_nonblocking(fd.as_fd(), &object)?;
+        let peer = match kind {
+            DatagramKind::UnixSeqpacket | DatagramKind::UnixDatagram => {
+                peer_metadata(peer_credentials(fd.as_fd(), &object).ok())
+            }
+            DatagramKind::Udp => Metadata::default(),
+        };
+        Ok(DatagramLink {
+            fd,
+            kind,
+            max,
+            peer,
+            fds: VecDeque::new(),
+            object,
+        })
+    }
+
+    /// Sets the largest message (default: 64 KiB for Unix sockets, 65507 bytes for UDP).
+    pub fn with_max_message_size(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The peer's kernel-verified credentials (Unix sockets that are connected).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for UDP; an OS error if the socket has no peer.
+    pub fn peer_credentials(&self) -> Result<PeerCredentials> {
+        if self.kind == DatagramKind::Udp {
+            return Err(Error::Unsupported(
+                "UDP sockets have no peer credentials".into(),
+            ));
+        }
+        peer_credentials(self.fd.as_fd(), &self.object)
+    }
+
+    /// Sends one message with file descriptors attached (Unix sockets).
+    ///
+    /// # Errors
+    /// As [`MessageSender::send_deadline`]; [`Error::Unsupported`] for UDP.
+    pub fn send_with_fds(
+        &mut self,
+        msg: &[u8],
+        fds: &[BorrowedFd<'_>],
+        deadline: Deadline,
+    ) -> Result<()> {
+        check_size(msg.len(), self.max)?;
+        if self.kind == DatagramKind::Udp {
+            return Err(Error::Unsupported(
+                "UDP cannot pass file descriptors".into(),
+            ));
+        }
+        if !wait_ready(self.fd.as_fd(), PollFlags::OUT, deadline)? {
+            return Err(deadline.send_expired());
+        }
+        send_with_fds(self.fd.as_fd(), msg, fds)
+            .map(|_| ())
+            .map_err(|e| self.map_err("sendmsg", e))
+    }
+
+    /// Receives one message and the descriptors that came with it.
+    ///
+    /// # Errors
+    /// As [`MessageReceiver::recv_deadline`].
+    pub fn recv_with_fds(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<(Metadata, Vec<OwnedFd>)> {
+        let meta = self.recv_deadline(buf, deadline)?;
+        Ok((meta, self.fds.drain(..).collect()))
+    }
+
+    fn map_err(&self, op: &'static str, errno: Errno) -> Error {
+        match errno {
+            Errno::MSGSIZE => Error::MessageTooLarge {
+                size: usize::MAX,
+                max: self.max,
+            },
+            other => Error::os(op, self.object.clone(), other),
+        }
+    }
+}
+
+impl MessageSender for DatagramLink {
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        check_size(msg.len(), self.max)?;
+        if self.kind == DatagramKind::UnixSeqpacket && msg.is_empty() {
+            // A zero-length record is indistinguishable from the peer's end of stream.
+            return Err(Error::InvalidArgument(format!(
+                "{} cannot carry an empty message (it would read as a hang-up)",
+                self.object
+            )));
+        }
+        loop {
+            match rustix::net::send(&self.fd, msg, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
+                Ok(_) => return Ok(()),
+                Err(Errno::AGAIN) | Err(Errno::NOBUFS) => {
+                    if !wait_ready(self.fd.as_fd(), PollFlags::OUT, deadline)? {
+                        return Err(deadline.send_expired());
+                    }
+                    // A Unix datagram socket polls writable while the peer's queue is full.
+                    if self.kind != DatagramKind::UnixSeqpacket {
+                        if deadline.expired() {
+                            return Err(deadline.send_expired());
+                        }
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(self.map_err("send", e)),
+            }
+        }
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.max
+    }
+}
+
+impl MessageReceiver for DatagramLink {
+    fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
+        buf.clear();
+        buf.resize(self.max + 1, 0);
+        loop {
+            let flags = RecvFlags::DONTWAIT | RecvFlags::TRUNC;
+            let result = match self.kind {
+                DatagramKind::Udp => rustix::net::recv(&self.fd, &mut buf[..], flags)
+                    .map(|(_, full)| (full, full > self.max)),
+                _ => recvmsg_fds(self.fd.as_fd(), &mut buf[..], &mut self.fds, flags),
+            };
+            match result {
+                Ok((0, _)) if self.kind == DatagramKind::UnixSeqpacket => {
+                    buf.clear();
+                    return Err(Error::Disconnected);
+                }
+                Ok((n, truncated)) => {
+                    if truncated || n > self.max {
+                        buf.clear();
+                        return Err(Error::MessageTooLarge {
+                            size: n,
+                            max: self.max,
+                        });
+                    }
+                    buf.truncate(n);
+                    return Ok(self.peer);
+                }
+                Err(Errno::AGAIN) => {
+                    if !wait_ready(self.fd.as_fd(), PollFlags::IN, deadline)? {
+                        buf.clear();
+                        return Err(deadline.recv_expired());
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => {
+                    buf.clear();
+                    return Err(self.map_err("recv", e));
+                }
+            }
+        }
+    }
+}
+
+impl AsFd for DatagramLink {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

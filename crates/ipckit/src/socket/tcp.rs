@@ -1,0 +1,89 @@
+//! TCP: a reliable byte stream, carrying length-prefixed frames, with `TCP_NODELAY` set so a
+//! small message leaves at once instead of waiting to be coalesced (Nagle's algorithm).
+//!
+//! ```
+//! use ipckit::socket::tcp;
+//! use ipckit::{MessageReceiver, MessageSender};
+//!
+//! let listener = tcp::Listener::bind("127.0.0.1:0")?;
+//! let mut client = tcp::connect(listener.local_addr()?)?;
+//! let mut server = listener.accept()?;
+//! client.send(b"ping")?;
+//! assert_eq!(server.recv()?.data, b"ping");
+//! # Ok::<(), ipckit::Error>(())
+//! ```
+//!
+//! # References
+//! - [`tcp(7)`](https://man7.org/linux/man-pages/man7/tcp.7.html)
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, OwnedFd};
+
+use crate::error::{Error, Result};
+use crate::frame::FramedStream;
+use crate::Capacity;
+
+/// A framed TCP connection.
+pub type TcpStream = FramedStream;
+
+fn framed(stream: std::net::TcpStream, capacity: Capacity) -> Result<TcpStream> {
+    let object = match stream.peer_addr() {
+        Ok(addr) => format!("tcp connection to {addr}"),
+        Err(_) => "tcp connection".to_string(),
+    };
+    rustix::net::sockopt::set_tcp_nodelay(stream.as_fd(), true)
+        .map_err(|e| Error::os("setsockopt(TCP_NODELAY)", object.clone(), e))?;
+    FramedStream::from_socket(OwnedFd::from(stream), object)?.with_capacity(capacity)
+}
+
+/// Connects to `addr`.
+///
+/// # Errors
+/// [`Error::Disconnected`] if nobody listens there.
+pub fn connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
+    connect_with(addr, Capacity::Bounded(0))
+}
+
+/// Connects with a capacity: `Rendezvous` makes every send wait for the receiver's
+/// acknowledgement (the server must accept with the same capacity).
+pub fn connect_with(addr: impl ToSocketAddrs, capacity: Capacity) -> Result<TcpStream> {
+    let stream = std::net::TcpStream::connect(addr)
+        .map_err(|e| Error::os("connect", "tcp connection", e))?;
+    framed(stream, capacity)
+}
+
+/// A listening TCP socket.
+#[derive(Debug)]
+pub struct Listener {
+    inner: std::net::TcpListener,
+}
+
+impl Listener {
+    /// Binds and listens (`127.0.0.1:0` picks a free port).
+    pub fn bind(addr: impl ToSocketAddrs) -> Result<Listener> {
+        let inner =
+            std::net::TcpListener::bind(addr).map_err(|e| Error::os("bind", "tcp listener", e))?;
+        Ok(Listener { inner })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.inner
+            .local_addr()
+            .map_err(|e| Error::os("getsockname", "tcp listener", e))
+    }
+
+    /// Waits for a connection.
+    pub fn accept(&self) -> Result<TcpStream> {
+        self.accept_with(Capacity::Bounded(0))
+    }
+
+    /// Waits for a connection, with a capacity (see [`connect_with`]).
+    pub fn accept_with(&self, capacity: Capacity) -> Result<TcpStream> {
+        let (stream, _) = self
+            .inner
+            .accept()
+            .map_err(|e| Error::os("accept", "tcp listener", e))?;
+        framed(stream, capacity)
+    }
+}

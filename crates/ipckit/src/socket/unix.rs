@@ -1,0 +1,310 @@
+//! Unix domain sockets: stream (framed), datagram and seqpacket (boundaries kept by the
+//! kernel), with descriptor passing and kernel-verified peer credentials.
+//!
+//! ```
+//! use ipckit::socket::unix;
+//! use ipckit::{MessageReceiver, MessageSender};
+//!
+//! let (mut a, mut b) = unix::stream_pair()?;
+//! a.send(b"over a socketpair")?;
+//! let msg = b.recv()?;
+//! assert_eq!(msg.data, b"over a socketpair");
+//! assert_eq!(msg.meta.sender_pid, Some(std::process::id()));   // SO_PEERCRED
+//! # Ok::<(), ipckit::Error>(())
+//! ```
+//!
+//! # References
+//! - [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html)
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+use super::{peer_credentials, peer_metadata, DatagramKind, DatagramLink, PeerCredentials};
+use crate::error::{Error, Result};
+use crate::frame::FramedStream;
+use crate::link::{MessageReceiver, MessageSender};
+use crate::Capacity;
+
+/// Default maximum message of Unix datagram and seqpacket sockets: 64 KiB.
+pub const DEFAULT_DATAGRAM_MAX: usize = 64 << 10;
+
+fn describe(kind: &str, path: &Path) -> String {
+    format!("unix {kind} socket {}", path.display())
+}
+
+/// A framed Unix stream socket: [`FramedStream`] with peer credentials and fd passing.
+pub type UnixStream = FramedStream;
+
+fn framed(fd: OwnedFd, object: String) -> Result<UnixStream> {
+    let cred = peer_credentials(fd.as_fd(), &object).ok();
+    let mut stream = FramedStream::from_socket(fd, object)?;
+    stream.set_unix_peer(peer_metadata(cred));
+    Ok(stream)
+}
+
+/// A connected pair of framed Unix stream sockets (`socketpair`), e.g. to hand one end to a
+/// child process.
+#[doc(alias = "socketpair")]
+pub fn stream_pair() -> Result<(UnixStream, UnixStream)> {
+    let (a, b) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::os("socketpair", "unix stream pair", e))?;
+    Ok((
+        framed(a, "unix stream pair".into())?,
+        framed(b, "unix stream pair".into())?,
+    ))
+}
+
+/// Connects to the stream listener at `path`.
+///
+/// # Errors
+/// [`Error::NotFound`] if nothing is at `path`, [`Error::Disconnected`] if nobody listens,
+/// [`Error::PermissionDenied`].
+pub fn connect_stream(path: impl AsRef<Path>) -> Result<UnixStream> {
+    connect_stream_with(path, Capacity::Bounded(0))
+}
+
+/// Connects with a capacity: `Rendezvous` makes every send wait for the receiver's
+/// acknowledgement (the listener side must accept with the same capacity).
+pub fn connect_stream_with(path: impl AsRef<Path>, capacity: Capacity) -> Result<UnixStream> {
+    let path = path.as_ref();
+    let object = describe("stream", path);
+    let std = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| Error::os("connect", object.clone(), e))?;
+    framed(OwnedFd::from(std), object)?.with_capacity(capacity)
+}
+
+/// A Unix stream listener bound to a path; the socket file is removed on drop.
+#[derive(Debug)]
+pub struct StreamListener {
+    inner: std::os::unix::net::UnixListener,
+    path: PathBuf,
+}
+
+impl StreamListener {
+    /// Binds and listens at `path`.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] if the path is taken.
+    pub fn bind(path: impl AsRef<Path>) -> Result<StreamListener> {
+        let path = path.as_ref().to_path_buf();
+        let inner = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(|e| Error::os("bind", describe("stream listener", &path), e))?;
+        Ok(StreamListener { inner, path })
+    }
+
+    /// Waits for a connection.
+    pub fn accept(&self) -> Result<UnixStream> {
+        self.accept_with(Capacity::Bounded(0))
+    }
+
+    /// Waits for a connection, with a capacity (see [`connect_stream_with`]).
+    pub fn accept_with(&self, capacity: Capacity) -> Result<UnixStream> {
+        let object = describe("stream", &self.path);
+        let (std, _) = self
+            .inner
+            .accept()
+            .map_err(|e| Error::os("accept", object.clone(), e))?;
+        framed(OwnedFd::from(std), object)?.with_capacity(capacity)
+    }
+
+    /// The path it listens on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsFd for StreamListener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+impl Drop for StreamListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A connected pair of Unix datagram sockets.
+pub fn datagram_pair() -> Result<(DatagramLink, DatagramLink)> {
+    pair(
+        SocketType::DGRAM,
+        DatagramKind::UnixDatagram,
+        "unix datagram pair",
+    )
+}
+
+/// A connected pair of Unix seqpacket sockets.
+pub fn seqpacket_pair() -> Result<(DatagramLink, DatagramLink)> {
+    pair(
+        SocketType::SEQPACKET,
+        DatagramKind::UnixSeqpacket,
+        "unix seqpacket pair",
+    )
+}
+
+fn pair(ty: SocketType, kind: DatagramKind, object: &str) -> Result<(DatagramLink, DatagramLink)> {
+    let (a, b) = rustix::net::socketpair(AddressFamily::UNIX, ty, SocketFlags::CLOEXEC, None)
+        .map_err(|e| Error::os("socketpair", object, e))?;
+    Ok((
+        DatagramLink::new(a, kind, DEFAULT_DATAGRAM_MAX, object.into())?,
+        DatagramLink::new(b, kind, DEFAULT_DATAGRAM_MAX, object.into())?,
+    ))
+}
+
+/// A Unix datagram socket bound to `path` and connected to `peer` (both paths). The bound
+/// socket file is removed on drop.
+#[derive(Debug)]
+pub struct BoundDatagram {
+    link: DatagramLink,
+    path: PathBuf,
+}
+
+impl BoundDatagram {
+    /// Binds `path` (which receives) and, if given, connects to `peer` (where sends go).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] if `path` is taken; [`Error::NotFound`] if `peer` is missing.
+    pub fn bind(path: impl AsRef<Path>, peer: Option<&Path>) -> Result<BoundDatagram> {
+        let path = path.as_ref().to_path_buf();
+        let object = describe("datagram", &path);
+        let std = std::os::unix::net::UnixDatagram::bind(&path)
+            .map_err(|e| Error::os("bind", object.clone(), e))?;
+        if let Some(peer) = peer {
+            if let Err(e) = std.connect(peer) {
+                let _ = std::fs::remove_file(&path);
+                return Err(Error::os("connect", describe("datagram", peer), e));
+            }
+        }
+        let link = DatagramLink::new(
+            OwnedFd::from(std),
+            DatagramKind::UnixDatagram,
+            DEFAULT_DATAGRAM_MAX,
+            object,
+        )?;
+        Ok(BoundDatagram { link, path })
+    }
+}
+
+impl BoundDatagram {
+    /// Connects to `peer`: sends go there and only its datagrams are received.
+    pub fn connect(&self, peer: impl AsRef<Path>) -> Result<()> {
+        let peer = peer.as_ref();
+        let addr = SocketAddrUnix::new(peer)
+            .map_err(|e| Error::os("connect", describe("datagram", peer), e))?;
+        rustix::net::connect(self.link.as_fd(), &addr)
+            .map_err(|e| Error::os("connect", describe("datagram", peer), e))
+    }
+
+    /// The underlying link (descriptor passing, peer credentials).
+    pub fn link(&mut self) -> &mut DatagramLink {
+        &mut self.link
+    }
+}
+
+impl MessageSender for BoundDatagram {
+    fn send_deadline(&mut self, msg: &[u8], deadline: crate::Deadline) -> Result<()> {
+        self.link.send_deadline(msg, deadline)
+    }
+    fn max_message_size(&self) -> usize {
+        self.link.max_message_size()
+    }
+}
+
+impl MessageReceiver for BoundDatagram {
+    fn recv_deadline(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: crate::Deadline,
+    ) -> Result<crate::Metadata> {
+        self.link.recv_deadline(buf, deadline)
+    }
+}
+
+impl Drop for BoundDatagram {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A Unix seqpacket listener bound to a path; the socket file is removed on drop.
+#[derive(Debug)]
+pub struct SeqpacketListener {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl SeqpacketListener {
+    /// Binds and listens at `path`.
+    pub fn bind(path: impl AsRef<Path>) -> Result<SeqpacketListener> {
+        let path = path.as_ref().to_path_buf();
+        let object = describe("seqpacket listener", &path);
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| Error::os("socket", object.clone(), e))?;
+        let addr = SocketAddrUnix::new(&path).map_err(|e| Error::os("bind", object.clone(), e))?;
+        rustix::net::bind(&fd, &addr).map_err(|e| Error::os("bind", object.clone(), e))?;
+        rustix::net::listen(&fd, 128).map_err(|e| Error::os("listen", object, e))?;
+        Ok(SeqpacketListener { fd, path })
+    }
+
+    /// Waits for a connection.
+    pub fn accept(&self) -> Result<DatagramLink> {
+        let object = describe("seqpacket", &self.path);
+        let fd = loop {
+            match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => break other.map_err(|e| Error::os("accept", object.clone(), e))?,
+            }
+        };
+        DatagramLink::new(
+            fd,
+            DatagramKind::UnixSeqpacket,
+            DEFAULT_DATAGRAM_MAX,
+            object,
+        )
+    }
+}
+
+impl Drop for SeqpacketListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Connects to the seqpacket listener at `path`.
+pub fn connect_seqpacket(path: impl AsRef<Path>) -> Result<DatagramLink> {
+    let path = path.as_ref();
+    let object = describe("seqpacket", path);
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::os("socket", object.clone(), e))?;
+    let addr = SocketAddrUnix::new(path).map_err(|e| Error::os("connect", object.clone(), e))?;
+    rustix::net::connect(&fd, &addr).map_err(|e| Error::os("connect", object.clone(), e))?;
+    DatagramLink::new(
+        fd,
+        DatagramKind::UnixSeqpacket,
+        DEFAULT_DATAGRAM_MAX,
+        object,
+    )
+}
+
+/// The credentials of the process at the other end of a Unix stream socket.
+pub fn stream_peer_credentials(stream: &UnixStream) -> Result<PeerCredentials> {
+    peer_credentials(stream.as_fd(), "unix stream")
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod exit;
 mod ls_cmd;
 mod mailbox_cmd;
@@ -34,6 +35,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure every mechanism on this machine, side by side, between two processes.
+    Bench(bench::BenchArgs),
+    /// One side of a benchmark row (started by `ipckit bench`).
+    #[command(hide = true)]
+    BenchPeer(bench::PeerArgs),
     /// Reclaim what dead processes left behind (unread messages are kept).
     Clean {
         /// Say what would be done, change nothing.
@@ -49,6 +55,8 @@ fn main() -> ExitCode {
         Command::Send(args) => mailbox_cmd::send(args),
         Command::Recv(args) => mailbox_cmd::recv(args),
         Command::Ls { json } => ls_cmd::ls(json),
+        Command::Bench(args) => bench::bench(args),
+        Command::BenchPeer(args) => bench::peer(args),
         Command::Clean { dry_run } => ls_cmd::clean(dry_run),
     };
     exit::report(result)

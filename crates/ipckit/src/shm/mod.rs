@@ -1,6 +1,7 @@
 //! Shared memory: segments and the structures placed in them.
 
 pub mod mailbox;
+pub mod pingpong;
 pub(crate) mod ring;
 pub mod segment;
 pub mod topic;

@@ -1,0 +1,549 @@
+//! The measuring loops, on both sides of a row: round trips (the parent sends, the peer
+//! echoes) and streaming (the parent sends as fast as it can, the peer counts). Every message
+//! carries its sequence number and a pattern derived from it; whoever receives a message checks
+//! every byte, so a row cannot pass without the bytes really crossing.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ipckit::shm::mailbox::Mailbox;
+use ipckit::shm::pingpong::{Direction, Handoff, PingPong};
+use ipckit::shm::topic::{Overflow, Topic};
+use ipckit::shm::WaitStrategy;
+use ipckit::{Deadline, MessageReceiver, MessageSender};
+
+use super::mechanisms::{self, Link, FANOUT};
+
+/// How long a peer waits for anything before it gives up (it never hangs).
+const PEER_PATIENCE: Duration = Duration::from_secs(10);
+
+/// What one phase of a row measured.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// Round-trip times in nanoseconds (round-trip phase).
+    pub rtts: Vec<u64>,
+    /// Messages per second received (streaming phase).
+    pub msgs_per_sec: Option<f64>,
+}
+
+/// Writes message `seq` of `len` bytes (at least 8) into `buf`.
+pub fn fill(buf: &mut Vec<u8>, seq: u64, len: usize) {
+    buf.clear();
+    buf.extend_from_slice(&seq.to_le_bytes());
+    let base = seq.wrapping_mul(31) as u8;
+    buf.extend((8..len).map(|i| base.wrapping_add(i as u8)));
+}
+
+/// Checks that `msg` is exactly message `seq` of `len` bytes.
+pub fn check(msg: &[u8], seq: u64, len: usize) -> Result<()> {
+    if msg.len() != len || msg[..8] != seq.to_le_bytes() {
+        bail!(
+            "message {seq}: expected {len} bytes starting with its sequence number, got {} bytes",
+            msg.len()
+        );
+    }
+    let base = seq.wrapping_mul(31) as u8;
+    if !msg[8..]
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == base.wrapping_add((i + 8) as u8))
+    {
+        bail!("message {seq}: its bytes differ from what was sent");
+    }
+    Ok(())
+}
+
+/// The sequence number a message carries (checked by [`check`]).
+fn seq_of(msg: &[u8]) -> Option<u64> {
+    msg.get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// A stop message: shorter than any measured message.
+const STOP: &[u8] = b"stop";
+
+/// Pins the calling process to `cpu`; on a machine without that CPU the kernel refuses and
+/// the process stays where it was. (The count of CPUs cannot be asked here: a child inherits
+/// its parent's affinity, which would hide the other CPUs.)
+pub fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
+/// A running peer process and the line channel it reports on (its stderr).
+struct Peer {
+    child: Child,
+    reports: BufReader<ChildStderr>,
+}
+
+impl Peer {
+    fn start(
+        mechanism: &str,
+        phase: &str,
+        size: usize,
+        arg: &str,
+        prepared: Option<&mechanisms::Prepared>,
+    ) -> Result<Peer> {
+        let mut command = Command::new(std::env::current_exe().context("find the ipckit binary")?);
+        command
+            .args(["bench-peer", "--mechanism", mechanism, "--phase", phase])
+            .args(["--size", &size.to_string(), "--arg", arg])
+            .stderr(Stdio::piped());
+        match prepared {
+            Some(prepared) => mechanisms::configure_peer(prepared, &mut command),
+            None => {
+                command.stdin(Stdio::null()).stdout(Stdio::null());
+            }
+        }
+        let mut child = command.spawn().context("start the peer process")?;
+        let reports = BufReader::new(child.stderr.take().expect("stderr is piped"));
+        Ok(Peer { child, reports })
+    }
+
+    /// The next report line that starts with `word`; the peer's errors end the row.
+    fn expect(&mut self, word: &str) -> Result<String> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.reports.read_line(&mut line)? == 0 {
+                bail!("the peer exited before saying {word:?}");
+            }
+            if let Some(rest) = line.trim_end().strip_prefix(word) {
+                return Ok(rest.trim().to_string());
+            }
+            if let Some(err) = line.trim_end().strip_prefix("error") {
+                bail!("the peer failed: {}", err.trim());
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let deadline = Instant::now() + PEER_PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    bail!("the peer exited with {status}")
+                };
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("the peer did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Measures one phase (`rtt` or `stream`) of one mechanism at one size, between this process
+/// and a peer process.
+pub fn measure(mechanism: &str, phase: &str, size: usize, duration: Duration) -> Result<Measured> {
+    let result = measure_inner(mechanism, phase, size, duration);
+    mechanisms::cleanup(mechanism);
+    result
+}
+
+fn measure_inner(
+    mechanism: &str,
+    phase: &str,
+    size: usize,
+    duration: Duration,
+) -> Result<Measured> {
+    match mechanism {
+        "shm-spin" | "shm-futex" => return pingpong_parent(mechanism, phase, size, duration),
+        "mailbox-zero-copy" => return zero_copy_parent(phase, size, duration),
+        "topic-fanout" => return fanout_parent(phase, size, duration),
+        _ => {}
+    }
+    let (prepared, arg) = mechanisms::prepare(mechanism, size)?;
+    let mut peer = Peer::start(mechanism, phase, size, &arg, Some(&prepared))?;
+    let mut link = if mechanisms::parent_waits_for_peer(mechanism) {
+        let info = peer.expect("ready")?;
+        mechanisms::parent_link(prepared, &mut peer.child, &info)?
+    } else {
+        let link = mechanisms::parent_link(prepared, &mut peer.child, "")?;
+        peer.expect("ready")?;
+        link
+    };
+    let measured = match phase {
+        "rtt" => rtt_loop(&mut link, size, duration)?,
+        _ => {
+            stream_loop(&mut link, size, duration)?;
+            let done = peer.expect("done")?;
+            Measured {
+                rtts: Vec::new(),
+                msgs_per_sec: Some(parse_rate(&done)?),
+            }
+        }
+    };
+    drop(link);
+    peer.finish()?;
+    Ok(measured)
+}
+
+fn parse_rate(done: &str) -> Result<f64> {
+    let mut parts = done.split_whitespace().map(|p| p.parse::<f64>());
+    let (Some(Ok(count)), Some(Ok(nanos))) = (parts.next(), parts.next()) else {
+        bail!("unreadable report {done:?}");
+    };
+    if count == 0.0 || nanos <= 0.0 {
+        bail!("the peer received nothing");
+    }
+    Ok(count / (nanos / 1e9))
+}
+
+/// One deadline for a whole phase, so that no operation pays for reading the clock.
+fn phase_deadline(duration: Duration) -> Deadline {
+    Deadline::after(duration + PEER_PATIENCE)
+}
+
+fn rtt_loop(link: &mut Link, size: usize, duration: Duration) -> Result<Measured> {
+    let (mut msg, mut reply) = (Vec::with_capacity(size), Vec::with_capacity(size));
+    let mut rtts = Vec::new();
+    let end = Instant::now() + duration;
+    let deadline = phase_deadline(duration);
+    let mut seq = 0u64;
+    while Instant::now() < end || rtts.len() < 10 {
+        fill(&mut msg, seq, size);
+        let start = Instant::now();
+        link.send_deadline(&msg, deadline)?;
+        link.recv_deadline(&mut reply, deadline)
+            .with_context(|| format!("no echo of message {seq}"))?;
+        rtts.push(start.elapsed().as_nanos() as u64);
+        check(&reply, seq, size)?;
+        seq += 1;
+    }
+    link.send_timeout(STOP, PEER_PATIENCE)?;
+    Ok(Measured {
+        rtts,
+        msgs_per_sec: None,
+    })
+}
+
+fn stream_loop(link: &mut Link, size: usize, duration: Duration) -> Result<()> {
+    let mut msg = Vec::with_capacity(size);
+    let end = Instant::now() + duration;
+    let deadline = phase_deadline(duration);
+    let mut seq = 0u64;
+    while Instant::now() < end {
+        fill(&mut msg, seq, size);
+        link.send_deadline(&msg, deadline)?;
+        seq += 1;
+    }
+    link.send_timeout(STOP, PEER_PATIENCE)?;
+    Ok(())
+}
+
+/// The peer side of `ipckit bench-peer`: reports on stderr, never hangs.
+pub fn peer(mechanism: &str, phase: &str, size: usize, arg: &str) -> Result<()> {
+    pin(1);
+    match mechanism {
+        "shm-spin" | "shm-futex" => return pingpong_peer(mechanism, phase, size, arg),
+        "mailbox-zero-copy" => return zero_copy_peer(phase, size, arg),
+        "topic-fanout" => return fanout_peer(size, arg),
+        _ => {}
+    }
+    let (mut link, info) = mechanisms::peer_link(mechanism, arg)?;
+    eprintln!("ready {info}");
+    let mut buf = Vec::with_capacity(size);
+    let lossy = mechanism == "udp";
+    let mut expected = 0u64;
+    let mut count = 0u64;
+    let mut first: Option<Instant> = None;
+    // Ample for any phase; a lost stop datagram is noticed sooner, by silence.
+    let deadline = Deadline::after(PEER_PATIENCE * 6);
+    loop {
+        let deadline = if lossy && first.is_some() {
+            Deadline::after(Duration::from_millis(300))
+        } else {
+            deadline
+        };
+        match link.recv_deadline(&mut buf, deadline) {
+            Ok(_) => {}
+            // A lost stop datagram: the stream is over when it goes quiet.
+            Err(ipckit::Error::Timeout) if lossy => break,
+            Err(e) => return Err(e.into()),
+        }
+        if buf.len() < 8 {
+            break;
+        }
+        let seq = seq_of(&buf).expect("8 bytes");
+        if lossy {
+            // Datagrams may be lost or reordered: check each one against its own number.
+            check(&buf, seq, size)?;
+        } else {
+            check(&buf, expected, size)?;
+        }
+        expected = seq + 1;
+        first.get_or_insert_with(Instant::now);
+        count += 1;
+        if phase == "rtt" {
+            link.send_deadline(&buf, deadline)?;
+        }
+    }
+    let nanos = first.map_or(0, |t| t.elapsed().as_nanos());
+    eprintln!("done {count} {nanos}");
+    Ok(())
+}
+
+// ---- baselines: raw shared memory --------------------------------------------------------
+
+fn handoff(mechanism: &str) -> Handoff {
+    if mechanism == "shm-spin" {
+        Handoff::Spin
+    } else {
+        Handoff::Futex
+    }
+}
+
+fn pingpong_parent(
+    mechanism: &str,
+    phase: &str,
+    size: usize,
+    duration: Duration,
+) -> Result<Measured> {
+    let name = mechanisms::object_name(mechanism);
+    let area = PingPong::create(&name, size, handoff(mechanism))?;
+    let mut peer = Peer::start(mechanism, phase, size, &name, None)?;
+    peer.expect("ready")?;
+    let (mut msg, mut reply) = (Vec::with_capacity(size), Vec::with_capacity(size));
+    let mut rtts = Vec::new();
+    let start = Instant::now();
+    let end = start + duration;
+    let mut seq = 0u32;
+    while Instant::now() < end || rtts.len() < 10 {
+        seq += 1;
+        fill(&mut msg, seq as u64, size);
+        let t = Instant::now();
+        area.send(Direction::Ping, seq, &msg)?;
+        let reply_len = if phase == "rtt" { size } else { 0 };
+        area.recv(
+            Direction::Pong,
+            seq - 1,
+            reply_len,
+            &mut reply,
+            Deadline::after(PEER_PATIENCE),
+        )?;
+        rtts.push(t.elapsed().as_nanos() as u64);
+        if phase == "rtt" {
+            check(&reply, seq as u64, size)?;
+        }
+    }
+    let elapsed = start.elapsed();
+    area.send(Direction::Ping, u32::MAX, &[])?;
+    peer.finish()?;
+    Ok(if phase == "rtt" {
+        Measured {
+            rtts,
+            msgs_per_sec: None,
+        }
+    } else {
+        Measured {
+            rtts: Vec::new(),
+            msgs_per_sec: Some(seq as f64 / elapsed.as_secs_f64()),
+        }
+    })
+}
+
+fn pingpong_peer(mechanism: &str, phase: &str, size: usize, name: &str) -> Result<()> {
+    let area = PingPong::open(name, size, handoff(mechanism))?;
+    eprintln!("ready");
+    let mut buf = Vec::with_capacity(size);
+    let mut last = 0u32;
+    loop {
+        let seq = area.recv(
+            Direction::Ping,
+            last,
+            size,
+            &mut buf,
+            Deadline::after(PEER_PATIENCE),
+        )?;
+        if seq == u32::MAX {
+            break;
+        }
+        if seq != last + 1 {
+            bail!("message {seq} arrived after {last}");
+        }
+        check(&buf, seq as u64, size)?;
+        let reply: &[u8] = if phase == "rtt" { &buf } else { &[] };
+        area.send(Direction::Pong, seq, reply)?;
+        last = seq;
+    }
+    Ok(())
+}
+
+// ---- mailbox, zero copy ------------------------------------------------------------------
+
+fn zero_copy_parent(phase: &str, size: usize, duration: Duration) -> Result<Measured> {
+    let name = mechanisms::object_name("mailbox-zero-copy");
+    for dir in ["ping", "pong"] {
+        Mailbox::builder(&format!("{name}-{dir}"))
+            .capacity(64)
+            .max_message_size(size)
+            .single_sender()
+            .single_receiver()
+            .wait_strategy(WaitStrategy::BusyPoll)
+            .create()?;
+    }
+    let open = |dir: &str| {
+        Mailbox::builder(&format!("{name}-{dir}"))
+            .wait_strategy(WaitStrategy::BusyPoll)
+            .open()
+    };
+    let mut tx = open("ping")?.sender()?;
+    let mut rx = open("pong")?.receiver()?;
+    let mut peer = Peer::start("mailbox-zero-copy", phase, size, &name, None)?;
+    peer.expect("ready")?;
+    let mut rtts = Vec::new();
+    let end = Instant::now() + duration;
+    let mut seq = 0u64;
+    while Instant::now() < end || (phase == "rtt" && rtts.len() < 10) {
+        let t = Instant::now();
+        {
+            let mut loan = tx.loan_deadline(Deadline::after(PEER_PATIENCE))?;
+            write_in_place(&mut loan[..size], seq);
+            loan.publish(size)?;
+        }
+        if phase == "rtt" {
+            let reply = rx.recv_in_place_deadline(Deadline::after(PEER_PATIENCE))?;
+            rtts.push(t.elapsed().as_nanos() as u64);
+            check(&reply, seq, size)?;
+        }
+        seq += 1;
+    }
+    tx.send_timeout(STOP, PEER_PATIENCE)?;
+    if phase == "rtt" {
+        peer.finish()?;
+        return Ok(Measured {
+            rtts,
+            msgs_per_sec: None,
+        });
+    }
+    let done = peer.expect("done")?;
+    peer.finish()?;
+    Ok(Measured {
+        rtts: Vec::new(),
+        msgs_per_sec: Some(parse_rate(&done)?),
+    })
+}
+
+/// Fills a loaned slot with message `seq` without building it elsewhere first.
+fn write_in_place(slot: &mut [u8], seq: u64) {
+    slot[..8].copy_from_slice(&seq.to_le_bytes());
+    let base = seq.wrapping_mul(31) as u8;
+    for (i, b) in slot.iter_mut().enumerate().skip(8) {
+        *b = base.wrapping_add(i as u8);
+    }
+}
+
+fn zero_copy_peer(phase: &str, size: usize, name: &str) -> Result<()> {
+    let open = |dir: &str| {
+        Mailbox::builder(&format!("{name}-{dir}"))
+            .wait_strategy(WaitStrategy::BusyPoll)
+            .open()
+    };
+    let mut rx = open("ping")?.receiver()?;
+    let mut tx = open("pong")?.sender()?;
+    eprintln!("ready");
+    let mut count = 0u64;
+    let mut first: Option<Instant> = None;
+    loop {
+        let msg = rx.recv_in_place_deadline(Deadline::after(PEER_PATIENCE))?;
+        if msg.len() < 8 {
+            break;
+        }
+        check(&msg, count, size)?;
+        first.get_or_insert_with(Instant::now);
+        if phase == "rtt" {
+            let mut loan = tx.loan_deadline(Deadline::after(PEER_PATIENCE))?;
+            loan[..size].copy_from_slice(&msg);
+            drop(msg);
+            loan.publish(size)?;
+        }
+        count += 1;
+    }
+    eprintln!(
+        "done {count} {}",
+        first.map_or(0, |t| t.elapsed().as_nanos())
+    );
+    Ok(())
+}
+
+// ---- topic fan-out -----------------------------------------------------------------------
+
+fn fanout_parent(phase: &str, size: usize, duration: Duration) -> Result<Measured> {
+    if phase == "rtt" {
+        bail!("fan-out is one-way: see the topic row for round trips");
+    }
+    let name = mechanisms::object_name("topic-fanout");
+    // More processes than cores: spinning subscribers would starve each other.
+    let topic = Topic::builder(&name)
+        .capacity(64)
+        .max_message_size(size)
+        .overflow(Overflow::Backpressure)
+        .create()?;
+    let mut publisher = topic.publisher()?;
+    let mut peers = (0..FANOUT)
+        .map(|_| Peer::start("topic-fanout", "stream", size, &name, None))
+        .collect::<Result<Vec<_>>>()?;
+    for peer in &mut peers {
+        peer.expect("ready")?;
+    }
+    let mut msg = Vec::with_capacity(size);
+    let end = Instant::now() + duration;
+    let mut seq = 0;
+    while Instant::now() < end {
+        fill(&mut msg, seq, size);
+        publisher.send_timeout(&msg, PEER_PATIENCE)?;
+        seq += 1;
+    }
+    publisher.send_timeout(STOP, PEER_PATIENCE)?;
+    let mut rates = Vec::new();
+    for mut peer in peers {
+        rates.push(parse_rate(&peer.expect("done")?)?);
+        peer.finish()?;
+    }
+    Ok(Measured {
+        rtts: Vec::new(),
+        msgs_per_sec: Some(rates.iter().sum::<f64>() / rates.len() as f64),
+    })
+}
+
+fn fanout_peer(size: usize, name: &str) -> Result<()> {
+    let mut sub = Topic::open(name)?.subscriber()?;
+    eprintln!("ready");
+    let mut buf = Vec::with_capacity(size);
+    let mut count = 0u64;
+    let mut first: Option<Instant> = None;
+    loop {
+        let meta = sub.recv_deadline(&mut buf, Deadline::after(PEER_PATIENCE))?;
+        if buf.len() < 8 {
+            break;
+        }
+        if meta.missed != Some(0) {
+            bail!("backpressure lost {:?} messages", meta.missed);
+        }
+        check(&buf, count, size)?;
+        first.get_or_insert_with(Instant::now);
+        count += 1;
+    }
+    eprintln!(
+        "done {count} {}",
+        first.map_or(0, |t| t.elapsed().as_nanos())
+    );
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! `ipckit bench`: every mechanism measured side by side on this machine, between separate
+//! processes pinned to different cores: round-trip latency (median, p99, p99.9) and one-way
+//! throughput, each row also as a ratio to the raw shared-memory spin hand-off.
+
+mod harness;
+mod mechanisms;
+mod report;
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use report::Row;
+
+use crate::units::{parse_duration, parse_size};
+
+/// Options of `ipckit bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Mechanisms to measure, comma-separated (default: all). See `--list`.
+    #[arg(long, value_delimiter = ',')]
+    pub mechanisms: Vec<String>,
+    /// Message sizes in bytes, comma-separated (default 64,4096,65536).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    pub sizes: Vec<usize>,
+    /// Time spent on each phase (round trips, then streaming) of each row.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// A smoke run of about ten seconds: 64-byte messages only, short phases.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the results as JSON (schema in docs/BENCH.md).
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Also draw the results as an SVG chart.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
+    /// List the mechanisms and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// Options of the hidden `ipckit bench-peer` (the other process of each row).
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    #[arg(long)]
+    mechanism: String,
+    #[arg(long)]
+    phase: String,
+    #[arg(long)]
+    size: usize,
+    #[arg(long)]
+    arg: String,
+}
+
+/// Runs `ipckit bench-peer`; failures are reported on stderr, where the parent reads them.
+pub fn peer(args: PeerArgs) -> Result<()> {
+    let result = harness::peer(&args.mechanism, &args.phase, args.size, &args.arg);
+    if let Err(e) = &result {
+        eprintln!("error {e:#}");
+    }
+    result
+}
+
+/// Runs `ipckit bench`.
+pub fn bench(args: BenchArgs) -> Result<()> {
+    if args.list {
+        for m in mechanisms::ALL {
+            println!("{m}");
+        }
+        return Ok(());
+    }
+    let mechanisms: Vec<&str> = if args.mechanisms.is_empty() {
+        mechanisms::ALL.to_vec()
+    } else {
+        let mut chosen = Vec::new();
+        for m in &args.mechanisms {
+            match mechanisms::ALL.iter().find(|known| **known == m.as_str()) {
+                Some(known) => chosen.push(*known),
+                None => {
+                    return Err(crate::exit::usage(format!(
+                        "unknown mechanism {m:?}; known: {}",
+                        mechanisms::ALL.join(", ")
+                    )))
+                }
+            }
+        }
+        chosen
+    };
+    let sizes = match (args.sizes.is_empty(), args.quick) {
+        (false, _) => args.sizes.clone(),
+        (true, true) => vec![64],
+        (true, false) => vec![64, 4096, 65536],
+    };
+    if let Some(&bad) = sizes.iter().find(|&&s| s < 8) {
+        bail!("message size {bad} is too small: every message carries an 8-byte sequence number");
+    }
+    let phase = args.duration.unwrap_or(if args.quick {
+        Duration::from_millis(150)
+    } else {
+        Duration::from_millis(500)
+    });
+    // Parent on CPU 0, peers on CPU 1 (when there are two).
+    harness::pin(0);
+    let total = (mechanisms.len() * sizes.len()) as u64;
+    let progress = ProgressBar::new(total);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
+    );
+    let mut rows = Vec::new();
+    for &size in &sizes {
+        for &mechanism in &mechanisms {
+            progress.set_message(format!("{mechanism} {size} B"));
+            rows.push(measure_row(mechanism, size, phase));
+            progress.inc(1);
+        }
+    }
+    progress.finish_and_clear();
+    report::print_table(&rows);
+    if let Some(path) = &args.json {
+        report::write_json(path, &rows)?;
+    }
+    if let Some(path) = &args.plot {
+        report::write_plot(path, &rows)?;
+    }
+    Ok(())
+}
+
+fn measure_row(mechanism: &str, size: usize, phase: Duration) -> Row {
+    let mut row = Row::new(mechanism, size);
+    let rtt = if mechanism == "topic-fanout" {
+        Ok(None)
+    } else {
+        harness::measure(mechanism, "rtt", size, phase).map(|m| Some(m.rtts))
+    };
+    let stream = harness::measure(mechanism, "stream", size, phase);
+    match (rtt, stream) {
+        (Ok(rtts), Ok(stream)) => {
+            if let Some(mut rtts) = rtts {
+                rtts.sort_unstable();
+                row.set_rtts(&rtts);
+            }
+            if let Some(rate) = stream.msgs_per_sec {
+                row.set_rate(rate);
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => row.error = Some(format!("{e:#}")),
+    }
+    row
+}

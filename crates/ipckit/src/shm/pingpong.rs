@@ -1,0 +1,185 @@
+//! The baselines every other mechanism is read against: two processes handing a buffer back
+//! and forth through shared memory with nothing else in the way.
+//!
+//! Each direction is a 32-bit sequence word on its own cache line plus a data buffer. The
+//! sender writes the bytes, then stores the new sequence number (Release); the receiver waits
+//! until the word shows that number (Acquire), then reads. [`Handoff::Spin`] waits by spinning
+//! on the word: the raw hardware limit of a cross-core hand-off. [`Handoff::Futex`] sleeps on
+//! the word with `futex(2)` and the sender wakes it: the raw cost of sleeping.
+//!
+//! `ipckit bench` reports these as the `shm-spin` and `shm-futex` rows.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::segment::Segment;
+use crate::error::{Error, Result};
+use crate::link::Deadline;
+use crate::sync::futex;
+
+/// Segment kind: `/dev/shm/ipckit.pingpong.NAME`.
+pub const KIND: &str = "pingpong";
+
+/// How a waiting side waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Spin on the sequence word.
+    Spin,
+    /// Sleep on the sequence word (futex); the writer wakes the sleeper.
+    Futex,
+}
+
+/// Which way a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the creator to the opener.
+    Ping,
+    /// From the opener to the creator.
+    Pong,
+}
+
+const LINE: usize = 64;
+const HEADER: usize = 2 * LINE;
+
+/// A two-way hand-off area in a named segment.
+#[derive(Debug)]
+pub struct PingPong {
+    _segment: Segment,
+    base: NonNull<u8>,
+    max: usize,
+    handoff: Handoff,
+}
+
+// SAFETY: the area is shared memory accessed through atomics and bounds-checked copies.
+unsafe impl Send for PingPong {}
+
+impl PingPong {
+    fn layout_len(max: usize) -> usize {
+        HEADER + 2 * max.next_multiple_of(LINE)
+    }
+
+    /// Creates the area for messages of up to `max` bytes.
+    pub fn create(name: &str, max: usize, handoff: Handoff) -> Result<PingPong> {
+        let segment = Segment::create(KIND, name, PingPong::layout_len(max), 0o600)?;
+        Ok(PingPong::from_segment(segment, max, handoff))
+    }
+
+    /// Opens an area created by another process with the same `max`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the segment is too small for `max`.
+    pub fn open(name: &str, max: usize, handoff: Handoff) -> Result<PingPong> {
+        let segment = Segment::open(KIND, name)?;
+        if segment.payload_len() < PingPong::layout_len(max) {
+            return Err(Error::corrupt(
+                format!("ping-pong area {name:?}"),
+                format!(
+                    "{} bytes cannot hold two {max}-byte buffers",
+                    segment.payload_len()
+                ),
+            ));
+        }
+        Ok(PingPong::from_segment(segment, max, handoff))
+    }
+
+    /// Removes the area's name.
+    pub fn remove(name: &str) -> Result<()> {
+        Segment::unlink(KIND, name)
+    }
+
+    fn from_segment(segment: Segment, max: usize, handoff: Handoff) -> PingPong {
+        let base = segment.payload();
+        PingPong {
+            _segment: segment,
+            base,
+            max,
+            handoff,
+        }
+    }
+
+    fn word(&self, dir: Direction) -> &AtomicU32 {
+        let offset = match dir {
+            Direction::Ping => 0,
+            Direction::Pong => LINE,
+        };
+        // SAFETY: offset + 4 <= HEADER <= mapping length (checked at open/create); the
+        // mapping is page-aligned so the word is aligned; AtomicU32 is valid for any bits.
+        unsafe { &*(self.base.as_ptr().add(offset) as *const AtomicU32) }
+    }
+
+    fn buffer(&self, dir: Direction) -> *mut u8 {
+        let offset = match dir {
+            Direction::Ping => HEADER,
+            Direction::Pong => HEADER + self.max.next_multiple_of(LINE),
+        };
+        // SAFETY: both buffers lie inside the mapping (layout_len was checked).
+        unsafe { self.base.as_ptr().add(offset) }
+    }
+
+    /// Writes `data` into `dir`'s buffer and announces it as message `seq`.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`] if `data` exceeds the buffer.
+    pub fn send(&self, dir: Direction, seq: u32, data: &[u8]) -> Result<()> {
+        crate::link::check_size(data.len(), self.max)?;
+        // SAFETY: data.len() <= max, the buffer's size; the peer reads it only after the
+        // sequence word below says so.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.buffer(dir), data.len()) };
+        // SYNC: pairs with the Acquire load in `recv`.
+        self.word(dir).store(seq, Ordering::Release);
+        if self.handoff == Handoff::Futex {
+            futex::wake(self.word(dir), 1);
+        }
+        Ok(())
+    }
+
+    /// Waits until `dir`'s sequence word moves on from `previous`, then copies `len` bytes of
+    /// the buffer into `out`; returns the new sequence number.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] at `deadline`; [`Error::MessageTooLarge`] if `len` exceeds the buffer.
+    pub fn recv(
+        &self,
+        dir: Direction,
+        previous: u32,
+        len: usize,
+        out: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<u32> {
+        crate::link::check_size(len, self.max)?;
+        let word = self.word(dir);
+        let mut spins = 0u32;
+        let seq = loop {
+            // SYNC: pairs with the Release store in `send`.
+            let current = word.load(Ordering::Acquire);
+            if current != previous {
+                break current;
+            }
+            match self.handoff {
+                Handoff::Spin => {
+                    std::hint::spin_loop();
+                    spins = spins.wrapping_add(1);
+                    if spins % 4096 == 0 && deadline.expired() {
+                        return Err(deadline.recv_expired());
+                    }
+                }
+                Handoff::Futex => {
+                    if futex::wait(word, previous, deadline) == futex::WaitOutcome::TimedOut
+                        && word.load(Ordering::Acquire) == previous
+                    {
+                        return Err(deadline.recv_expired());
+                    }
+                }
+            }
+        };
+        out.clear();
+        out.reserve(len);
+        // SAFETY: len <= max (checked); the peer wrote these bytes before its Release store,
+        // which our Acquire load saw; `out` has room for len bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.buffer(dir), out.as_mut_ptr(), len);
+            out.set_len(len);
+        }
+        Ok(seq)
+    }
+}

@@ -11,13 +11,13 @@ pub fn ls(json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10} {:<32} {:>7} {:>10} {:>5} {:>6} {:>5}",
+        "{:<10} {:<32} {:>7} {:>16} {:>5} {:>6} {:>5}",
         "KIND", "NAME", "DEPTH", "CAPACITY", "MODE", "ALIVE", "DEAD"
     );
     for o in objects {
         let dash = || "-".to_string();
         println!(
-            "{:<10} {:<32} {:>7} {:>10} {:>5} {:>6} {:>5}{}",
+            "{:<10} {:<32} {:>7} {:>16} {:>5} {:>6} {:>5}{}",
             o.kind,
             o.name,
             o.depth.map_or_else(dash, |d| d.to_string()),

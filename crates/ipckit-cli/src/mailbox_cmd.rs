@@ -63,7 +63,8 @@ pub struct WaitArgs {
 }
 
 impl WaitArgs {
-    fn deadline(&self) -> Deadline {
+    /// The deadline these options describe.
+    pub fn deadline(&self) -> Deadline {
         match (self.nonblocking, self.timeout) {
             (true, _) => Deadline::Now,
             (false, Some(d)) => Deadline::after(d),

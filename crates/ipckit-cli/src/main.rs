@@ -10,6 +10,7 @@ mod bench;
 mod exit;
 mod ls_cmd;
 mod mailbox_cmd;
+mod topic_cmd;
 mod units;
 
 /// Inter-process communication for Linux: create, inspect, drive and benchmark it.
@@ -29,6 +30,13 @@ enum Command {
     Send(mailbox_cmd::SendArgs),
     /// Receive messages from a mailbox; each is written followed by a newline.
     Recv(mailbox_cmd::RecvArgs),
+    /// Create or remove a topic (publish-subscribe over shared memory).
+    #[command(subcommand)]
+    Topic(topic_cmd::TopicCommand),
+    /// Publish messages to a topic (one per argument, or one per line of stdin).
+    Publish(topic_cmd::PublishArgs),
+    /// Receive a topic's messages; each is written followed by a newline.
+    Subscribe(topic_cmd::SubscribeArgs),
     /// List every named ipckit object: kind, name, depth, capacity, mode, participants.
     Ls {
         /// Print JSON instead of a table.
@@ -54,6 +62,9 @@ fn main() -> ExitCode {
         Command::Mailbox(command) => mailbox_cmd::mailbox(command),
         Command::Send(args) => mailbox_cmd::send(args),
         Command::Recv(args) => mailbox_cmd::recv(args),
+        Command::Topic(command) => topic_cmd::topic(command),
+        Command::Publish(args) => topic_cmd::publish(args),
+        Command::Subscribe(args) => topic_cmd::subscribe(args),
         Command::Ls { json } => ls_cmd::ls(json),
         Command::Bench(args) => bench::bench(args),
         Command::BenchPeer(args) => bench::peer(args),

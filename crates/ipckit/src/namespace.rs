@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::shm::mailbox::{self, Mailbox};
+use crate::shm::topic::{self, Overflow, Topic};
 use crate::Capacity;
 
 /// One named object, as `ipckit ls` shows it.
@@ -17,7 +18,7 @@ pub struct ObjectInfo {
     pub kind: &'static str,
     /// The user's name for it.
     pub name: String,
-    /// Messages waiting, where that means something.
+    /// Messages waiting (mailboxes), or the slowest subscriber's lag (topics).
     pub depth: Option<u64>,
     /// Capacity as text (`"64"`, `"rendezvous"`).
     pub capacity: Option<String>,
@@ -85,6 +86,41 @@ pub fn list() -> Result<Vec<ObjectInfo>> {
             },
         });
     }
+    for name in Topic::list()? {
+        objects.push(match Topic::open(&name) {
+            Ok(t) => {
+                let info = t.info();
+                ObjectInfo {
+                    kind: topic::KIND,
+                    name,
+                    depth: info.slowest_lag,
+                    capacity: Some(format!(
+                        "{}{}",
+                        info.capacity,
+                        if info.overflow == Overflow::Overrun {
+                            ":overrun"
+                        } else {
+                            ":backpressure"
+                        }
+                    )),
+                    mode: Some(info.mode),
+                    alive: info.subscribers + info.publishers,
+                    dead: info.dead_subscribers,
+                    error: None,
+                }
+            }
+            Err(err) => ObjectInfo {
+                kind: topic::KIND,
+                name,
+                depth: None,
+                capacity: None,
+                mode: None,
+                alive: 0,
+                dead: 0,
+                error: Some(err.to_string()),
+            },
+        });
+    }
     objects.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     Ok(objects)
 }
@@ -129,6 +165,25 @@ pub fn clean(dry_run: bool) -> Result<Vec<CleanAction>> {
         };
         actions.push(CleanAction {
             kind: mailbox::KIND,
+            name,
+            action,
+        });
+    }
+    for name in Topic::list()? {
+        let Ok(t) = Topic::open(&name) else {
+            continue;
+        };
+        let dead = t.info().dead_subscribers;
+        if dead == 0 {
+            continue;
+        }
+        let action = if dry_run {
+            format!("would forget {dead} dead subscriber(s)")
+        } else {
+            format!("forgot {} dead participant(s)", t.repair())
+        };
+        actions.push(CleanAction {
+            kind: topic::KIND,
             name,
             action,
         });

@@ -1,0 +1,104 @@
+//! `ipckit topic|publish|subscribe`, driven through the built binary.
+
+use std::process::{Command, Stdio};
+
+use assert_cmd::cargo::CommandCargoExt;
+use assert_cmd::prelude::*;
+
+fn ipckit() -> Command {
+    Command::cargo_bin("ipckit").unwrap()
+}
+
+struct Cleanup(String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = ipckit().args(["topic", "rm", &self.0]).output();
+    }
+}
+
+fn unique(tag: &str) -> String {
+    format!("cli-topic-{tag}-{}", std::process::id())
+}
+
+#[test]
+fn every_subscriber_process_gets_every_message_and_history_replays() {
+    let name = unique("fan");
+    let _cleanup = Cleanup(name.clone());
+    ipckit()
+        .args(["topic", "create", &name, "--history", "8", "--backpressure"])
+        .assert()
+        .success();
+    let subscribers: Vec<_> = (0..2)
+        .map(|_| {
+            ipckit()
+                .args(["subscribe", &name, "--count", "3", "--timeout", "30s"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Give both a moment to attach: a subscriber sees only what is published after it joins.
+    let start = std::time::Instant::now();
+    loop {
+        let ls = String::from_utf8(ipckit().arg("ls").output().unwrap().stdout).unwrap();
+        let row = ls.lines().find(|l| l.contains(&name)).unwrap().to_string();
+        if row.split_whitespace().nth(5) == Some("2") {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "subscribers never attached: {row}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ipckit()
+        .args(["publish", &name, "a", "b", "c"])
+        .assert()
+        .success();
+    for sub in subscribers {
+        let out = sub.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "a\nb\nc\n");
+    }
+    let replay = ipckit()
+        .args([
+            "subscribe",
+            &name,
+            "--history",
+            "2",
+            "--count",
+            "2",
+            "--nonblocking",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(replay.stdout).unwrap(), "b\nc\n");
+    ipckit()
+        .args(["subscribe", &name, "--nonblocking"])
+        .assert()
+        .code(3);
+    ipckit()
+        .args(["subscribe", &name, "--timeout", "20ms"])
+        .assert()
+        .code(4);
+}
+
+#[test]
+fn errors_are_clear() {
+    let name = unique("err");
+    let _cleanup = Cleanup(name.clone());
+    ipckit().args(["publish", &name, "x"]).assert().code(1);
+    ipckit()
+        .args(["topic", "create", &name, "--overrun", "--backpressure"])
+        .assert()
+        .code(2);
+    ipckit()
+        .args(["topic", "create", &name, "--history", "2"])
+        .assert()
+        .success();
+    ipckit().args(["topic", "create", &name]).assert().code(1);
+    ipckit()
+        .args(["subscribe", &name, "--history", "3"])
+        .assert()
+        .code(1);
+}

@@ -8,4 +8,5 @@ pub mod topic;
 pub mod wait;
 
 pub use mailbox::{Mailbox, MailboxBuilder, MailboxReceiver, MailboxSender, WaitStrategy};
+pub use segment::{Segment, SysvSegment};
 pub use topic::{Overflow, Publisher, Subscriber, Topic};

@@ -4,9 +4,11 @@ pub mod mailbox;
 pub mod pingpong;
 pub(crate) mod ring;
 pub mod segment;
+pub mod shared;
 pub mod topic;
 pub mod wait;
 
 pub use mailbox::{Mailbox, MailboxBuilder, MailboxReceiver, MailboxSender, WaitStrategy};
 pub use segment::{Segment, SysvSegment};
+pub use shared::{BoundedBuffer, Shared, ShmSafe};
 pub use topic::{Overflow, Publisher, Subscriber, Topic};

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod demo;
 mod exit;
 mod ls_cmd;
 mod mailbox_cmd;
@@ -48,6 +49,11 @@ enum Command {
     /// One side of a benchmark row (started by `ipckit bench`).
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
+    /// Run a demonstration between real processes.
+    Demo(demo::DemoArgs),
+    /// One process of a demonstration (started by `ipckit demo`).
+    #[command(hide = true)]
+    DemoChild(demo::ChildArgs),
     /// Reclaim what dead processes left behind (unread messages are kept).
     Clean {
         /// Say what would be done, change nothing.
@@ -67,6 +73,8 @@ fn main() -> ExitCode {
         Command::Subscribe(args) => topic_cmd::subscribe(args),
         Command::Ls { json } => ls_cmd::ls(json),
         Command::Bench(args) => bench::bench(args),
+        Command::Demo(args) => demo::demo(args),
+        Command::DemoChild(args) => demo::child(args),
         Command::BenchPeer(args) => bench::peer(args),
         Command::Clean { dry_run } => ls_cmd::clean(dry_run),
     };

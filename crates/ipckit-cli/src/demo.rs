@@ -1,0 +1,238 @@
+//! `ipckit demo`: the textbook's pictures, run for real between processes.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use ipckit::shm::{BoundedBuffer, Shared, ShmSafe};
+use ipckit::sync::Mutex;
+use ipckit::Deadline;
+
+/// Which demonstration.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DemoKind {
+    /// Two processes increment a shared counter: lost updates without a mutex, none with.
+    Race,
+    /// Producers and consumers through the bounded buffer (empty/full/mutex semaphores).
+    ProducerConsumer,
+}
+
+/// Options of `ipckit demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The demonstration to run.
+    pub kind: DemoKind,
+    /// Increments per process (race) or items per producer (producer-consumer).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub iterations: u64,
+}
+
+/// Options of the hidden `ipckit demo-child`.
+#[derive(Debug, Args)]
+pub struct ChildArgs {
+    kind: String,
+    name: String,
+    iterations: u64,
+    #[arg(default_value_t = 0)]
+    id: u64,
+}
+
+/// The race demo's shared state.
+#[repr(C)]
+struct RaceArea {
+    /// Incremented with a plain load and store: a read-modify-write race.
+    unguarded: AtomicU64,
+    /// Incremented under the mutex.
+    guarded: Mutex<u64>,
+    /// Children check in here and spin until both have, so that their loops overlap.
+    arrived: AtomicU64,
+}
+
+// SAFETY: atomics and a mutex of an integer: any bits are valid, no pointers.
+unsafe impl ShmSafe for RaceArea {}
+
+fn spawn_child(kind: &str, name: &str, iterations: u64, id: u64) -> Result<Child> {
+    Command::new(std::env::current_exe()?)
+        .args([
+            "demo-child",
+            kind,
+            name,
+            &iterations.to_string(),
+            &id.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start a demo process")
+}
+
+fn wait_all(children: Vec<Child>) -> Result<Vec<String>> {
+    let mut outputs = Vec::new();
+    for child in children {
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("a demo process failed ({})", out.status);
+        }
+        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    Ok(outputs)
+}
+
+fn with_commas(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Runs `ipckit demo`.
+pub fn demo(args: DemoArgs) -> Result<()> {
+    match args.kind {
+        DemoKind::Race => race(args.iterations),
+        DemoKind::ProducerConsumer => producer_consumer(args.iterations.min(100_000)),
+    }
+}
+
+fn race(iterations: u64) -> Result<()> {
+    let name = format!("demo-race-{}", std::process::id());
+    let area = Shared::create(
+        &name,
+        RaceArea {
+            unguarded: AtomicU64::new(0),
+            guarded: Mutex::new(0),
+            arrived: AtomicU64::new(0),
+        },
+        0o600,
+    )?;
+    let result = (|| {
+        let children = (0..2)
+            .map(|id| spawn_child("race", &name, iterations, id))
+            .collect::<Result<Vec<_>>>()?;
+        wait_all(children)
+    })();
+    let _ = Shared::<RaceArea>::remove(&name);
+    result?;
+    let expected = 2 * iterations;
+    let unguarded = area.unguarded.load(Ordering::Relaxed);
+    let guarded = *area.guarded.lock().into_guard();
+    println!(
+        "two processes, {} increments each:",
+        with_commas(iterations)
+    );
+    println!(
+        "  without a mutex: {:>13}  ({} updates lost to the race)",
+        with_commas(unguarded),
+        with_commas(expected - unguarded.min(expected))
+    );
+    println!("  with the mutex:  {:>13}", with_commas(guarded));
+    if guarded != expected {
+        bail!("the mutex let updates through unguarded: {guarded} != {expected}");
+    }
+    Ok(())
+}
+
+fn producer_consumer(items: u64) -> Result<()> {
+    const PRODUCERS: u64 = 2;
+    const CONSUMERS: u64 = 2;
+    let name = format!("demo-pc-{}", std::process::id());
+    let buffer = BoundedBuffer::<u64>::create(&name, 8, 0o600)?;
+    let result = (|| {
+        let consumers = (0..CONSUMERS)
+            .map(|id| spawn_child("consumer", &name, items, id))
+            .collect::<Result<Vec<_>>>()?;
+        let producers = (0..PRODUCERS)
+            .map(|id| spawn_child("producer", &name, items, id))
+            .collect::<Result<Vec<_>>>()?;
+        wait_all(producers)?;
+        for _ in 0..CONSUMERS {
+            buffer.put(u64::MAX)?;
+        }
+        wait_all(consumers)
+    })();
+    let _ = BoundedBuffer::<u64>::remove(&name);
+    let outputs = result?;
+    let (mut count, mut sum) = (0u64, 0u64);
+    println!(
+        "{PRODUCERS} producers x {} items -> bounded buffer of 8 slots -> {CONSUMERS} consumers:",
+        with_commas(items)
+    );
+    for (id, out) in outputs.iter().enumerate() {
+        let mut parts = out
+            .split_whitespace()
+            .map(|p| p.parse::<u64>().unwrap_or(0));
+        let (c, s) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        println!("  consumer {id} took {} items", with_commas(c));
+        count += c;
+        sum = sum.wrapping_add(s);
+    }
+    let expected_count = PRODUCERS * items;
+    let expected_sum = (0..PRODUCERS)
+        .flat_map(|p| (0..items).map(move |i| p * 1_000_000_000 + i))
+        .fold(0u64, u64::wrapping_add);
+    println!(
+        "  {} of {} items delivered, each exactly once: {}",
+        with_commas(count),
+        with_commas(expected_count),
+        if count == expected_count && sum == expected_sum {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
+    if count != expected_count || sum != expected_sum {
+        bail!("items were lost or duplicated");
+    }
+    Ok(())
+}
+
+/// Runs one process of a demo.
+pub fn child(args: ChildArgs) -> Result<()> {
+    let patience = Deadline::after(Duration::from_secs(60));
+    match args.kind.as_str() {
+        "race" => {
+            let area = Shared::<RaceArea>::open(&args.name)?;
+            area.arrived.fetch_add(1, Ordering::AcqRel);
+            while area.arrived.load(Ordering::Acquire) < 2 {
+                if patience.expired() {
+                    bail!("the other demo process never arrived");
+                }
+                std::hint::spin_loop();
+            }
+            for _ in 0..args.iterations {
+                // Deliberately not atomic as a whole: read, then write back one more.
+                let value = area.unguarded.load(Ordering::Relaxed);
+                area.unguarded.store(value + 1, Ordering::Relaxed);
+            }
+            for _ in 0..args.iterations {
+                *area.guarded.lock().into_guard() += 1;
+            }
+        }
+        "producer" => {
+            let buffer = BoundedBuffer::<u64>::open(&args.name)?;
+            for i in 0..args.iterations {
+                buffer.put_deadline(args.id * 1_000_000_000 + i, patience)?;
+            }
+        }
+        "consumer" => {
+            let buffer = BoundedBuffer::<u64>::open(&args.name)?;
+            let (mut count, mut sum) = (0u64, 0u64);
+            loop {
+                let item = buffer.take_deadline(patience)?;
+                if item == u64::MAX {
+                    break;
+                }
+                count += 1;
+                sum = sum.wrapping_add(item);
+            }
+            println!("{count} {sum}");
+        }
+        other => bail!("unknown demo process {other:?}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! `ipckit demo`, driven through the built binary.
+
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt;
+
+fn run(args: &[&str]) -> String {
+    let out = Command::cargo_bin("ipckit")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn race_counts_exactly_with_the_mutex_and_prints_both_figures() {
+    let out = run(&["demo", "race", "--iterations", "200000"]);
+    assert!(out.contains("without a mutex:"), "{out}");
+    let guarded = out.lines().find(|l| l.contains("with the mutex:")).unwrap();
+    assert!(guarded.contains("400,000"), "{out}");
+}
+
+#[test]
+fn producer_consumer_delivers_every_item_once() {
+    let out = run(&["demo", "producer-consumer", "--iterations", "3000"]);
+    assert!(
+        out.contains("6,000 of 6,000 items delivered, each exactly once: yes"),
+        "{out}"
+    );
+}

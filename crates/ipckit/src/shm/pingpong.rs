@@ -9,8 +9,8 @@
 //!
 //! `ipckit bench` reports these as the `shm-spin` and `shm-futex` rows.
 
+use crate::sync::primitive::{AtomicU32, Ordering};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::segment::Segment;
 use crate::error::{Error, Result};

@@ -19,7 +19,7 @@
 //! ```
 
 use super::futex;
-use super::primitive::{AtomicU32, Ordering};
+use super::primitive::{fence, AtomicU32, Ordering};
 use crate::link::Deadline;
 
 /// The state an [`Event::wait`] compares against: taken by [`Event::listen`].
@@ -36,7 +36,7 @@ pub struct Event {
 
 impl Event {
     /// A new event.
-    pub const fn new() -> Event {
+    pub fn new() -> Event {
         Event {
             seq: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
@@ -56,6 +56,9 @@ impl Event {
             return true;
         }
         self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // SYNC: pairs with the fence in `bump` (Dekker): either the notifier sees us, or
+        // the futex sees its new sequence number and does not sleep.
+        fence(Ordering::SeqCst);
         let outcome = futex::wait(&self.seq, ticket.0, deadline);
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         outcome == futex::WaitOutcome::Woken || self.seq.load(Ordering::SeqCst) != ticket.0
@@ -65,6 +68,7 @@ impl Event {
         // SYNC: SeqCst increment and load pair with the waiter's SeqCst increment of
         // `sleepers` before its futex wait (Dekker).
         self.seq.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         self.sleepers.load(Ordering::SeqCst) > 0
     }
 

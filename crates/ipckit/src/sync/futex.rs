@@ -8,12 +8,15 @@
 //! # References
 //! - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
 
-use std::sync::atomic::AtomicU32;
+#[cfg(not(loom))]
 use std::time::Duration;
 
+#[cfg(not(loom))]
 use rustix::io::Errno;
+#[cfg(not(loom))]
 use rustix::thread::futex;
 
+use super::primitive::AtomicU32;
 use crate::link::Deadline;
 
 /// Why [`wait`] returned. Either way the caller re-checks its condition: futex waits may
@@ -27,6 +30,7 @@ pub enum WaitOutcome {
 }
 
 /// Sleeps while `word` holds `expected`, until woken or until `deadline`.
+#[cfg(not(loom))]
 ///
 /// Returns at once with [`WaitOutcome::Woken`] if the word already differs (the kernel
 /// compares atomically with going to sleep, which is what rules out a lost wake-up).
@@ -54,6 +58,7 @@ pub fn wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> WaitOutcome 
 }
 
 /// Wakes at most `count` processes sleeping on `word`; returns how many were woken.
+#[cfg(not(loom))]
 pub fn wake(word: &AtomicU32, count: u32) -> usize {
     futex::wake(word, futex::Flags::empty(), count).unwrap_or(0)
 }
@@ -63,11 +68,53 @@ pub fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)
 }
 
-#[cfg(test)]
+#[cfg(loom)]
+pub use model::{wait, wake};
+
+/// Under `--cfg loom`, a model of the futex for the model checker: `wait` compares and
+/// blocks under one lock, `wake` bumps a generation under the same lock, so "compare, then
+/// sleep" is atomic with respect to wakes, exactly the property the kernel provides. A lost
+/// wake-up then shows up as a thread blocked forever, which loom reports as a deadlock.
+/// Deadlines are not modelled (the models use `Deadline::Never`).
+#[cfg(loom)]
+mod model {
+    use super::{AtomicU32, Deadline, WaitOutcome};
+    use crate::sync::primitive::Ordering;
+    use loom::sync::{Condvar, Mutex};
+
+    loom::lazy_static! {
+        static ref PARK: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
+    }
+
+    /// Blocks while `word == expected`, until a `wake`.
+    pub fn wait(word: &AtomicU32, expected: u32, _deadline: Deadline) -> WaitOutcome {
+        let (lock, condvar) = &*PARK;
+        let mut generation = lock.lock().unwrap();
+        if word.load(Ordering::SeqCst) != expected {
+            return WaitOutcome::Woken;
+        }
+        let seen = *generation;
+        while *generation == seen {
+            generation = condvar.wait(generation).unwrap();
+        }
+        WaitOutcome::Woken
+    }
+
+    /// Wakes every modelled sleeper (a superset of what the kernel would wake).
+    pub fn wake(_word: &AtomicU32, _count: u32) -> usize {
+        let (lock, condvar) = &*PARK;
+        *lock.lock().unwrap() += 1;
+        condvar.notify_all();
+        1
+    }
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
+    use std::time::Duration;
     use std::time::Instant;
 
     #[test]

@@ -90,7 +90,7 @@ impl<'a, T> LockResult<'a, T> {
 
 impl<T> Mutex<T> {
     /// An unlocked mutex holding `value`.
-    pub const fn new(value: T) -> Mutex<T> {
+    pub fn new(value: T) -> Mutex<T> {
         Mutex {
             state: AtomicU32::new(0),
             inconsistent: AtomicU32::new(0),

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use super::futex;
-use super::primitive::{AtomicU32, Ordering};
+use super::primitive::{fence, AtomicU32, Ordering};
 use crate::error::Result;
 use crate::link::Deadline;
 
@@ -30,7 +30,7 @@ pub struct Semaphore {
 
 impl Semaphore {
     /// A semaphore holding `count` permits.
-    pub const fn new(count: u32) -> Semaphore {
+    pub fn new(count: u32) -> Semaphore {
         Semaphore {
             count: AtomicU32::new(count),
             sleepers: AtomicU32::new(0),
@@ -72,8 +72,9 @@ impl Semaphore {
                 return Err(deadline.recv_expired());
             }
             self.sleepers.fetch_add(1, Ordering::SeqCst);
-            // SYNC: pairs with the SeqCst increment and load in `post`: either the poster
-            // sees us and wakes us, or we see its permit here and do not sleep.
+            // SYNC: pairs with the fence in `post` (Dekker): either the poster sees us and
+            // wakes us, or we see its permit here and do not sleep.
+            fence(Ordering::SeqCst);
             if self.count.load(Ordering::SeqCst) == 0 {
                 let outcome = futex::wait(&self.count, 0, deadline);
                 if outcome == futex::WaitOutcome::TimedOut && self.count.load(Ordering::Acquire) > 0
@@ -110,6 +111,8 @@ impl Semaphore {
     /// Adds a permit, waking one waiter if any sleeps.
     pub fn post(&self) {
         self.count.fetch_add(1, Ordering::SeqCst);
+        // SYNC: pairs with the fence in `wait_deadline`.
+        fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) > 0 {
             futex::wake(&self.count, 1);
         }

@@ -408,8 +408,8 @@ impl FramedStream {
     /// non-blocking or timed send never leaves half a frame behind.
     ///
     /// A pipe takes a write of up to `PIPE_BUF` (4096) bytes whole or not at all, so small
-    /// frames need no check; a larger one waits for an empty pipe (the kernel packs writes
-    /// into pages, so a byte count of free space would be a guess). A socket polls writable
+    /// frames need no check; a larger one waits until the queued bytes leave half the pipe
+    /// free beyond it (the kernel packs writes into pages, so free bytes are a guess). A socket polls writable
     /// while at least half its send buffer is free. A frame larger than the whole buffer can
     /// never go at once: it starts as soon as the buffer is empty and is finished even past
     /// the deadline.
@@ -421,9 +421,14 @@ impl FramedStream {
         if len <= PIPE_BUF {
             return Ok(true);
         }
+        let size = rustix::pipe::fcntl_getpipe_size(fd)
+            .map_err(|e| Error::os("fcntl(F_GETPIPE_SZ)", self.object.clone(), e))?;
         let queued = rustix::io::ioctl_fionread(fd)
-            .map_err(|e| Error::os("ioctl(FIONREAD)", self.object.clone(), e))?;
-        Ok(queued == 0)
+            .map_err(|e| Error::os("ioctl(FIONREAD)", self.object.clone(), e))?
+            as usize;
+        // The kernel packs writes into pages, so free bytes are not all usable: keep half the
+        // pipe as slack. A frame larger than that waits for an empty pipe.
+        Ok(queued == 0 || queued + len + size / 2 <= size)
     }
 
     fn wait_until_fits(&self, fd: BorrowedFd<'_>, len: usize, deadline: Deadline) -> Result<()> {

@@ -28,6 +28,7 @@ pub mod error;
 pub mod fifo;
 pub mod frame;
 pub mod link;
+pub mod mq;
 pub mod namespace;
 pub mod pipe;
 pub mod process;

@@ -27,6 +27,8 @@ pub const ALL: &[&str] = &[
     "unix-dgram",
     "tcp",
     "udp",
+    "posix-mq",
+    "sysv-mq",
     "mailbox",
     "mailbox-spin",
     "mailbox-zero-copy",
@@ -92,6 +94,8 @@ pub enum Prepared {
     Tcp(tcp::Listener),
     Udp(ipckit::socket::DatagramLink),
     Mailbox(String, WaitStrategy),
+    PosixMq(String),
+    SysvMq(i32),
     Topic(String),
     /// Baselines and zero copy: the harness drives them itself.
     Custom,
@@ -152,6 +156,21 @@ pub fn prepare(mechanism: &str, size: usize) -> Result<(Prepared, String)> {
             }
             (Prepared::Mailbox(name.clone(), wait), name)
         }
+        "posix-mq" => {
+            for dir in ["ping", "pong"] {
+                ipckit::mq::PosixQueue::builder(&format!("{name}-{dir}"))
+                    .max_message_size(size)
+                    .create()?;
+            }
+            (Prepared::PosixMq(name.clone()), name)
+        }
+        "sysv-mq" => {
+            let base = sysv_key();
+            for dir in 0..2 {
+                ipckit::mq::SysvQueue::create(base + dir, 0o600)?;
+            }
+            (Prepared::SysvMq(base), base.to_string())
+        }
         "topic" => {
             for dir in ["ping", "pong"] {
                 Topic::builder(&format!("{name}-{dir}"))
@@ -166,9 +185,24 @@ pub fn prepare(mechanism: &str, size: usize) -> Result<(Prepared, String)> {
     })
 }
 
+/// Keys of the two System V queues of the `sysv-mq` row (unlikely to collide: from the pid).
+fn sysv_key() -> i32 {
+    0x1be0_0000 | ((std::process::id() as i32 & 0xffff) << 2)
+}
+
 /// Removes the named objects of a row (run after the peer has exited or been killed).
 pub fn cleanup(mechanism: &str) {
     let name = object_name(mechanism);
+    if mechanism == "sysv-mq" {
+        for dir in 0..2 {
+            if let Ok(q) = ipckit::mq::SysvQueue::open(sysv_key() + dir) {
+                let _ = q.remove();
+            }
+        }
+    }
+    for dir in ["ping", "pong"] {
+        let _ = ipckit::mq::PosixQueue::unlink(&format!("{name}-{dir}"));
+    }
     let _ = fifo::Duplex::remove(tmp_path(&name));
     for dir in ["ping", "pong"] {
         let _ = Mailbox::remove(&format!("{name}-{dir}"));
@@ -241,6 +275,14 @@ pub fn parent_link(
                 .receiver()?;
             link(tx, rx)
         }
+        Prepared::PosixMq(name) => link(
+            ipckit::mq::PosixQueue::open(&format!("{name}-ping"))?,
+            ipckit::mq::PosixQueue::open(&format!("{name}-pong"))?,
+        ),
+        Prepared::SysvMq(base) => link(
+            ipckit::mq::SysvQueue::open(base)?,
+            ipckit::mq::SysvQueue::open(base + 1)?,
+        ),
         Prepared::Topic(name) => {
             let tx = Topic::builder(&format!("{name}-ping"))
                 .wait_strategy(WaitStrategy::BusyPoll)
@@ -302,6 +344,23 @@ pub fn peer_link(mechanism: &str, arg: &str) -> Result<(Link, String)> {
                 .open()?
                 .sender()?;
             (link(tx, rx), String::new())
+        }
+        "posix-mq" => (
+            link(
+                ipckit::mq::PosixQueue::open(&format!("{arg}-pong"))?,
+                ipckit::mq::PosixQueue::open(&format!("{arg}-ping"))?,
+            ),
+            String::new(),
+        ),
+        "sysv-mq" => {
+            let base: i32 = arg.parse().context("queue key")?;
+            (
+                link(
+                    ipckit::mq::SysvQueue::open(base + 1)?,
+                    ipckit::mq::SysvQueue::open(base)?,
+                ),
+                String::new(),
+            )
         }
         "topic" => {
             let rx = Topic::builder(&format!("{arg}-ping"))

@@ -33,6 +33,7 @@ pub mod namespace;
 pub mod pipe;
 pub mod process;
 pub mod shm;
+pub mod signal;
 pub mod socket;
 pub mod sync;
 

@@ -229,10 +229,9 @@ impl RealtimeReceiver {
                 std::io::Error::last_os_error(),
             ));
         }
-        // SAFETY: `raw` is a descriptor we just opened and own.
-        Ok(RealtimeReceiver {
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-        })
+        // SAFETY: `raw` is a descriptor we just opened and nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(RealtimeReceiver { fd })
     }
 
     /// Takes the next signal, waiting until `deadline`.

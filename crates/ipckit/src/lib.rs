@@ -24,6 +24,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod direct;
 pub mod error;
 pub mod fifo;
 pub mod frame;

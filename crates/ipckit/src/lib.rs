@@ -33,6 +33,7 @@ pub mod mq;
 pub mod namespace;
 pub mod pipe;
 pub mod process;
+pub mod service;
 pub mod shm;
 pub mod signal;
 pub mod socket;

@@ -34,6 +34,7 @@ pub const ALL: &[&str] = &[
     "mailbox-zero-copy",
     "topic",
     "topic-fanout",
+    "service",
 ];
 
 /// Subscribers of the `topic-fanout` row.
@@ -95,6 +96,7 @@ pub enum Prepared {
     Udp(ipckit::socket::DatagramLink),
     Mailbox(String, WaitStrategy),
     PosixMq(String),
+    Service(ipckit::service::Server),
     SysvMq(i32),
     Topic(String),
     /// Baselines and zero copy: the harness drives them itself.
@@ -171,6 +173,10 @@ pub fn prepare(mechanism: &str, size: usize) -> Result<(Prepared, String)> {
             }
             (Prepared::SysvMq(base), base.to_string())
         }
+        "service" => (
+            Prepared::Service(ipckit::service::Server::bind(&name, 0o600)?),
+            name,
+        ),
         "topic" => {
             for dir in ["ping", "pong"] {
                 Topic::builder(&format!("{name}-{dir}"))
@@ -275,6 +281,7 @@ pub fn parent_link(
                 .receiver()?;
             link(tx, rx)
         }
+        Prepared::Service(server) => Box::new(server.accept()?.accept(b"")?),
         Prepared::PosixMq(name) => link(
             ipckit::mq::PosixQueue::open(&format!("{name}-ping"))?,
             ipckit::mq::PosixQueue::open(&format!("{name}-pong"))?,
@@ -344,6 +351,11 @@ pub fn peer_link(mechanism: &str, arg: &str) -> Result<(Link, String)> {
                 .open()?
                 .sender()?;
             (link(tx, rx), String::new())
+        }
+        "service" => {
+            let (conn, _) =
+                ipckit::service::Client::connect(arg, b"bench", Deadline::after(OPEN_DEADLINE))?;
+            (Box::new(conn), String::new())
         }
         "posix-mq" => (
             link(

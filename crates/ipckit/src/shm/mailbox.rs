@@ -123,12 +123,8 @@ impl MailboxBuilder {
         self
     }
 
-    /// Creates the mailbox; fails with [`Error::AlreadyExists`] if the name is taken.
-    ///
-    /// # Errors
-    /// [`Error::AlreadyExists`], [`Error::InvalidArgument`] for a bad name or geometry,
-    /// [`Error::PermissionDenied`], or an OS error.
-    pub fn create(&self) -> Result<Mailbox> {
+    /// Validates the requested geometry: (capacity, max message, flags, bytes).
+    fn geometry(&self) -> Result<(u32, u32, u32, usize)> {
         let (slots, flags) =
             match self.capacity {
                 Capacity::Bounded(0) => return Err(Error::InvalidArgument(
@@ -165,6 +161,16 @@ impl MailboxBuilder {
             })?;
         let len = ring::ring_len(capacity, max_message)
             .ok_or_else(|| Error::InvalidArgument("capacity x message size is too large".into()))?;
+        Ok((capacity, max_message, flags, len))
+    }
+
+    /// Creates the mailbox; fails with [`Error::AlreadyExists`] if the name is taken.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], [`Error::InvalidArgument`] for a bad name or geometry,
+    /// [`Error::PermissionDenied`], or an OS error.
+    pub fn create(&self) -> Result<Mailbox> {
+        let (capacity, max_message, flags, len) = self.geometry()?;
         let segment = Segment::create(KIND, &self.name, len, self.mode)?;
         // Rings left by an earlier mailbox of this name would be taken for ours.
         remove_chain(&self.name);
@@ -201,6 +207,33 @@ impl MailboxBuilder {
     pub fn open(&self) -> Result<Mailbox> {
         let (segment, ring) = attach_named(KIND, &self.name, &describe(&self.name))?;
         Ok(Mailbox::from_parts(&self.name, segment, ring, self.wait))
+    }
+
+    /// Creates an anonymous mailbox (`memfd`): no name anyone could open; hand
+    /// [`Mailbox::fd`] to another process (over a Unix socket) and it calls
+    /// [`Mailbox::from_fd`]. The service layer's private channels are made this way.
+    pub fn create_anonymous(&self) -> Result<Mailbox> {
+        let (capacity, max_message, flags, len) = self.geometry()?;
+        if flags & FLAG_UNBOUNDED != 0 {
+            return Err(Error::Unsupported(
+                "an anonymous mailbox cannot chain named rings: use a bounded capacity".into(),
+            ));
+        }
+        let segment = Segment::anonymous(KIND, len)?;
+        // SAFETY: a fresh anonymous segment: zero-filled, page-aligned, `len` bytes, owned by
+        // the Shared built below together with the ring.
+        let ring = unsafe {
+            Ring::init(
+                segment.payload(),
+                segment.payload_len(),
+                capacity,
+                max_message,
+                flags,
+                0o600,
+                "anonymous mailbox",
+            )?
+        };
+        Ok(Mailbox::from_parts("(anonymous)", segment, ring, self.wait))
     }
 
     /// Opens the mailbox, creating it first if it does not exist.
@@ -382,6 +415,29 @@ impl Mailbox {
                 }),
             }),
         }
+    }
+
+    /// Maps an anonymous mailbox received as a descriptor, validating it.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the descriptor is not an ipckit mailbox.
+    pub fn from_fd(fd: std::os::fd::OwnedFd, wait: WaitStrategy) -> Result<Mailbox> {
+        let segment = Segment::from_fd(fd, KIND)?;
+        // SAFETY: the segment maps payload_len() bytes at payload(), owned by the Shared
+        // built below together with the ring; the contents are validated by attach.
+        let ring = unsafe {
+            Ring::attach(
+                segment.payload(),
+                segment.payload_len(),
+                "anonymous mailbox",
+            )?
+        };
+        Ok(Mailbox::from_parts("(anonymous)", segment, ring, wait))
+    }
+
+    /// The descriptor of an anonymous mailbox, to pass to another process.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.shared.root._segment.fd()
     }
 
     /// The mailbox's name.

@@ -32,6 +32,81 @@ pub struct ObjectInfo {
     pub error: Option<String>,
 }
 
+impl ObjectInfo {
+    fn bare(kind: &'static str, name: String, error: Option<String>) -> ObjectInfo {
+        ObjectInfo {
+            kind,
+            name,
+            depth: None,
+            capacity: None,
+            mode: None,
+            alive: 0,
+            dead: 0,
+            error,
+        }
+    }
+}
+
+/// Service connection ports (`$TMPDIR/ipckit.service.NAME`): alive if a server accepts.
+fn services() -> Vec<ObjectInfo> {
+    let dir = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let name = file.strip_prefix("ipckit.service.")?.to_string();
+            let listening = std::os::unix::net::UnixStream::connect(e.path()).is_ok();
+            let mut info = ObjectInfo::bare("service", name, None);
+            if listening {
+                info.alive = 1;
+            } else {
+                info.dead = 1;
+            }
+            Some(info)
+        })
+        .collect()
+}
+
+/// POSIX queues ipckit created, where the mqueue filesystem is mounted at `/dev/mqueue`.
+fn posix_queues() -> Vec<ObjectInfo> {
+    let Ok(entries) = std::fs::read_dir("/dev/mqueue") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let name = file.strip_prefix("ipckit.")?.to_string();
+            Some(
+                match crate::mq::PosixQueue::open(&name).and_then(|q| q.attributes()) {
+                    Ok(attrs) => ObjectInfo {
+                        depth: Some(attrs.depth as u64),
+                        capacity: Some(attrs.capacity.to_string()),
+                        ..ObjectInfo::bare("posix-mq", name, None)
+                    },
+                    Err(err) => ObjectInfo::bare("posix-mq", name, Some(err.to_string())),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Rings of unbounded mailboxes whose mailbox has been removed.
+fn orphan_chain_rings() -> Result<Vec<(&'static str, String)>> {
+    let mailboxes = Mailbox::list()?;
+    Ok(crate::shm::segment::Segment::list(mailbox::CHAIN_KIND)?
+        .into_iter()
+        .filter(|chained| {
+            let owner = chained.split_once('.').map_or("", |(_, name)| name);
+            !mailboxes.iter().any(|m| m == owner)
+        })
+        .map(|chained| (mailbox::CHAIN_KIND, chained))
+        .collect())
+}
+
 /// What [`clean`] did (or, with `dry_run`, would do) to one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CleanAction {
@@ -121,6 +196,15 @@ pub fn list() -> Result<Vec<ObjectInfo>> {
             },
         });
     }
+    objects.extend(services());
+    objects.extend(posix_queues());
+    for (kind, name) in orphan_chain_rings()? {
+        objects.push(ObjectInfo::bare(
+            kind,
+            name,
+            Some("its mailbox is gone".into()),
+        ));
+    }
     objects.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     Ok(objects)
 }
@@ -184,6 +268,75 @@ pub fn clean(dry_run: bool) -> Result<Vec<CleanAction>> {
         };
         actions.push(CleanAction {
             kind: topic::KIND,
+            name,
+            action,
+        });
+    }
+    for info in services().into_iter().filter(|s| s.dead > 0) {
+        let path = std::env::temp_dir().join(format!("ipckit.service.{}", info.name));
+        let action = if dry_run {
+            "would remove the socket file of a server that is gone".to_string()
+        } else {
+            match std::fs::remove_file(&path) {
+                Ok(()) => "removed the socket file of a server that is gone".to_string(),
+                Err(e) => format!("could not remove {}: {e}", path.display()),
+            }
+        };
+        actions.push(CleanAction {
+            kind: "service",
+            name: info.name,
+            action,
+        });
+    }
+    for (kind, name) in orphan_chain_rings()? {
+        let action = if dry_run {
+            "would remove a chained ring whose mailbox is gone".to_string()
+        } else {
+            let _ = crate::shm::segment::Segment::unlink(kind, &name);
+            "removed a chained ring whose mailbox is gone".to_string()
+        };
+        actions.push(CleanAction { kind, name, action });
+    }
+    // Direct-naming inboxes belong to a process: one whose owner died is garbage.
+    for name in Mailbox::list()?
+        .into_iter()
+        .filter(|n| n.starts_with("inbox."))
+    {
+        let Ok(mailbox) = Mailbox::open(&name) else {
+            continue;
+        };
+        let info = mailbox.info();
+        if info
+            .participants
+            .iter()
+            .any(|p| p.alive && p.role == "receiver")
+        {
+            continue;
+        }
+        let pid_gone = name
+            .strip_prefix("inbox.")
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| {
+                crate::process::liveness(pid, None) == crate::process::Liveness::Dead
+            });
+        if !pid_gone && info.participants.iter().all(|p| p.role != "receiver") {
+            // A named inbox with no receiver entry at all: not provably abandoned.
+            continue;
+        }
+        let action = if dry_run {
+            format!(
+                "would remove an inbox whose process is gone ({} unread)",
+                info.depth
+            )
+        } else {
+            let _ = Mailbox::remove(&name);
+            format!(
+                "removed an inbox whose process is gone ({} unread)",
+                info.depth
+            )
+        };
+        actions.push(CleanAction {
+            kind: mailbox::KIND,
             name,
             action,
         });

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod doctor;
 mod exit;
 mod ls_cmd;
 mod mailbox_cmd;
@@ -49,6 +50,8 @@ enum Command {
     /// One side of a benchmark row (started by `ipckit bench`).
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
+    /// Report what on this machine limits IPC: /dev/shm, queue limits, IPC namespace.
+    Doctor,
     /// Run a demonstration between real processes.
     Demo(demo::DemoArgs),
     /// One process of a demonstration (started by `ipckit demo`).
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Ls { json } => ls_cmd::ls(json),
         Command::Bench(args) => bench::bench(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Doctor => doctor::doctor(),
         Command::DemoChild(args) => demo::child(args),
         Command::BenchPeer(args) => bench::peer(args),
         Command::Clean { dry_run } => ls_cmd::clean(dry_run),

@@ -34,3 +34,11 @@ fn producer_consumer_delivers_every_item_once() {
         "{out}"
     );
 }
+
+#[test]
+fn doctor_reports_the_limits() {
+    let out = run(&["doctor"]);
+    for needle in ["/dev/shm", "msg_max", "msgmni", "IPC namespace"] {
+        assert!(out.contains(needle), "{needle} missing from {out}");
+    }
+}

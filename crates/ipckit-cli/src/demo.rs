@@ -17,6 +17,12 @@ pub enum DemoKind {
     Race,
     /// Producers and consumers through the bounded buffer (empty/full/mutex semaphores).
     ProducerConsumer,
+    /// Zero capacity: each send returns only when the receiver takes the message.
+    Rendezvous,
+    /// The shell's `|`: processes chained by pipes, each transforming what it receives.
+    Pipeline,
+    /// A service: clients connect by name, get private channels, make calls.
+    Service,
 }
 
 /// Options of `ipckit demo`.
@@ -96,7 +102,105 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     match args.kind {
         DemoKind::Race => race(args.iterations),
         DemoKind::ProducerConsumer => producer_consumer(args.iterations.min(100_000)),
+        DemoKind::Rendezvous => rendezvous(),
+        DemoKind::Pipeline => pipeline(args.iterations.min(10_000)),
+        DemoKind::Service => service(),
     }
+}
+
+fn rendezvous() -> Result<()> {
+    use ipckit::shm::Mailbox;
+    use ipckit::{Capacity, MessageReceiver};
+    let name = format!("demo-rendezvous-{}", std::process::id());
+    let mailbox = Mailbox::builder(&name)
+        .capacity_kind(Capacity::Rendezvous)
+        .create()?;
+    let result = (|| {
+        let mut rx = mailbox.receiver()?;
+        let sender = spawn_child("rendezvous", &name, 3, 0)?;
+        println!("zero-capacity mailbox: the receiver takes a message every 300 ms");
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(300));
+            let msg = rx.recv_timeout(Duration::from_secs(30))?;
+            println!("  receiver took {:?}", String::from_utf8_lossy(&msg.data));
+        }
+        wait_all(vec![sender])
+    })();
+    let _ = Mailbox::remove(&name);
+    for line in result?.concat().lines() {
+        println!("  {line}");
+    }
+    println!("each send returned only once its message was taken: no buffering.");
+    Ok(())
+}
+
+fn pipeline(count: u64) -> Result<()> {
+    use ipckit::{pipe, MessageReceiver, MessageSender};
+    let exe = std::env::current_exe()?;
+    let mut square = Command::new(&exe)
+        .args(["demo-child", "square", "-", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let between = square.stdout.take().context("stdout of the first stage")?;
+    let mut sum = Command::new(&exe)
+        .args(["demo-child", "sum", "-", "0"])
+        .stdin(Stdio::from(between))
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut input = pipe::sender_from_fd(square.stdin.take().context("stdin")?.into())?;
+    let mut output = pipe::receiver_from_fd(sum.stdout.take().context("stdout")?.into())?;
+    for n in 1..=count {
+        input.send(&n.to_le_bytes())?;
+    }
+    drop(input); // end of stream: each stage sees it in turn
+    let total = output.recv_timeout(Duration::from_secs(60))?;
+    let total = u64::from_le_bytes(total.data[..8].try_into().context("an 8-byte total")?);
+    square.wait()?;
+    sum.wait()?;
+    let expected: u64 = (1..=count).map(|n| n * n).sum();
+    println!("this process | square | sum   (three processes, two pipes, framed messages)");
+    println!(
+        "  sent 1..={count}; the last stage answered {} (expected {})",
+        with_commas(total),
+        with_commas(expected)
+    );
+    if total != expected {
+        bail!("the pipeline lost or changed messages");
+    }
+    Ok(())
+}
+
+fn service() -> Result<()> {
+    use ipckit::service::Server;
+    let name = format!("demo-service-{}", std::process::id());
+    let server = Server::bind(&name, 0o600)?;
+    let clients = (0..3)
+        .map(|id| spawn_child("service-client", &name, 5, id))
+        .collect::<Result<Vec<_>>>()?;
+    println!("service {name:?}: 3 client processes connect, each gets a private channel pair");
+    for _ in 0..3 {
+        let pending = server.accept()?;
+        let peer = pending.peer();
+        println!(
+            "  connection from pid {} (uid {}): accepted",
+            peer.pid, peer.uid
+        );
+        let mut conn = pending.accept(b"welcome")?;
+        std::thread::spawn(move || {
+            while let Ok(request) = conn.next_request(Deadline::Never) {
+                let mut reply = request.data.to_ascii_uppercase();
+                reply.extend_from_slice(b" (done)");
+                if conn.reply(request.id, &reply).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    for out in wait_all(clients)? {
+        print!("{out}");
+    }
+    Ok(())
 }
 
 fn race(iterations: u64) -> Result<()> {
@@ -231,6 +335,55 @@ pub fn child(args: ChildArgs) -> Result<()> {
                 sum = sum.wrapping_add(item);
             }
             println!("{count} {sum}");
+        }
+        "rendezvous" => {
+            use ipckit::MessageSender;
+            let mut tx = ipckit::shm::Mailbox::open(&args.name)?.sender()?;
+            let start = std::time::Instant::now();
+            for i in 1..=args.iterations {
+                tx.send_timeout(format!("message {i}").as_bytes(), Duration::from_secs(30))?;
+                println!(
+                    "sender: send {i} returned after {:.2} s",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+        "square" | "sum" => {
+            use ipckit::{pipe, MessageReceiver, MessageSender};
+            let (mut out, mut input) = pipe::stdio()?;
+            let mut total = 0u64;
+            loop {
+                match input.recv() {
+                    Ok(msg) => {
+                        let n = u64::from_le_bytes(msg.data[..8].try_into().context("8 bytes")?);
+                        if args.kind == "square" {
+                            out.send(&(n * n).to_le_bytes())?;
+                        } else {
+                            total += n;
+                        }
+                    }
+                    Err(ipckit::Error::Disconnected) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if args.kind == "sum" {
+                out.send(&total.to_le_bytes())?;
+            }
+        }
+        "service-client" => {
+            let (mut conn, _) = ipckit::service::Client::connect(&args.name, b"hi", patience)?;
+            for i in 0..args.iterations {
+                let request = format!("client {} request {i}", args.id);
+                let reply = conn.call(request.as_bytes(), patience)?;
+                if i == args.iterations - 1 {
+                    println!(
+                        "  client {}: {:?} -> {:?}",
+                        args.id,
+                        request,
+                        String::from_utf8_lossy(&reply)
+                    );
+                }
+            }
         }
         other => bail!("unknown demo process {other:?}"),
     }

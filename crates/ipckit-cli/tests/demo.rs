@@ -42,3 +42,18 @@ fn doctor_reports_the_limits() {
         assert!(out.contains(needle), "{needle} missing from {out}");
     }
 }
+
+#[test]
+fn rendezvous_pipeline_and_service_demos_run_between_processes() {
+    let out = run(&["demo", "rendezvous"]);
+    assert!(out.contains("send 3 returned after"), "{out}");
+    let out = run(&["demo", "pipeline", "--iterations", "500"]);
+    let expected: u64 = (1..=500u64).map(|n| n * n).sum();
+    assert!(
+        out.contains(&format!("(expected {})", commas(expected))),
+        "{out}"
+    );
+    let out = run(&["demo", "service"]);
+    assert_eq!(out.matches("accepted").count(), 3, "{out}");
+    assert!(out.contains("CLIENT 2 REQUEST 4 (done)"), "{out}");
+}

@@ -892,19 +892,41 @@ fn follow(shared: &Shared, link: &Link, role: Role) -> Result<Arc<Link>> {
             format!("ring {} is chained to ring {next}", link.index),
         ));
     }
+    open_frontier(shared, role, next)
+}
+
+/// Maps the ring an endpoint should be on: at least `floor`, at least the chain's head (rings
+/// before it are drained and gone), and for a sender the chain's tail.
+///
+/// The tail is published only after the sealer has created the new ring, so it can lag the
+/// head: receivers may drain and remove a ring, and move the head past it, while its
+/// successor is still being created. Every ring from the head on exists or is about to, so
+/// the head is always a safe floor. A `NotFound` means the head moved on while we looked:
+/// try again from the new head, which only grows; a head that does not move while rings
+/// keep vanishing is corruption.
+fn open_frontier(shared: &Shared, role: Role, floor: u32) -> Result<Arc<Link>> {
     let root = shared.ring().header();
-    let mut last_err = None;
-    for _ in 0..MAX_HOPS {
+    let mut last_target = None;
+    let mut stalls = 0;
+    loop {
+        let head = root.chain_head.load(Ordering::SeqCst);
         let target = match role {
-            Role::Sender => root.chain_tail.load(Ordering::SeqCst).max(next),
-            Role::Receiver => root.chain_head.load(Ordering::SeqCst).max(next),
+            Role::Sender => root.chain_tail.load(Ordering::SeqCst).max(head).max(floor),
+            Role::Receiver => head.max(floor),
         };
         match open_successor(shared, target) {
-            Err(err @ Error::NotFound { .. }) => last_err = Some(err),
+            Err(err @ Error::NotFound { .. }) => {
+                if last_target.is_some_and(|last| target <= last) {
+                    stalls += 1;
+                    if stalls >= MAX_HOPS {
+                        return Err(err);
+                    }
+                }
+                last_target = Some(target);
+            }
             other => return other,
         }
     }
-    Err(last_err.unwrap_or(Error::Timeout))
 }
 
 /// Seals the full ring `link` and chains a new ring after it; if another sender sealed it
@@ -1002,20 +1024,7 @@ fn starting_link(shared: &Shared, role: Role) -> Result<Arc<Link>> {
     if !shared.unbounded() {
         return Ok(Arc::clone(&shared.root));
     }
-    let header = shared.ring().header();
-    let mut last_err = None;
-    for _ in 0..MAX_HOPS {
-        let index = match role {
-            Role::Sender => header.chain_tail.load(Ordering::SeqCst),
-            Role::Receiver => header.chain_head.load(Ordering::SeqCst),
-        };
-        match open_link(shared, index) {
-            // Drained and removed between our read and the open: read again.
-            Err(err @ Error::NotFound { .. }) => last_err = Some(err),
-            other => return other,
-        }
-    }
-    Err(last_err.unwrap_or(Error::Timeout))
+    open_frontier(shared, role, 0)
 }
 
 /// Sends into a mailbox. Implements [`MessageSender`].

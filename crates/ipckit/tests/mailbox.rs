@@ -373,8 +373,10 @@ fn rendezvous_send_returns_only_after_a_receiver_took_the_message() {
         Err(Error::Timeout)
     ));
     assert!(matches!(tx.try_send(b"unseen"), Err(Error::Full)));
-    let mut child = spawn_role(TEST, "receiver", &name);
+    // Timed from before the spawn: the child may start its 200 ms nap before this thread
+    // runs again.
     let start = Instant::now();
+    let mut child = spawn_role(TEST, "receiver", &name);
     tx.send_timeout(b"met", WATCHDOG).unwrap();
     assert!(
         start.elapsed() >= Duration::from_millis(200),

@@ -5,7 +5,9 @@
 //! sender writes the bytes, then stores the new sequence number (Release); the receiver waits
 //! until the word shows that number (Acquire), then reads. [`Handoff::Spin`] waits by spinning
 //! on the word: the raw hardware limit of a cross-core hand-off. [`Handoff::Futex`] sleeps on
-//! the word with `futex(2)` and the sender wakes it: the raw cost of sleeping.
+//! on the word through [`sync::Event`](crate::sync::Event) — the process-shared futex event the
+//! rest of ipckit uses — and the sender notifies it, making the wake system call only when the
+//! receiver really sleeps: the cost of sleeping and being woken.
 //!
 //! `ipckit bench` reports these as the `shm-spin` and `shm-futex` rows.
 
@@ -15,7 +17,7 @@ use std::ptr::NonNull;
 use super::segment::Segment;
 use crate::error::{Error, Result};
 use crate::link::Deadline;
-use crate::sync::futex;
+use crate::sync::Event;
 
 /// Segment kind: `/dev/shm/ipckit.pingpong.NAME`.
 pub const KIND: &str = "pingpong";
@@ -25,7 +27,7 @@ pub const KIND: &str = "pingpong";
 pub enum Handoff {
     /// Spin on the sequence word.
     Spin,
-    /// Sleep on the sequence word (futex); the writer wakes the sleeper.
+    /// Sleep on the direction's [`Event`] (futex); the writer notifies it.
     Futex,
 }
 
@@ -40,6 +42,8 @@ pub enum Direction {
 
 const LINE: usize = 64;
 const HEADER: usize = 2 * LINE;
+/// Where a direction's [`Event`] sits in its header line, after the sequence word.
+const EVENT_OFFSET: usize = 8;
 
 /// A two-way hand-off area in a named segment.
 #[derive(Debug)]
@@ -107,6 +111,17 @@ impl PingPong {
         unsafe { &*(self.base.as_ptr().add(offset) as *const AtomicU32) }
     }
 
+    fn event(&self, dir: Direction) -> &Event {
+        let offset = match dir {
+            Direction::Ping => EVENT_OFFSET,
+            Direction::Pong => LINE + EVENT_OFFSET,
+        };
+        // SAFETY: offset + size_of::<Event>() <= HEADER <= mapping length; 8-byte offsets
+        // into a page-aligned mapping satisfy Event's 4-byte alignment; Event is two
+        // AtomicU32, valid for any bits.
+        unsafe { &*(self.base.as_ptr().add(offset) as *const Event) }
+    }
+
     fn buffer(&self, dir: Direction) -> *mut u8 {
         let offset = match dir {
             Direction::Ping => HEADER,
@@ -128,7 +143,7 @@ impl PingPong {
         // SYNC: pairs with the Acquire load in `recv`.
         self.word(dir).store(seq, Ordering::Release);
         if self.handoff == Handoff::Futex {
-            futex::wake(self.word(dir), 1);
+            self.event(dir).notify_one();
         }
         Ok(())
     }
@@ -164,7 +179,10 @@ impl PingPong {
                     }
                 }
                 Handoff::Futex => {
-                    if futex::wait(word, previous, deadline) == futex::WaitOutcome::TimedOut
+                    let event = self.event(dir);
+                    let ticket = event.listen();
+                    if word.load(Ordering::Acquire) == previous
+                        && !event.wait(ticket, deadline)
                         && word.load(Ordering::Acquire) == previous
                     {
                         return Err(deadline.recv_expired());

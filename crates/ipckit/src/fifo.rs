@@ -46,13 +46,23 @@ pub fn create(path: impl AsRef<Path>, mode: u32) -> Result<()> {
     rustix::fs::mkfifoat(CWD, path, Mode::from_raw_mode(mode))
         .map_err(|e| Error::os("mkfifo", describe(path), e))?;
     rustix::fs::chmod(path, Mode::from_raw_mode(mode))
-        .map_err(|e| Error::os("chmod", describe(path), e))
+        .map_err(|e| Error::os("chmod", describe(path), e))?;
+    crate::registry::record(
+        crate::registry::Kind::Fifo,
+        &crate::registry::absolute(path).to_string_lossy(),
+    );
+    Ok(())
 }
 
 /// Removes the FIFO's name; ends already open keep working.
 pub fn remove(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    rustix::fs::unlink(path).map_err(|e| Error::os("unlink", describe(path), e))
+    rustix::fs::unlink(path).map_err(|e| Error::os("unlink", describe(path), e))?;
+    crate::registry::forget(
+        crate::registry::Kind::Fifo,
+        &crate::registry::absolute(path).to_string_lossy(),
+    );
+    Ok(())
 }
 
 fn check_is_fifo(path: &Path) -> Result<()> {

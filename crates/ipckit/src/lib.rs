@@ -33,6 +33,7 @@ pub mod mq;
 pub mod namespace;
 pub mod pipe;
 pub mod process;
+mod registry;
 pub mod service;
 pub mod shm;
 pub mod signal;

@@ -4,10 +4,16 @@
 //! valid header), never another program's. Persistent objects (mailboxes) are repaired, not
 //! removed: entries and slots of dead processes are reclaimed, unread messages stay.
 
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::process::Liveness;
+use crate::registry::{self, Entry, Kind};
 use crate::shm::mailbox::{self, Mailbox};
+use crate::shm::segment::Segment;
 use crate::shm::topic::{self, Overflow, Topic};
 use crate::Capacity;
 
@@ -70,26 +76,151 @@ fn services() -> Vec<ObjectInfo> {
         .collect()
 }
 
-/// POSIX queues ipckit created, where the mqueue filesystem is mounted at `/dev/mqueue`.
+/// POSIX queues ipckit created: those the registry names, and, where the mqueue filesystem
+/// is mounted at `/dev/mqueue`, those found there.
 fn posix_queues() -> Vec<ObjectInfo> {
-    let Ok(entries) = std::fs::read_dir("/dev/mqueue") else {
+    let mut names: Vec<String> = registry::entries()
+        .into_iter()
+        .filter(|e| e.kind == Kind::PosixQueue)
+        .map(|e| e.object)
+        .collect();
+    if let Ok(dir) = std::fs::read_dir("/dev/mqueue") {
+        names.extend(dir.filter_map(|e| e.ok()).filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            file.strip_prefix("ipckit.").map(str::to_string)
+        }));
+    }
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(
+            |name| match crate::mq::PosixQueue::open(&name).and_then(|q| q.attributes()) {
+                Ok(attrs) => ObjectInfo {
+                    depth: Some(attrs.depth as u64),
+                    capacity: Some(attrs.capacity.to_string()),
+                    ..ObjectInfo::bare("posix-mq", name, None)
+                },
+                Err(err) => ObjectInfo::bare("posix-mq", name, Some(err.to_string())),
+            },
+        )
+        .collect()
+}
+
+/// Whether `path` is a service's connection port (listed as a service, not as a socket).
+fn is_service_port(path: &str) -> bool {
+    Path::new(path)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .is_some_and(|f| f.starts_with("ipckit.service."))
+}
+
+/// What the kernel says of a registered FIFO, socket file or System V object; `None` if it
+/// is gone (the entry is stale).
+fn registered(entry: &Entry) -> Option<ObjectInfo> {
+    let kind = entry.kind.as_str();
+    let bare = || ObjectInfo::bare(kind, entry.object.clone(), None);
+    let (alive, dead) = match entry.creator_liveness() {
+        Liveness::Alive => (1, 0),
+        Liveness::Dead => (0, 1),
+    };
+    match entry.kind {
+        Kind::Fifo | Kind::UnixSocket => {
+            let meta = std::fs::symlink_metadata(&entry.object).ok()?;
+            let is_kind = if entry.kind == Kind::Fifo {
+                meta.file_type().is_fifo()
+            } else {
+                meta.file_type().is_socket()
+            };
+            if !is_kind {
+                // Something else took the path: not ours any more.
+                return None;
+            }
+            let mode = Some(meta.mode() & 0o7777);
+            if entry.kind == Kind::Fifo {
+                // A FIFO outlives its creator, like a mailbox: who made it says nothing.
+                return Some(ObjectInfo { mode, ..bare() });
+            }
+            Some(ObjectInfo {
+                mode,
+                alive,
+                dead,
+                ..bare()
+            })
+        }
+        Kind::SysvQueue => {
+            // perms cbytes qnum lspid lrpid uid gid cuid cgid stime rtime ctime
+            let row = registry::sysv_row(entry.kind, &entry.object)?;
+            Some(ObjectInfo {
+                mode: sysv_mode(&row),
+                depth: row.get(2).and_then(|n| n.parse().ok()),
+                ..bare()
+            })
+        }
+        Kind::SysvSegment => {
+            // perms size cpid lpid nattch uid gid cuid cgid atime dtime ctime rss swap
+            let row = registry::sysv_row(entry.kind, &entry.object)?;
+            let attached = row.get(4).and_then(|n| n.parse().ok()).unwrap_or(0);
+            Some(ObjectInfo {
+                mode: sysv_mode(&row),
+                capacity: row.get(1).map(|size| format!("{size} bytes")),
+                alive: attached,
+                ..bare()
+            })
+        }
+        // Listed by `posix_queues`.
+        Kind::PosixQueue => None,
+    }
+}
+
+/// The permission bits of a `/proc/sysvipc` row (printed in octal, with flag bits above).
+fn sysv_mode(row: &[String]) -> Option<u32> {
+    row.first()
+        .and_then(|perms| u32::from_str_radix(perms, 8).ok())
+        .map(|perms| perms & 0o777)
+}
+
+/// Whether some process still has a socket bound at `path` (of any of the three types).
+fn socket_accepts(path: &Path) -> bool {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+    let Ok(addr) = SocketAddrUnix::new(path) else {
+        return false;
+    };
+    [SocketType::STREAM, SocketType::DGRAM, SocketType::SEQPACKET]
+        .into_iter()
+        .any(|kind| {
+            rustix::net::socket(AddressFamily::UNIX, kind, None)
+                .is_ok_and(|fd| rustix::net::connect(&fd, &addr).is_ok())
+        })
+}
+
+/// Named segments of kinds other than mailboxes and topics (`Shared<T>`, bounded buffers,
+/// an application's own kinds): `/dev/shm/ipckit.KIND.NAME` with a valid header.
+fn other_segments() -> Vec<ObjectInfo> {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
         return Vec::new();
     };
-    entries
-        .filter_map(|e| e.ok())
+    let known = [mailbox::KIND, mailbox::CHAIN_KIND, topic::KIND];
+    dir.filter_map(|e| e.ok())
         .filter_map(|e| {
-            let file = e.file_name().to_string_lossy().into_owned();
-            let name = file.strip_prefix("ipckit.")?.to_string();
-            Some(
-                match crate::mq::PosixQueue::open(&name).and_then(|q| q.attributes()) {
-                    Ok(attrs) => ObjectInfo {
-                        depth: Some(attrs.depth as u64),
-                        capacity: Some(attrs.capacity.to_string()),
-                        ..ObjectInfo::bare("posix-mq", name, None)
-                    },
-                    Err(err) => ObjectInfo::bare("posix-mq", name, Some(err.to_string())),
+            let file = e.file_name().to_str()?.to_string();
+            let (kind, name) = file.strip_prefix("ipckit.")?.split_once('.')?;
+            if known.contains(&kind) {
+                return None;
+            }
+            let mode = e.metadata().ok().map(|m| m.mode() & 0o7777);
+            let info = match Segment::open(kind, name) {
+                Ok(segment) => ObjectInfo {
+                    capacity: Some(format!("{} bytes", segment.payload_len())),
+                    mode,
+                    ..ObjectInfo::bare("segment", format!("{kind}.{name}"), None)
                 },
-            )
+                Err(err) => ObjectInfo {
+                    mode,
+                    ..ObjectInfo::bare("segment", format!("{kind}.{name}"), Some(err.to_string()))
+                },
+            };
+            Some(info)
         })
         .collect()
 }
@@ -149,6 +280,8 @@ pub fn list() -> Result<Vec<ObjectInfo>> {
                     error: None,
                 }
             }
+            // Removed between the listing and the open.
+            Err(crate::Error::NotFound { .. }) => continue,
             Err(err) => ObjectInfo {
                 kind: mailbox::KIND,
                 name,
@@ -184,6 +317,7 @@ pub fn list() -> Result<Vec<ObjectInfo>> {
                     error: None,
                 }
             }
+            Err(crate::Error::NotFound { .. }) => continue,
             Err(err) => ObjectInfo {
                 kind: topic::KIND,
                 name,
@@ -198,6 +332,21 @@ pub fn list() -> Result<Vec<ObjectInfo>> {
     }
     objects.extend(services());
     objects.extend(posix_queues());
+    objects.extend(other_segments());
+    for entry in registry::entries() {
+        if entry.kind == Kind::PosixQueue
+            || (entry.kind == Kind::UnixSocket && is_service_port(&entry.object))
+        {
+            continue;
+        }
+        objects.push(registered(&entry).unwrap_or_else(|| {
+            ObjectInfo::bare(
+                entry.kind.as_str(),
+                entry.object.clone(),
+                Some("gone: it was removed without ipckit (clean forgets the entry)".into()),
+            )
+        }));
+    }
     for (kind, name) in orphan_chain_rings()? {
         objects.push(ObjectInfo::bare(
             kind,
@@ -296,6 +445,54 @@ pub fn clean(dry_run: bool) -> Result<Vec<CleanAction>> {
             "removed a chained ring whose mailbox is gone".to_string()
         };
         actions.push(CleanAction { kind, name, action });
+    }
+    for entry in registry::entries() {
+        let kind = entry.kind.as_str();
+        let gone = match entry.kind {
+            Kind::PosixQueue => matches!(
+                crate::mq::PosixQueue::open(&entry.object),
+                Err(crate::Error::NotFound { .. })
+            ),
+            _ => registered(&entry).is_none(),
+        };
+        if gone {
+            let action = if dry_run {
+                "would forget the registry entry of an object that no longer exists"
+            } else {
+                registry::forget(entry.kind, &entry.object);
+                "forgot the registry entry of an object that no longer exists"
+            };
+            actions.push(CleanAction {
+                kind,
+                name: entry.object,
+                action: action.into(),
+            });
+            continue;
+        }
+        // A socket file outlives the process that bound it, and then only refuses
+        // connections; a new server cannot bind the path until it is removed.
+        let abandoned = entry.kind == Kind::UnixSocket
+            && !is_service_port(&entry.object)
+            && entry.creator_liveness() == Liveness::Dead
+            && !socket_accepts(Path::new(&entry.object));
+        if abandoned {
+            let action = if dry_run {
+                "would remove the socket file of a process that is gone".to_string()
+            } else {
+                match std::fs::remove_file(&entry.object) {
+                    Ok(()) => {
+                        registry::forget(entry.kind, &entry.object);
+                        "removed the socket file of a process that is gone".to_string()
+                    }
+                    Err(e) => format!("could not remove {}: {e}", entry.object),
+                }
+            };
+            actions.push(CleanAction {
+                kind,
+                name: entry.object,
+                action,
+            });
+        }
     }
     // Direct-naming inboxes belong to a process: one whose owner died is garbage.
     for name in Mailbox::list()?

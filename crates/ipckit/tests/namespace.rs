@@ -4,14 +4,16 @@
 mod common;
 
 use std::io::BufReader;
+use std::path::Path;
 use std::time::Duration;
 
 use common::{role, spawn_role, unique_name, wait_for_line};
 use ipckit::direct::Inbox;
-use ipckit::namespace;
+use ipckit::mq::{PosixQueue, SysvQueue};
 use ipckit::service::Server;
-use ipckit::shm::Mailbox;
-use ipckit::MessageSender;
+use ipckit::shm::{Mailbox, Shared, SysvSegment};
+use ipckit::socket::unix;
+use ipckit::{fifo, namespace, MessageSender};
 
 #[test]
 fn clean_removes_what_dead_processes_left_and_keeps_the_rest() {
@@ -75,4 +77,104 @@ fn clean_removes_what_dead_processes_left_and_keeps_the_rest() {
     assert!(info.participants.iter().all(|p| p.alive));
     Mailbox::remove(&name).unwrap();
     let _ = Mailbox::remove(&format!("inbox.{name}"));
+}
+
+/// FIFOs, socket files, System V and POSIX queues, System V and other named segments: all
+/// listed with what the kernel says of them; `clean` removes socket files of dead processes,
+/// forgets objects removed behind ipckit's back, and keeps every persistent object.
+#[test]
+fn every_kind_of_named_object_is_listed_and_cleaned() {
+    const TEST: &str = "every_kind_of_named_object_is_listed_and_cleaned";
+    if let Some((_, path)) = role() {
+        let _stream = unix::StreamListener::bind(format!("{path}.stream")).unwrap();
+        let _dgram = unix::BoundDatagram::bind(format!("{path}.dgram"), None).unwrap();
+        println!("@@ready");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let name = unique_name("kinds");
+    let base = std::env::temp_dir().join(&name);
+    let base_text = base.to_str().unwrap().to_string();
+    let fifo_path = format!("{base_text}.fifo");
+    let (stream_path, dgram_path) = (format!("{base_text}.stream"), format!("{base_text}.dgram"));
+    fifo::create(&fifo_path, 0o640).unwrap();
+    let lost_fifo = format!("{base_text}.lost");
+    fifo::create(&lost_fifo, 0o600).unwrap();
+    std::fs::write(&base, b"ftok anchor").unwrap();
+    let key = SysvQueue::key_from_path(&base, 7).unwrap();
+    let mut sysv_queue = SysvQueue::create(key, 0o600).unwrap();
+    sysv_queue.send(b"waiting").unwrap();
+    let sysv_segment = SysvSegment::create(key, 4096, 0o600).unwrap();
+    let posix = PosixQueue::builder(&name).capacity(4).create().unwrap();
+    let shared = Shared::create(&name, 7u64, 0o600).unwrap();
+
+    let mut child = spawn_role(TEST, "binder", &base_text);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready");
+    let find = |kind: &str, n: &str| {
+        namespace::list()
+            .unwrap()
+            .into_iter()
+            .find(|o| o.kind == kind && o.name == n)
+    };
+    let fifo_row = find("fifo", &fifo_path).expect("the FIFO is listed");
+    assert_eq!((fifo_row.mode, fifo_row.error), (Some(0o640), None));
+    let socket = find("unix-socket", &stream_path).expect("the socket file is listed");
+    assert_eq!((socket.alive, socket.dead), (1, 0));
+    assert!(find("unix-socket", &dgram_path).is_some());
+    let queue_row = find("sysv-mq", &format!("{key}.{}", sysv_queue.id()));
+    let queue_row = queue_row.expect("the System V queue is listed");
+    assert_eq!((queue_row.depth, queue_row.mode), (Some(1), Some(0o600)));
+    let segment_row = find("sysv-shm", &format!("{key}.{}", sysv_segment.id()))
+        .expect("the System V segment is listed");
+    assert_eq!(segment_row.capacity.as_deref(), Some("4096 bytes"));
+    assert_eq!(segment_row.alive, 1, "one attachment: ours");
+    assert!(
+        find("posix-mq", &name).is_some(),
+        "found without /dev/mqueue"
+    );
+    assert!(find("segment", &format!("shared.{name}")).is_some());
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        find("unix-socket", &stream_path).map(|s| (s.alive, s.dead)),
+        Some((0, 1))
+    );
+    std::fs::remove_file(&lost_fifo).unwrap();
+    assert!(find("fifo", &lost_fifo).unwrap().error.is_some());
+
+    let planned = namespace::clean(true).unwrap();
+    let planned_for = |n: &str| planned.iter().any(|a| a.name == n);
+    assert!(planned_for(&stream_path) && planned_for(&dgram_path) && planned_for(&lost_fifo));
+    assert!(
+        Path::new(&stream_path).exists(),
+        "a dry run changes nothing"
+    );
+    let done = namespace::clean(false).unwrap();
+    for path in [&stream_path, &dgram_path, &lost_fifo] {
+        assert!(done.iter().any(|a| &a.name == path), "{path}: {done:?}");
+        assert!(find("unix-socket", path).is_none() && find("fifo", path).is_none());
+    }
+    assert!(!Path::new(&stream_path).exists() && !Path::new(&dgram_path).exists());
+    // Persistent objects are kept, with their contents.
+    assert!(Path::new(&fifo_path).exists());
+    assert_eq!(sysv_queue.stat().unwrap().0, 1);
+    assert!(find("posix-mq", &name).is_some());
+
+    // Removed through ipckit, they leave the list.
+    fifo::remove(&fifo_path).unwrap();
+    sysv_queue.remove().unwrap();
+    sysv_segment.remove().unwrap();
+    drop(posix);
+    PosixQueue::unlink(&name).unwrap();
+    drop(shared);
+    Shared::<u64>::remove(&name).unwrap();
+    std::fs::remove_file(&base).unwrap();
+    let left: Vec<_> = namespace::list()
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.name.contains(&name))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -102,6 +102,7 @@ impl PosixQueueBuilder {
         // The umask narrowed the mode: make it exactly what was asked.
         // SAFETY: mqd is a valid queue descriptor (a file descriptor on Linux).
         unsafe { libc::fchmod(mqd, self.mode as libc::mode_t) };
+        crate::registry::record(crate::registry::Kind::PosixQueue, &self.name);
         PosixQueue::from_mqd(mqd, object)
     }
 
@@ -182,6 +183,7 @@ impl PosixQueue {
         if unsafe { libc::mq_unlink(path.as_ptr()) } == -1 {
             return Err(last_error("mq_unlink", &object));
         }
+        crate::registry::forget(crate::registry::Kind::PosixQueue, name);
         Ok(())
     }
 

@@ -23,6 +23,7 @@ const TYPE_LEN: usize = std::mem::size_of::<libc::c_long>();
 /// An open System V message queue. `send` uses type 1; `recv` takes any type.
 #[derive(Debug)]
 pub struct SysvQueue {
+    key: i32,
     id: i32,
     max: usize,
     object: String,
@@ -40,10 +41,15 @@ impl SysvQueue {
     /// # Errors
     /// [`Error::AlreadyExists`], [`Error::LimitReached`] (`/proc/sys/kernel/msgmni`).
     pub fn create(key: i32, mode: u32) -> Result<SysvQueue> {
-        SysvQueue::get(
+        let queue = SysvQueue::get(
             key,
             libc::IPC_CREAT | libc::IPC_EXCL | (mode as i32 & 0o777),
-        )
+        )?;
+        crate::registry::record(
+            crate::registry::Kind::SysvQueue,
+            &crate::registry::sysv_object(key, queue.id),
+        );
+        Ok(queue)
     }
 
     /// Opens the queue under `key`.
@@ -67,6 +73,7 @@ impl SysvQueue {
             return Err(Error::os("msgget", object, err));
         }
         let mut queue = SysvQueue {
+            key,
             id,
             max: 8192,
             object,
@@ -79,12 +86,21 @@ impl SysvQueue {
         Ok(queue)
     }
 
+    /// The kernel's id of the queue (the `msqid` column of `ipcs -q`).
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
     /// Removes the queue now (`IPC_RMID`); blocked peers get [`Error::Disconnected`].
     pub fn remove(&self) -> Result<()> {
         // SAFETY: IPC_RMID reads no buffer.
         if unsafe { libc::msgctl(self.id, libc::IPC_RMID, std::ptr::null_mut()) } == -1 {
             return Err(last_error("msgctl(IPC_RMID)", &self.object));
         }
+        crate::registry::forget(
+            crate::registry::Kind::SysvQueue,
+            &crate::registry::sysv_object(self.key, self.id),
+        );
         Ok(())
     }
 

@@ -340,6 +340,7 @@ impl Drop for Segment {
 /// a project id, through `ftok`). It persists until [`SysvSegment::remove`].
 #[derive(Debug)]
 pub struct SysvSegment {
+    key: i32,
     id: i32,
     base: NonNull<u8>,
     len: usize,
@@ -372,11 +373,16 @@ impl SysvSegment {
 
     /// Creates a segment of `len` bytes under `key`, exclusively, with `mode`.
     pub fn create(key: i32, len: usize, mode: u32) -> Result<SysvSegment> {
-        SysvSegment::get(
+        let segment = SysvSegment::get(
             key,
             len,
             libc::IPC_CREAT | libc::IPC_EXCL | (mode as i32 & 0o777),
-        )
+        )?;
+        crate::registry::record(
+            crate::registry::Kind::SysvSegment,
+            &crate::registry::sysv_object(key, segment.id),
+        );
+        Ok(segment)
     }
 
     /// Opens the segment under `key`.
@@ -407,6 +413,7 @@ impl SysvSegment {
             return Err(Error::os("shmat", object, std::io::Error::last_os_error()));
         }
         Ok(SysvSegment {
+            key,
             id,
             base: NonNull::new(addr.cast()).expect("shmat returned a non-null address"),
             len: stat.shm_segsz,
@@ -416,6 +423,11 @@ impl SysvSegment {
     /// The segment's memory and length.
     pub fn memory(&self) -> (NonNull<u8>, usize) {
         (self.base, self.len)
+    }
+
+    /// The kernel's id of the segment (the `shmid` column of `ipcs -m`).
+    pub fn id(&self) -> i32 {
+        self.id
     }
 
     /// Marks the segment for removal (it goes when the last process detaches).
@@ -428,6 +440,10 @@ impl SysvSegment {
                 std::io::Error::last_os_error(),
             ));
         }
+        crate::registry::forget(
+            crate::registry::Kind::SysvSegment,
+            &crate::registry::sysv_object(self.key, self.id),
+        );
         Ok(())
     }
 }

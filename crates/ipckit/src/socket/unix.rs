@@ -85,6 +85,7 @@ pub fn connect_stream_with(path: impl AsRef<Path>, capacity: Capacity) -> Result
 pub struct StreamListener {
     inner: std::os::unix::net::UnixListener,
     path: PathBuf,
+    entry: SocketEntry,
 }
 
 impl StreamListener {
@@ -96,7 +97,8 @@ impl StreamListener {
         let path = path.as_ref().to_path_buf();
         let inner = std::os::unix::net::UnixListener::bind(&path)
             .map_err(|e| Error::os("bind", describe("stream listener", &path), e))?;
-        Ok(StreamListener { inner, path })
+        let entry = SocketEntry::record(&path);
+        Ok(StreamListener { inner, path, entry })
     }
 
     /// Waits for a connection.
@@ -129,6 +131,26 @@ impl AsFd for StreamListener {
 impl Drop for StreamListener {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        self.entry.forget();
+    }
+}
+
+/// The registry entry of a bound socket file, so `ipckit ls` lists it and `ipckit clean`
+/// removes it once its process is gone.
+#[derive(Debug)]
+struct SocketEntry(String);
+
+impl SocketEntry {
+    fn record(path: &Path) -> SocketEntry {
+        let object = crate::registry::absolute(path)
+            .to_string_lossy()
+            .into_owned();
+        crate::registry::record(crate::registry::Kind::UnixSocket, &object);
+        SocketEntry(object)
+    }
+
+    fn forget(&self) {
+        crate::registry::forget(crate::registry::Kind::UnixSocket, &self.0);
     }
 }
 
@@ -165,6 +187,7 @@ fn pair(ty: SocketType, kind: DatagramKind, object: &str) -> Result<(DatagramLin
 pub struct BoundDatagram {
     link: DatagramLink,
     path: PathBuf,
+    entry: SocketEntry,
 }
 
 impl BoundDatagram {
@@ -189,7 +212,8 @@ impl BoundDatagram {
             DEFAULT_DATAGRAM_MAX,
             object,
         )?;
-        Ok(BoundDatagram { link, path })
+        let entry = SocketEntry::record(&path);
+        Ok(BoundDatagram { link, path, entry })
     }
 }
 
@@ -231,6 +255,7 @@ impl MessageReceiver for BoundDatagram {
 impl Drop for BoundDatagram {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        self.entry.forget();
     }
 }
 
@@ -239,6 +264,7 @@ impl Drop for BoundDatagram {
 pub struct SeqpacketListener {
     fd: OwnedFd,
     path: PathBuf,
+    entry: SocketEntry,
 }
 
 impl SeqpacketListener {
@@ -256,7 +282,8 @@ impl SeqpacketListener {
         let addr = SocketAddrUnix::new(&path).map_err(|e| Error::os("bind", object.clone(), e))?;
         rustix::net::bind(&fd, &addr).map_err(|e| Error::os("bind", object.clone(), e))?;
         rustix::net::listen(&fd, 128).map_err(|e| Error::os("listen", object, e))?;
-        Ok(SeqpacketListener { fd, path })
+        let entry = SocketEntry::record(&path);
+        Ok(SeqpacketListener { fd, path, entry })
     }
 
     /// Waits for a connection.
@@ -280,6 +307,7 @@ impl SeqpacketListener {
 impl Drop for SeqpacketListener {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        self.entry.forget();
     }
 }
 

@@ -112,6 +112,21 @@ struct Machine {
     kernel: String,
 }
 
+/// CPUs online, from `/sys/devices/system/cpu/online` (`0-1,4`); not
+/// `available_parallelism`, which sees only the one CPU the bench has pinned itself to.
+fn online_cpus() -> usize {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let count: usize = text
+        .trim()
+        .split(',')
+        .filter_map(|range| match range.split_once('-') {
+            Some((a, b)) => Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?),
+            None => range.parse::<usize>().ok().map(|_| 1),
+        })
+        .sum();
+    count.max(1)
+}
+
 fn machine() -> Machine {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -124,7 +139,7 @@ fn machine() -> Machine {
         .unwrap_or_default();
     let uname = rustix::system::uname();
     Machine {
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cores: online_cpus(),
         cpu,
         kernel: uname.release().to_string_lossy().into_owned(),
     }

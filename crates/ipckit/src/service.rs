@@ -48,11 +48,14 @@ use crate::socket::PeerCredentials;
 
 /// How often a waiting side checks that the other side is still there.
 const PEER_CHECK: Duration = Duration::from_millis(20);
-/// Channel geometry: messages in flight each way, and their largest size.
+/// Channel geometry: messages in flight each way.
 const CHANNEL_CAPACITY: usize = 16;
-const CHANNEL_MAX: usize = 64 << 10;
+/// The largest request or reply a call carries.
+pub const MAX_MESSAGE: usize = 64 << 10;
 /// Correlation ids prefix every request and reply.
 const ID_LEN: usize = 8;
+/// The channels' slot size: a whole 64 KiB message and its id.
+const CHANNEL_MAX: usize = MAX_MESSAGE + ID_LEN;
 
 fn port_path(name: &str) -> Result<PathBuf> {
     check_name("service name", name)?;
@@ -281,10 +284,12 @@ impl Connection {
     }
 
     fn send_tagged(&mut self, id: u64, data: &[u8], deadline: Deadline) -> Result<()> {
-        let mut message = Vec::with_capacity(ID_LEN + data.len());
-        message.extend_from_slice(&id.to_le_bytes());
-        message.extend_from_slice(data);
-        self.tx.send_deadline(&message, deadline)
+        crate::link::check_size(data.len(), MAX_MESSAGE)?;
+        // Written in place: the id and the bytes go straight into the channel's slot.
+        let mut loan = self.tx.loan_deadline(deadline)?;
+        loan[..ID_LEN].copy_from_slice(&id.to_le_bytes());
+        loan[ID_LEN..ID_LEN + data.len()].copy_from_slice(data);
+        loan.publish(ID_LEN + data.len())
     }
 
     fn split(&self, message: Vec<u8>) -> Result<(u64, Vec<u8>)> {
@@ -335,14 +340,14 @@ impl Connection {
 /// Plain messaging over the private pair (each message still carries an id, as sequence).
 impl MessageSender for Connection {
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
-        crate::link::check_size(msg.len(), CHANNEL_MAX - ID_LEN)?;
+        crate::link::check_size(msg.len(), MAX_MESSAGE)?;
         let id = self.next_id;
         self.next_id += 1;
         self.send_tagged(id, msg, deadline)
     }
 
     fn max_message_size(&self) -> usize {
-        CHANNEL_MAX - ID_LEN
+        MAX_MESSAGE
     }
 }
 

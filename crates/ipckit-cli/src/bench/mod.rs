@@ -130,6 +130,15 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
 fn measure_row(mechanism: &str, size: usize, phase: Duration) -> Row {
     let mut row = Row::new(mechanism, size);
+    if mechanism != "shm-spin" && mechanism != "topic-fanout" {
+        // The baseline, again, right before the row (see `Row::spin_rtt_ns`).
+        let calibration = (phase / 4).min(Duration::from_millis(100));
+        if let Ok(m) = harness::measure("shm-spin", "rtt", size, calibration) {
+            let mut rtts = m.rtts;
+            rtts.sort_unstable();
+            row.spin_rtt_ns = Some(report::percentile(&rtts, 0.5));
+        }
+    }
     let rtt = if mechanism == "topic-fanout" {
         Ok(None)
     } else {
@@ -141,6 +150,9 @@ fn measure_row(mechanism: &str, size: usize, phase: Duration) -> Row {
             if let Some(mut rtts) = rtts {
                 rtts.sort_unstable();
                 row.set_rtts(&rtts);
+                if mechanism == "shm-spin" {
+                    row.spin_rtt_ns = row.rtt_ns.map(|p| p.p50);
+                }
             }
             if let Some(rate) = stream.msgs_per_sec {
                 row.set_rate(rate);

@@ -19,6 +19,10 @@ pub struct Row {
     pub mechanism: String,
     pub size: usize,
     pub rtt_ns: Option<Percentiles>,
+    /// Median round trip of the raw spin hand-off measured just before this row, on the
+    /// same CPUs: the row's ratio is against this, since a VM's cross-core latency can
+    /// change from one minute to the next.
+    pub spin_rtt_ns: Option<u64>,
     pub msgs_per_sec: Option<f64>,
     pub bytes_per_sec: Option<f64>,
     pub error: Option<String>,
@@ -39,6 +43,7 @@ impl Row {
             mechanism: mechanism.to_string(),
             size,
             rtt_ns: None,
+            spin_rtt_ns: None,
             msgs_per_sec: None,
             bytes_per_sec: None,
             error: None,
@@ -63,18 +68,15 @@ fn micros(ns: u64) -> String {
     format!("{:.2}", ns as f64 / 1000.0)
 }
 
-/// Prints the table, each row with its median round trip as a multiple of `shm-spin`'s.
+/// Prints the table, each row with its median round trip as a multiple of the spin hand-off's
+/// measured beside it.
 pub fn print_table(rows: &[Row]) {
     println!(
         "{:<18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8}",
         "MECHANISM", "SIZE", "RTT p50us", "p99us", "p99.9us", "x spin", "msgs/s", "GB/s"
     );
     for row in rows {
-        let spin = rows
-            .iter()
-            .find(|r| r.mechanism == "shm-spin" && r.size == row.size)
-            .and_then(|r| r.rtt_ns)
-            .map(|p| p.p50);
+        let spin = row.spin_rtt_ns;
         if let Some(err) = &row.error {
             println!("{:<18} {:>6}  error: {err}", row.mechanism, row.size);
             continue;

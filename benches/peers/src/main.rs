@@ -9,8 +9,11 @@
 //! * throughput: the server streams `--messages` messages, the client checks each one's
 //!   sequence and bytes and reports messages per second from the first to the last.
 //!
-//! The two processes are pinned to different CPUs when there are two. Every server has a
-//! watchdog, every phase a timeout; a row that fails prints its error and the run goes on.
+//! Rows: ipckit's mailbox busy-polling and sleeping on its futex, ipc-channel's bytes
+//! channel, an interprocess local socket and, with the `iceoryx2` feature, iceoryx2's
+//! publish-subscribe. The two processes are pinned to different CPUs when there are two.
+//! Every server has a watchdog, every phase a timeout; a row that fails prints its error
+//! and the run goes on.
 //!
 //! ```text
 //! cargo run --release --manifest-path benches/peers/Cargo.toml -- [--rounds N]

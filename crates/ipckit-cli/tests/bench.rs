@@ -46,6 +46,7 @@ fn json_has_the_documented_schema_and_every_row_measured() {
         assert!(row["rtt_ns"]["p50"].as_u64().unwrap() > 0, "{row}");
         assert!(row["rtt_ns"]["p99"].as_u64() >= row["rtt_ns"]["p50"].as_u64());
         assert!(row["msgs_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["spin_rtt_ns"].as_u64().unwrap() > 0, "{row}");
         let size = row["size"].as_f64().unwrap();
         let bytes = row["bytes_per_sec"].as_f64().unwrap();
         assert!((bytes - size * row["msgs_per_sec"].as_f64().unwrap()).abs() < 1.0);

@@ -695,6 +695,16 @@ impl Drop for PublishGuard {
 impl Publisher {
     fn lock(&self, deadline: Deadline) -> Result<PublishGuard> {
         let lock = &self.shared.header().publish_lock.0;
+        // Uncontended (the usual case): one CAS and no clock read on the fast path.
+        if lock
+            .compare_exchange(0, self.pid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Ok(PublishGuard {
+                shared: Arc::clone(&self.shared),
+                pid: self.pid,
+            });
+        }
         let mut last_check = Instant::now();
         loop {
             let holder = lock.load(Ordering::Acquire);

@@ -100,20 +100,34 @@ pub(crate) fn wait_for<T>(
         WaitStrategy::Spin(d) => Some(d),
         WaitStrategy::Sleep => Some(Duration::ZERO),
     };
-    let start = Instant::now();
-    let mut last_check = start;
+    // The clock is read lazily, first after 64 spins: a clock read can cost as much as a
+    // whole hand-off between cores, and the awaited message often arrives sooner.
+    let mut spin_start: Option<Instant> = None;
+    let mut last_check: Option<Instant> = None;
     let mut spins = 0u32;
     loop {
         let spinning = match spin_for {
             None => true,
-            Some(d) => spins & 63 != 0 || start.elapsed() < d,
+            Some(d) if d.is_zero() => false,
+            Some(d) => {
+                spins == 0
+                    || spins & 63 != 0
+                    || spin_start.get_or_insert_with(Instant::now).elapsed() < d
+            }
         };
         if spinning {
             spins = spins.wrapping_add(1);
             std::hint::spin_loop();
-            let check = spins & 1023 == 0 && last_check.elapsed() >= LIVENESS_POLL;
+            let check = spins & 1023 == 0
+                && match last_check {
+                    None => {
+                        last_check = Some(Instant::now());
+                        false
+                    }
+                    Some(at) => at.elapsed() >= LIVENESS_POLL,
+                };
             if check {
-                last_check = Instant::now();
+                last_check = Some(Instant::now());
             }
             if let Ok(v) = attempt(check)? {
                 return Ok(v);

@@ -640,3 +640,37 @@ fn a_single_receiver_killed_holding_a_message_leaves_it_to_the_next() {
         Err(Error::Unsupported(_))
     ));
 }
+
+/// `Bounded(n)` means n unread messages, whatever the fast path: a slot is free again as soon
+/// as `recv` has returned its message.
+#[test]
+fn a_bounded_mailbox_holds_exactly_its_capacity_of_unread_messages() {
+    for (single_sender, single_receiver) in
+        [(false, false), (true, false), (false, true), (true, true)]
+    {
+        let name = unique_name("cap");
+        let _cleanup = Cleanup(name.clone());
+        let mut builder = Mailbox::builder(&name);
+        builder = builder.capacity(2);
+        if single_sender {
+            builder = builder.single_sender();
+        }
+        if single_receiver {
+            builder = builder.single_receiver();
+        }
+        let mailbox = builder.create().unwrap();
+        let mut tx = mailbox.sender().unwrap();
+        let mut rx = mailbox.receiver().unwrap();
+        let flags = (single_sender, single_receiver);
+        tx.try_send(b"A").unwrap();
+        tx.try_send(b"B").unwrap();
+        assert!(matches!(tx.try_send(b"X"), Err(Error::Full)), "{flags:?}");
+        assert_eq!(rx.try_recv().unwrap().data, b"A");
+        tx.try_send(b"C")
+            .unwrap_or_else(|e| panic!("{flags:?}: one unread message, capacity 2: {e}"));
+        assert!(matches!(tx.try_send(b"X"), Err(Error::Full)), "{flags:?}");
+        assert_eq!(rx.try_recv().unwrap().data, b"B");
+        assert_eq!(rx.try_recv().unwrap().data, b"C");
+        assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+    }
+}

@@ -324,6 +324,7 @@ fn pingpong_parent(
     let mut rtts = Vec::new();
     let start = Instant::now();
     let end = start + duration;
+    let deadline = phase_deadline(duration);
     let mut seq = 0u32;
     while Instant::now() < end || rtts.len() < 10 {
         seq += 1;
@@ -331,13 +332,7 @@ fn pingpong_parent(
         let t = Instant::now();
         area.send(Direction::Ping, seq, &msg)?;
         let reply_len = if phase == "rtt" { size } else { 0 };
-        area.recv(
-            Direction::Pong,
-            seq - 1,
-            reply_len,
-            &mut reply,
-            Deadline::after(PEER_PATIENCE),
-        )?;
+        area.recv(Direction::Pong, seq - 1, reply_len, &mut reply, deadline)?;
         rtts.push(t.elapsed().as_nanos() as u64);
         if phase == "rtt" {
             check(&reply, seq as u64, size)?;
@@ -364,14 +359,9 @@ fn pingpong_peer(mechanism: &str, phase: &str, size: usize, name: &str) -> Resul
     eprintln!("ready");
     let mut buf = Vec::with_capacity(size);
     let mut last = 0u32;
+    let deadline = Deadline::after(PEER_PATIENCE * 6);
     loop {
-        let seq = area.recv(
-            Direction::Ping,
-            last,
-            size,
-            &mut buf,
-            Deadline::after(PEER_PATIENCE),
-        )?;
+        let seq = area.recv(Direction::Ping, last, size, &mut buf, deadline)?;
         if seq == u32::MAX {
             break;
         }
@@ -410,16 +400,17 @@ fn zero_copy_parent(phase: &str, size: usize, duration: Duration) -> Result<Meas
     peer.expect("ready")?;
     let mut rtts = Vec::new();
     let end = Instant::now() + duration;
+    let deadline = phase_deadline(duration);
     let mut seq = 0u64;
     while Instant::now() < end || (phase == "rtt" && rtts.len() < 10) {
         let t = Instant::now();
         {
-            let mut loan = tx.loan_deadline(Deadline::after(PEER_PATIENCE))?;
+            let mut loan = tx.loan_deadline(deadline)?;
             write_in_place(&mut loan[..size], seq);
             loan.publish(size)?;
         }
         if phase == "rtt" {
-            let reply = rx.recv_in_place_deadline(Deadline::after(PEER_PATIENCE))?;
+            let reply = rx.recv_in_place_deadline(deadline)?;
             rtts.push(t.elapsed().as_nanos() as u64);
             check(&reply, seq, size)?;
         }
@@ -461,15 +452,17 @@ fn zero_copy_peer(phase: &str, size: usize, name: &str) -> Result<()> {
     eprintln!("ready");
     let mut count = 0u64;
     let mut first: Option<Instant> = None;
+    // Ample for any phase, and read from the clock once.
+    let deadline = Deadline::after(PEER_PATIENCE * 6);
     loop {
-        let msg = rx.recv_in_place_deadline(Deadline::after(PEER_PATIENCE))?;
+        let msg = rx.recv_in_place_deadline(deadline)?;
         if msg.len() < 8 {
             break;
         }
         check(&msg, count, size)?;
         first.get_or_insert_with(Instant::now);
         if phase == "rtt" {
-            let mut loan = tx.loan_deadline(Deadline::after(PEER_PATIENCE))?;
+            let mut loan = tx.loan_deadline(deadline)?;
             loan[..size].copy_from_slice(&msg);
             drop(msg);
             loan.publish(size)?;
@@ -505,10 +498,11 @@ fn fanout_parent(phase: &str, size: usize, duration: Duration) -> Result<Measure
     }
     let mut msg = Vec::with_capacity(size);
     let end = Instant::now() + duration;
+    let deadline = phase_deadline(duration);
     let mut seq = 0;
     while Instant::now() < end {
         fill(&mut msg, seq, size);
-        publisher.send_timeout(&msg, PEER_PATIENCE)?;
+        publisher.send_deadline(&msg, deadline)?;
         seq += 1;
     }
     publisher.send_timeout(STOP, PEER_PATIENCE)?;
@@ -529,8 +523,9 @@ fn fanout_peer(size: usize, name: &str) -> Result<()> {
     let mut buf = Vec::with_capacity(size);
     let mut count = 0u64;
     let mut first: Option<Instant> = None;
+    let deadline = Deadline::after(PEER_PATIENCE * 6);
     loop {
-        let meta = sub.recv_deadline(&mut buf, Deadline::after(PEER_PATIENCE))?;
+        let meta = sub.recv_deadline(&mut buf, deadline)?;
         if buf.len() < 8 {
             break;
         }

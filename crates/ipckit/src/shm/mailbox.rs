@@ -475,7 +475,6 @@ impl Mailbox {
     /// [`Error::LimitReached`] if the participant table is full of live processes.
     pub fn receiver(&self) -> Result<MailboxReceiver> {
         Ok(MailboxReceiver {
-            deferred: None,
             sole: SoleToken::acquire(&self.shared, Role::Receiver)?,
             participant: Participant::register(&self.shared, Role::Receiver)?,
             link: starting_link(&self.shared, Role::Receiver)?,
@@ -1333,9 +1332,6 @@ pub struct MailboxReceiver {
     link: Arc<Link>,
     // Single-receiver mailboxes: the token, and the next position to read.
     sole: Option<(SoleToken, u64)>,
-    // A single receiver hands a copied-out message's slot back at its next receive, off the
-    // critical path of whatever it does with the message (rings of two or more slots).
-    deferred: Option<u64>,
     participant: Participant,
 }
 
@@ -1349,9 +1345,6 @@ impl fmt::Debug for MailboxReceiver {
 
 impl MailboxReceiver {
     fn claim(&mut self, deadline: Deadline) -> Result<(u64, usize, Metadata)> {
-        if let Some(pos) = self.deferred.take() {
-            self.link.ring.release(pos);
-        }
         let shared = &*self.shared;
         let link = &mut self.link;
         let sole = &mut self.sole;
@@ -1424,14 +1417,6 @@ impl MailboxReceiver {
     }
 }
 
-impl Drop for MailboxReceiver {
-    fn drop(&mut self) {
-        if let Some(pos) = self.deferred.take() {
-            self.link.ring.release(pos);
-        }
-    }
-}
-
 impl MessageReceiver for MailboxReceiver {
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
         let (pos, len, meta) = self.claim(deadline)?;
@@ -1444,13 +1429,7 @@ impl MessageReceiver for MailboxReceiver {
             std::ptr::copy_nonoverlapping(ring.data_ptr(pos), buf.as_mut_ptr(), len);
             buf.set_len(len);
         }
-        match &mut self.sole {
-            Some((_, next)) if ring.geometry().capacity > 1 => {
-                *next = pos + 1;
-                self.deferred = Some(pos);
-            }
-            _ => self.finish(pos),
-        }
+        self.finish(pos);
         Ok(meta)
     }
 }

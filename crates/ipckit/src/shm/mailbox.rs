@@ -1410,9 +1410,12 @@ impl MailboxReceiver {
 impl MailboxReceiver {
     /// Hands the slot of `pos` back once its message has been taken.
     fn finish(&mut self, pos: u64) {
-        self.link.ring.release(pos);
-        if let Some((_, next)) = &mut self.sole {
-            *next = pos + 1;
+        match &mut self.sole {
+            Some((_, next)) => {
+                self.link.ring.release_single(pos);
+                *next = pos + 1;
+            }
+            None => self.link.ring.release(pos),
         }
     }
 }

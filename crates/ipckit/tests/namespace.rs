@@ -5,6 +5,7 @@ mod common;
 
 use std::io::BufReader;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{role, spawn_role, unique_name, wait_for_line};
@@ -14,6 +15,10 @@ use ipckit::service::Server;
 use ipckit::shm::{Mailbox, Shared, SysvSegment};
 use ipckit::socket::unix;
 use ipckit::{fifo, namespace, MessageSender};
+
+/// `clean` acts on the whole machine: the tests that call it take turns, so that one does
+/// not clean up what the other is about to check.
+static MACHINE_WIDE: Mutex<()> = Mutex::new(());
 
 #[test]
 fn clean_removes_what_dead_processes_left_and_keeps_the_rest() {
@@ -27,6 +32,7 @@ fn clean_removes_what_dead_processes_left_and_keeps_the_rest() {
         std::thread::sleep(Duration::from_secs(60));
         return;
     }
+    let _turn = MACHINE_WIDE.lock().unwrap_or_else(|e| e.into_inner());
     let name = unique_name("ns");
     let mailbox = Mailbox::create(&name).unwrap();
     mailbox.sender().unwrap().send(b"unread").unwrap();
@@ -92,6 +98,7 @@ fn every_kind_of_named_object_is_listed_and_cleaned() {
         std::thread::sleep(Duration::from_secs(60));
         return;
     }
+    let _turn = MACHINE_WIDE.lock().unwrap_or_else(|e| e.into_inner());
     let name = unique_name("kinds");
     let base = std::env::temp_dir().join(&name);
     let base_text = base.to_str().unwrap().to_string();

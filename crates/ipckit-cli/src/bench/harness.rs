@@ -14,7 +14,7 @@ use ipckit::shm::topic::{Overflow, Topic};
 use ipckit::shm::WaitStrategy;
 use ipckit::{Deadline, MessageReceiver, MessageSender};
 
-use super::mechanisms::{self, Link, FANOUT};
+use super::mechanisms::{self, Link, FANOUT, SENDERS};
 
 /// How long a peer waits for anything before it gives up (it never hangs).
 const PEER_PATIENCE: Duration = Duration::from_secs(10);
@@ -167,6 +167,7 @@ fn measure_inner(
         "shm-spin" | "shm-futex" => return pingpong_parent(mechanism, phase, size, duration),
         "mailbox-zero-copy" => return zero_copy_parent(phase, size, duration),
         "topic-fanout" => return fanout_parent(phase, size, duration),
+        "mailbox-mpsc" if phase == "stream" => return mpsc_parent(size, duration),
         _ => {}
     }
     let (prepared, arg) = mechanisms::prepare(mechanism, size)?;
@@ -255,6 +256,7 @@ pub fn peer(mechanism: &str, phase: &str, size: usize, arg: &str) -> Result<()> 
         "shm-spin" | "shm-futex" => return pingpong_peer(mechanism, phase, size, arg),
         "mailbox-zero-copy" => return zero_copy_peer(phase, size, arg),
         "topic-fanout" => return fanout_peer(size, arg),
+        "mailbox-mpsc" if phase == "stream" => return mpsc_peer(size, arg),
         _ => {}
     }
     let (mut link, info) = mechanisms::peer_link(mechanism, arg)?;
@@ -473,6 +475,76 @@ fn zero_copy_peer(phase: &str, size: usize, name: &str) -> Result<()> {
         "done {count} {}",
         first.map_or(0, |t| t.elapsed().as_nanos())
     );
+    Ok(())
+}
+
+// ---- mailbox, many senders ---------------------------------------------------------------
+
+/// Several sender processes stream into one mailbox (the general path: slots claimed by CAS);
+/// this process receives, checks every message against its sender's own sequence, and
+/// reports the total rate from the first message to the last.
+fn mpsc_parent(size: usize, duration: Duration) -> Result<Measured> {
+    let name = mechanisms::object_name("mailbox-mpsc");
+    // More processes than cores: senders that spin forever would starve the receiver.
+    let mailbox = Mailbox::builder(&name)
+        .capacity(1024)
+        .max_message_size(size)
+        .create()?;
+    let mut rx = mailbox.receiver()?;
+    let arg = format!("{name}:{}", duration.as_millis());
+    let mut peers = (0..SENDERS)
+        .map(|_| Peer::start("mailbox-mpsc", "stream", size, &arg, None))
+        .collect::<Result<Vec<_>>>()?;
+    for peer in &mut peers {
+        peer.expect("ready")?;
+    }
+    let deadline = phase_deadline(duration);
+    let mut expected = std::collections::HashMap::<u32, u64>::new();
+    let (mut count, mut stopped) = (0u64, 0usize);
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    let mut buf = Vec::with_capacity(size);
+    while stopped < SENDERS {
+        let meta = rx.recv_deadline(&mut buf, deadline)?;
+        let sender = meta.sender_pid.unwrap_or(0);
+        if buf.len() < 8 {
+            stopped += 1;
+            continue;
+        }
+        let next = expected.entry(sender).or_insert(0);
+        check(&buf, *next, size).with_context(|| format!("from sender {sender}"))?;
+        *next += 1;
+        count += 1;
+        last = Instant::now();
+        first.get_or_insert(last);
+    }
+    for peer in peers {
+        peer.finish()?;
+    }
+    let Some(first) = first else {
+        bail!("the senders sent nothing");
+    };
+    Ok(Measured {
+        rtts: Vec::new(),
+        msgs_per_sec: Some(count as f64 / last.duration_since(first).as_secs_f64().max(1e-9)),
+    })
+}
+
+fn mpsc_peer(size: usize, arg: &str) -> Result<()> {
+    let (name, millis) = arg.rsplit_once(':').context("mailbox-mpsc argument")?;
+    let duration = Duration::from_millis(millis.parse().context("mailbox-mpsc duration")?);
+    let mut tx = Mailbox::open(name)?.sender()?;
+    eprintln!("ready");
+    let mut msg = Vec::with_capacity(size);
+    let end = Instant::now() + duration;
+    let deadline = phase_deadline(duration);
+    let mut seq = 0u64;
+    while Instant::now() < end {
+        fill(&mut msg, seq, size);
+        tx.send_deadline(&msg, deadline)?;
+        seq += 1;
+    }
+    tx.send_deadline(STOP, deadline)?;
     Ok(())
 }
 

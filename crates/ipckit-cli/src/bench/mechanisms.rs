@@ -31,6 +31,7 @@ pub const ALL: &[&str] = &[
     "sysv-mq",
     "mailbox",
     "mailbox-spin",
+    "mailbox-mpsc",
     "mailbox-zero-copy",
     "topic",
     "topic-fanout",
@@ -39,6 +40,9 @@ pub const ALL: &[&str] = &[
 
 /// Subscribers of the `topic-fanout` row.
 pub const FANOUT: usize = 4;
+
+/// Sender processes of the `mailbox-mpsc` row's streaming phase.
+pub const SENDERS: usize = 3;
 
 /// Both directions of one end of a measured link.
 pub trait Endpoint: MessageSender + MessageReceiver {}
@@ -141,20 +145,23 @@ pub fn prepare(mechanism: &str, size: usize) -> Result<(Prepared, String)> {
             let (link, addr) = udp::bind("127.0.0.1:0")?;
             (Prepared::Udp(link), addr.to_string())
         }
-        "mailbox" | "mailbox-spin" => {
+        "mailbox" | "mailbox-spin" | "mailbox-mpsc" => {
             let wait = if mechanism == "mailbox" {
                 WaitStrategy::Sleep
             } else {
                 WaitStrategy::BusyPoll
             };
             for dir in ["ping", "pong"] {
-                Mailbox::builder(&format!("{name}-{dir}"))
+                let builder = Mailbox::builder(&format!("{name}-{dir}"))
                     .capacity(64)
                     .max_message_size(size)
-                    .single_sender()
-                    .single_receiver()
-                    .wait_strategy(wait)
-                    .create()?;
+                    .wait_strategy(wait);
+                // The many-senders row takes the general path: slots claimed by CAS.
+                if mechanism == "mailbox-mpsc" {
+                    builder.create()?;
+                } else {
+                    builder.single_sender().single_receiver().create()?;
+                }
             }
             (Prepared::Mailbox(name.clone(), wait), name)
         }
@@ -336,7 +343,7 @@ pub fn peer_link(mechanism: &str, arg: &str) -> Result<(Link, String)> {
             udp::connect(&udp_link, parent)?;
             (Box::new(udp_link), mine.to_string())
         }
-        "mailbox" | "mailbox-spin" => {
+        "mailbox" | "mailbox-spin" | "mailbox-mpsc" => {
             let wait = if mechanism == "mailbox" {
                 WaitStrategy::Sleep
             } else {

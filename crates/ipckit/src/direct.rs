@@ -3,7 +3,7 @@
 //!
 //! Each process opens its inbox, under its pid or a name it chooses. [`Inbox::send_to`]
 //! links to the peer's inbox on first use and keeps that link (exactly one per pair);
-//! [`Inbox::recv`] takes anyone's message, with the sender in the metadata;
+//! [`Inbox::recv_deadline`] takes anyone's message, with the sender's pid;
 //! [`Inbox::recv_from`] takes only one peer's, keeping the others' for later, in order.
 //! A peer that has exited is [`Error::Disconnected`], never a hang.
 //!

@@ -22,7 +22,8 @@
 //! the participant table in the mailbox's header, with its pid and start time, so that
 //! `ipckit ls` can tell who is attached and a slot held by a dead process can be reclaimed.
 //!
-//! See [`ring`](super::ring) for the slot protocol that makes it crash-safe.
+//! The slot protocol that makes it crash-safe is described in `shm/ring.rs` and in
+//! `docs/ARCHITECTURE.md`.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -22,6 +22,13 @@
 //! the participant table in the mailbox's header, with its pid and start time, so that
 //! `ipckit ls` can tell who is attached and a slot held by a dead process can be reclaimed.
 //!
+//! Because a mailbox is persistent, like a POSIX queue, a receiver waiting on an empty mailbox
+//! keeps waiting when every sender has died: a restarted sender simply carries on the stream.
+//! A receiver that must notice a dead producer waits with a deadline and looks at
+//! [`Mailbox::info`]'s participants; the [`service`](crate::service) layer and
+//! [`direct`](crate::direct) inboxes, which are connections rather than places, report a
+//! vanished peer as [`Error::Disconnected`].
+//!
 //! The slot protocol that makes it crash-safe is described in `shm/ring.rs` and in
 //! `docs/ARCHITECTURE.md`.
 

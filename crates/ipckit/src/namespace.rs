@@ -3,6 +3,11 @@
 //! `clean` loses nothing: it touches only objects ipckit created (recognised by name *and* a
 //! valid header), never another program's. Persistent objects (mailboxes) are repaired, not
 //! removed: entries and slots of dead processes are reclaimed, unread messages stay.
+//!
+//! Mailboxes, topics and other segments are found in `/dev/shm`, service ports in the temp
+//! directory; FIFOs, socket files, System V objects and POSIX queues through the registry
+//! ipckit keeps of what it created (`/dev/shm/ipckit-registry/`), each entry checked against
+//! the kernel before it is shown.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;

@@ -16,6 +16,39 @@ use ipckit::shm::{Mailbox, Shared, SysvSegment};
 use ipckit::socket::unix;
 use ipckit::{fifo, namespace, MessageSender};
 
+/// Removes whatever a test below created under `name` (and files under `base`, System V
+/// objects under `key`), even when the test fails half-way.
+struct Scrub {
+    name: String,
+    base: Option<String>,
+    key: Option<i32>,
+}
+
+impl Drop for Scrub {
+    fn drop(&mut self) {
+        let _ = Mailbox::remove(&self.name);
+        let _ = Mailbox::remove(&format!("inbox.{}", self.name));
+        let _ = PosixQueue::unlink(&self.name);
+        let _ = Shared::<u64>::remove(&self.name);
+        if let Some(base) = &self.base {
+            for fifo in [".fifo", ".lost"] {
+                let _ = fifo::remove(format!("{base}{fifo}"));
+            }
+            for file in ["", ".stream", ".dgram"] {
+                let _ = std::fs::remove_file(format!("{base}{file}"));
+            }
+        }
+        if let Some(key) = self.key {
+            if let Ok(queue) = SysvQueue::open(key) {
+                let _ = queue.remove();
+            }
+            if let Ok(segment) = SysvSegment::open(key) {
+                let _ = segment.remove();
+            }
+        }
+    }
+}
+
 /// `clean` acts on the whole machine: the tests that call it take turns, so that one does
 /// not clean up what the other is about to check.
 static MACHINE_WIDE: Mutex<()> = Mutex::new(());
@@ -34,6 +67,11 @@ fn clean_removes_what_dead_processes_left_and_keeps_the_rest() {
     }
     let _turn = MACHINE_WIDE.lock().unwrap_or_else(|e| e.into_inner());
     let name = unique_name("ns");
+    let _scrub = Scrub {
+        name: name.clone(),
+        base: None,
+        key: None,
+    };
     let mailbox = Mailbox::create(&name).unwrap();
     mailbox.sender().unwrap().send(b"unread").unwrap();
     let mut child = spawn_role(TEST, "owner", &name);
@@ -104,11 +142,17 @@ fn every_kind_of_named_object_is_listed_and_cleaned() {
     let base_text = base.to_str().unwrap().to_string();
     let fifo_path = format!("{base_text}.fifo");
     let (stream_path, dgram_path) = (format!("{base_text}.stream"), format!("{base_text}.dgram"));
+    let mut scrub = Scrub {
+        name: name.clone(),
+        base: Some(base_text.clone()),
+        key: None,
+    };
     fifo::create(&fifo_path, 0o640).unwrap();
     let lost_fifo = format!("{base_text}.lost");
     fifo::create(&lost_fifo, 0o600).unwrap();
     std::fs::write(&base, b"ftok anchor").unwrap();
     let key = SysvQueue::key_from_path(&base, 7).unwrap();
+    scrub.key = Some(key);
     let mut sysv_queue = SysvQueue::create(key, 0o600).unwrap();
     sysv_queue.send(b"waiting").unwrap();
     let sysv_segment = SysvSegment::create(key, 4096, 0o600).unwrap();

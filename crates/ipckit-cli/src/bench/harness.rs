@@ -237,17 +237,22 @@ fn rtt_loop(link: &mut Link, size: usize, duration: Duration) -> Result<Measured
     })
 }
 
-fn stream_loop(link: &mut Link, size: usize, duration: Duration) -> Result<()> {
+/// Sends messages 0, 1, 2... flat out for `duration`, then the stop message.
+fn stream_loop<S: MessageSender + ?Sized>(
+    tx: &mut S,
+    size: usize,
+    duration: Duration,
+) -> Result<()> {
     let mut msg = Vec::with_capacity(size);
     let end = Instant::now() + duration;
     let deadline = phase_deadline(duration);
     let mut seq = 0u64;
     while Instant::now() < end {
         fill(&mut msg, seq, size);
-        link.send_deadline(&msg, deadline)?;
+        tx.send_deadline(&msg, deadline)?;
         seq += 1;
     }
-    link.send_timeout(STOP, PEER_PATIENCE)?;
+    tx.send_timeout(STOP, PEER_PATIENCE)?;
     Ok(())
 }
 
@@ -537,17 +542,7 @@ fn mpsc_peer(size: usize, arg: &str) -> Result<()> {
     let duration = Duration::from_millis(millis.parse().context("mailbox-mpsc duration")?);
     let mut tx = Mailbox::open(name)?.sender()?;
     eprintln!("ready");
-    let mut msg = Vec::with_capacity(size);
-    let end = Instant::now() + duration;
-    let deadline = phase_deadline(duration);
-    let mut seq = 0u64;
-    while Instant::now() < end {
-        fill(&mut msg, seq, size);
-        tx.send_deadline(&msg, deadline)?;
-        seq += 1;
-    }
-    tx.send_deadline(STOP, deadline)?;
-    Ok(())
+    stream_loop(&mut tx, size, duration)
 }
 
 // ---- topic fan-out -----------------------------------------------------------------------
@@ -570,16 +565,7 @@ fn fanout_parent(phase: &str, size: usize, duration: Duration) -> Result<Measure
     for peer in &mut peers {
         peer.expect("ready")?;
     }
-    let mut msg = Vec::with_capacity(size);
-    let end = Instant::now() + duration;
-    let deadline = phase_deadline(duration);
-    let mut seq = 0;
-    while Instant::now() < end {
-        fill(&mut msg, seq, size);
-        publisher.send_deadline(&msg, deadline)?;
-        seq += 1;
-    }
-    publisher.send_timeout(STOP, PEER_PATIENCE)?;
+    stream_loop(&mut publisher, size, duration)?;
     let mut rates = Vec::new();
     for mut peer in peers {
         rates.push(parse_rate(&peer.expect("done")?)?);

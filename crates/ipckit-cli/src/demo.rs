@@ -118,19 +118,19 @@ fn rendezvous() -> Result<()> {
     let result = (|| {
         let mut rx = mailbox.receiver()?;
         let sender = spawn_child("rendezvous", &name, 3, 0)?;
-        println!("zero-capacity mailbox: the receiver takes a message every 300 ms");
+        outln!("zero-capacity mailbox: the receiver takes a message every 300 ms")?;
         for _ in 0..3 {
             std::thread::sleep(Duration::from_millis(300));
             let msg = rx.recv_timeout(Duration::from_secs(30))?;
-            println!("  receiver took {:?}", String::from_utf8_lossy(&msg.data));
+            outln!("  receiver took {:?}", String::from_utf8_lossy(&msg.data))?;
         }
         wait_all(vec![sender])
     })();
     let _ = Mailbox::remove(&name);
     for line in result?.concat().lines() {
-        println!("  {line}");
+        outln!("  {line}")?;
     }
-    println!("each send returned only once its message was taken: no buffering.");
+    outln!("each send returned only once its message was taken: no buffering.")?;
     Ok(())
 }
 
@@ -159,12 +159,12 @@ fn pipeline(count: u64) -> Result<()> {
     square.wait()?;
     sum.wait()?;
     let expected: u64 = (1..=count).map(|n| n * n).sum();
-    println!("this process | square | sum   (three processes, two pipes, framed messages)");
-    println!(
+    outln!("this process | square | sum   (three processes, two pipes, framed messages)")?;
+    outln!(
         "  sent 1..={count}; the last stage answered {} (expected {})",
         with_commas(total),
         with_commas(expected)
-    );
+    )?;
     if total != expected {
         bail!("the pipeline lost or changed messages");
     }
@@ -178,14 +178,15 @@ fn service() -> Result<()> {
     let clients = (0..3)
         .map(|id| spawn_child("service-client", &name, 5, id))
         .collect::<Result<Vec<_>>>()?;
-    println!("service {name:?}: 3 client processes connect, each gets a private channel pair");
+    outln!("service {name:?}: 3 client processes connect, each gets a private channel pair")?;
     for _ in 0..3 {
         let pending = server.accept()?;
         let peer = pending.peer();
-        println!(
+        outln!(
             "  connection from pid {} (uid {}): accepted",
-            peer.pid, peer.uid
-        );
+            peer.pid,
+            peer.uid
+        )?;
         let mut conn = pending.accept(b"welcome")?;
         std::thread::spawn(move || {
             while let Ok(request) = conn.next_request(Deadline::Never) {
@@ -198,7 +199,7 @@ fn service() -> Result<()> {
         });
     }
     for out in wait_all(clients)? {
-        print!("{out}");
+        out!("{out}")?;
     }
     Ok(())
 }
@@ -225,16 +226,16 @@ fn race(iterations: u64) -> Result<()> {
     let expected = 2 * iterations;
     let unguarded = area.unguarded.load(Ordering::Relaxed);
     let guarded = *area.guarded.lock().into_guard();
-    println!(
+    outln!(
         "two processes, {} increments each:",
         with_commas(iterations)
-    );
-    println!(
+    )?;
+    outln!(
         "  without a mutex: {:>13}  ({} updates lost to the race)",
         with_commas(unguarded),
         with_commas(expected - unguarded.min(expected))
-    );
-    println!("  with the mutex:  {:>13}", with_commas(guarded));
+    )?;
+    outln!("  with the mutex:  {:>13}", with_commas(guarded))?;
     if guarded != expected {
         bail!("the mutex let updates through unguarded: {guarded} != {expected}");
     }
@@ -262,16 +263,16 @@ fn producer_consumer(items: u64) -> Result<()> {
     let _ = BoundedBuffer::<u64>::remove(&name);
     let outputs = result?;
     let (mut count, mut sum) = (0u64, 0u64);
-    println!(
+    outln!(
         "{PRODUCERS} producers x {} items -> bounded buffer of 8 slots -> {CONSUMERS} consumers:",
         with_commas(items)
-    );
+    )?;
     for (id, out) in outputs.iter().enumerate() {
         let mut parts = out
             .split_whitespace()
             .map(|p| p.parse::<u64>().unwrap_or(0));
         let (c, s) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        println!("  consumer {id} took {} items", with_commas(c));
+        outln!("  consumer {id} took {} items", with_commas(c))?;
         count += c;
         sum = sum.wrapping_add(s);
     }
@@ -279,7 +280,7 @@ fn producer_consumer(items: u64) -> Result<()> {
     let expected_sum = (0..PRODUCERS)
         .flat_map(|p| (0..items).map(move |i| p * 1_000_000_000 + i))
         .fold(0u64, u64::wrapping_add);
-    println!(
+    outln!(
         "  {} of {} items delivered, each exactly once: {}",
         with_commas(count),
         with_commas(expected_count),
@@ -288,7 +289,7 @@ fn producer_consumer(items: u64) -> Result<()> {
         } else {
             "NO"
         }
-    );
+    )?;
     if count != expected_count || sum != expected_sum {
         bail!("items were lost or duplicated");
     }
@@ -334,7 +335,7 @@ pub fn child(args: ChildArgs) -> Result<()> {
                 count += 1;
                 sum = sum.wrapping_add(item);
             }
-            println!("{count} {sum}");
+            outln!("{count} {sum}")?;
         }
         "rendezvous" => {
             use ipckit::MessageSender;
@@ -342,10 +343,10 @@ pub fn child(args: ChildArgs) -> Result<()> {
             let start = std::time::Instant::now();
             for i in 1..=args.iterations {
                 tx.send_timeout(format!("message {i}").as_bytes(), Duration::from_secs(30))?;
-                println!(
+                outln!(
                     "sender: send {i} returned after {:.2} s",
                     start.elapsed().as_secs_f64()
-                );
+                )?;
             }
         }
         "square" | "sum" => {
@@ -376,12 +377,12 @@ pub fn child(args: ChildArgs) -> Result<()> {
                 let request = format!("client {} request {i}", args.id);
                 let reply = conn.call(request.as_bytes(), patience)?;
                 if i == args.iterations - 1 {
-                    println!(
+                    outln!(
                         "  client {}: {:?} -> {:?}",
                         args.id,
                         request,
                         String::from_utf8_lossy(&reply)
-                    );
+                    )?;
                 }
             }
         }

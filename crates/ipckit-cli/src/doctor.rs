@@ -18,64 +18,64 @@ fn bytes(n: u64) -> String {
 
 /// Runs `ipckit doctor`.
 pub fn doctor() -> Result<()> {
-    println!("shared memory (/dev/shm):");
+    outln!("shared memory (/dev/shm):")?;
     match rustix::fs::statvfs("/dev/shm") {
         Ok(fs) => {
             let size = fs.f_blocks * fs.f_frsize;
             let free = fs.f_bavail * fs.f_frsize;
-            println!(
+            outln!(
                 "  size {}, used {}, free {}",
                 bytes(size),
                 bytes(size - free),
                 bytes(free)
-            );
+            )?;
         }
-        Err(e) => println!("  not available: {e} (segments, mailboxes and topics need it)"),
+        Err(e) => outln!("  not available: {e} (segments, mailboxes and topics need it)")?,
     }
     let objects = ipckit::namespace::list().map(|o| o.len()).unwrap_or(0);
-    println!("  ipckit objects: {objects} (see `ipckit ls`)");
-    println!("POSIX message queues (/proc/sys/fs/mqueue):");
+    outln!("  ipckit objects: {objects} (see `ipckit ls`)")?;
+    outln!("POSIX message queues (/proc/sys/fs/mqueue):")?;
     for limit in ["msg_max", "msgsize_max", "queues_max"] {
-        println!(
+        outln!(
             "  {limit:<12} {}",
             read(&format!("/proc/sys/fs/mqueue/{limit}"))
-        );
+        )?;
     }
     let mounted = std::path::Path::new("/dev/mqueue").read_dir().is_ok();
-    println!(
+    outln!(
         "  /dev/mqueue {}",
         if mounted {
             "mounted"
         } else {
-            "not mounted (ipckit ls cannot list queues)"
+            "not mounted (ipckit ls still lists the queues ipckit created, from its registry)"
         }
-    );
-    println!("System V IPC (/proc/sys/kernel):");
+    )?;
+    outln!("System V IPC (/proc/sys/kernel):")?;
     for limit in [
         "msgmax", "msgmnb", "msgmni", "shmmax", "shmall", "shmmni", "sem",
     ] {
-        println!(
+        outln!(
             "  {limit:<12} {}",
             read(&format!("/proc/sys/kernel/{limit}"))
-        );
+        )?;
     }
     let mine = std::fs::read_link("/proc/self/ns/ipc").ok();
     let init = std::fs::read_link("/proc/1/ns/ipc").ok();
-    println!("IPC namespace:");
+    outln!("IPC namespace:")?;
     match (mine, init) {
-        (Some(a), Some(b)) if a == b => println!("  shared with pid 1 ({})", a.display()),
-        (Some(a), Some(b)) => println!(
+        (Some(a), Some(b)) if a == b => outln!("  shared with pid 1 ({})", a.display())?,
+        (Some(a), Some(b)) => outln!(
             "  separate ({} vs pid 1's {}): processes outside it cannot reach its queues",
             a.display(),
             b.display()
-        ),
-        _ => println!("  unknown (cannot read /proc/*/ns/ipc)"),
+        )?,
+        _ => outln!("  unknown (cannot read /proc/*/ns/ipc)")?,
     }
-    println!("processes:");
-    println!("  pid_max      {}", read("/proc/sys/kernel/pid_max"));
-    println!(
+    outln!("processes:")?;
+    outln!("  pid_max      {}", read("/proc/sys/kernel/pid_max"))?;
+    outln!(
         "  cpus         {}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
+    )?;
     Ok(())
 }

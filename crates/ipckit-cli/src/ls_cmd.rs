@@ -7,16 +7,22 @@ use ipckit::namespace;
 pub fn ls(json: bool) -> Result<()> {
     let objects = namespace::list()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&objects)?);
+        outln!("{}", serde_json::to_string_pretty(&objects)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<10} {:<32} {:>7} {:>16} {:>5} {:>6} {:>5}",
-        "KIND", "NAME", "DEPTH", "CAPACITY", "MODE", "ALIVE", "DEAD"
-    );
+        "KIND",
+        "NAME",
+        "DEPTH",
+        "CAPACITY",
+        "MODE",
+        "ALIVE",
+        "DEAD"
+    )?;
     for o in objects {
         let dash = || "-".to_string();
-        println!(
+        outln!(
             "{:<10} {:<32} {:>7} {:>16} {:>5} {:>6} {:>5}{}",
             o.kind,
             o.name,
@@ -26,7 +32,7 @@ pub fn ls(json: bool) -> Result<()> {
             o.alive,
             o.dead,
             o.error.map(|e| format!("  ({e})")).unwrap_or_default(),
-        );
+        )?;
     }
     Ok(())
 }
@@ -35,10 +41,10 @@ pub fn ls(json: bool) -> Result<()> {
 pub fn clean(dry_run: bool) -> Result<()> {
     let actions = namespace::clean(dry_run)?;
     if actions.is_empty() {
-        println!("nothing to clean");
+        outln!("nothing to clean")?;
     }
     for a in actions {
-        println!("{} {}: {}", a.kind, a.name, a.action);
+        outln!("{} {}: {}", a.kind, a.name, a.action)?;
     }
     Ok(())
 }

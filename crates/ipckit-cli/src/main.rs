@@ -6,6 +6,24 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` for a command's output that returns the error instead of panicking when stdout
+/// is closed (`ipckit ls | head`): the command ends at its `?`, and `exit::report` counts a
+/// closed stdout as success.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
+/// `print!` as [`outln!`] does `println!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)
+    }};
+}
+
 mod bench;
 mod demo;
 mod doctor;

@@ -68,7 +68,7 @@ pub fn peer(args: PeerArgs) -> Result<()> {
 pub fn bench(args: BenchArgs) -> Result<()> {
     if args.list {
         for m in mechanisms::ALL {
-            println!("{m}");
+            outln!("{m}")?;
         }
         return Ok(());
     }
@@ -118,7 +118,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         }
     }
     progress.finish_and_clear();
-    report::print_table(&rows);
+    report::print_table(&rows)?;
     if let Some(path) = &args.json {
         report::write_json(path, &rows)?;
     }

@@ -70,15 +70,22 @@ fn micros(ns: u64) -> String {
 
 /// Prints the table, each row with its median round trip as a multiple of the spin hand-off's
 /// measured beside it.
-pub fn print_table(rows: &[Row]) {
-    println!(
+pub fn print_table(rows: &[Row]) -> std::io::Result<()> {
+    outln!(
         "{:<18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8}",
-        "MECHANISM", "SIZE", "RTT p50us", "p99us", "p99.9us", "x spin", "msgs/s", "GB/s"
-    );
+        "MECHANISM",
+        "SIZE",
+        "RTT p50us",
+        "p99us",
+        "p99.9us",
+        "x spin",
+        "msgs/s",
+        "GB/s"
+    )?;
     for row in rows {
         let spin = row.spin_rtt_ns;
         if let Some(err) = &row.error {
-            println!("{:<18} {:>6}  error: {err}", row.mechanism, row.size);
+            outln!("{:<18} {:>6}  error: {err}", row.mechanism, row.size)?;
             continue;
         }
         let (p50, p99, p999, ratio) = match row.rtt_ns {
@@ -92,7 +99,7 @@ pub fn print_table(rows: &[Row]) {
             ),
             None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
-        println!(
+        outln!(
             "{:<18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8}",
             row.mechanism,
             row.size,
@@ -103,8 +110,9 @@ pub fn print_table(rows: &[Row]) {
             row.msgs_per_sec.map_or("-".into(), |m| format!("{m:.0}")),
             row.bytes_per_sec
                 .map_or("-".into(), |b| format!("{:.3}", b / 1e9)),
-        );
+        )?;
     }
+    Ok(())
 }
 
 #[derive(Serialize)]

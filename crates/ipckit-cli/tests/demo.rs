@@ -41,6 +41,13 @@ fn doctor_reports_the_limits() {
     for needle in ["/dev/shm", "msg_max", "msgmni", "IPC namespace"] {
         assert!(out.contains(needle), "{needle} missing from {out}");
     }
+    // Each limit says what it means for ipckit, not just a raw number.
+    assert!(out.contains("verdict:"), "{out}");
+    assert!(out.contains("largest POSIX queue message"), "{out}");
+    assert!(
+        !out.contains("18446744073692774399"),
+        "a no-limit value printed raw: {out}"
+    );
 }
 
 #[test]

@@ -66,7 +66,11 @@ fn eight_clients_are_served_and_one_killed_mid_call_disturbs_none() {
                         let _ = conn.reply(request.id, &reply);
                     }
                     Err(e) => {
-                        outcomes_tx.send(format!("{e:?}")).unwrap();
+                        let outcome = match e {
+                            Error::Disconnected => "Disconnected".to_string(),
+                            other => other.to_string(),
+                        };
+                        outcomes_tx.send(outcome).unwrap();
                         return;
                     }
                 }

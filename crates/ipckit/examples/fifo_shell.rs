@@ -66,7 +66,7 @@ fn shell(script: &str, path: &Path) -> Result<String> {
 
 fn run(path: &Path) -> Result<()> {
     shell(
-        r#"test -p "$2" && echo "a named pipe in the filesystem: $2""#,
+        r#"test -p "$2" && echo "test -p: a named pipe in the filesystem""#,
         path,
     )?;
     let out = shell(r#""$1" process1 > "$2" & "$1" process2 < "$2"; wait"#, path)?;

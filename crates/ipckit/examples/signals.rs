@@ -10,8 +10,9 @@
 //! `cargo run --example signals` starts this program again as a child for each part, and sends
 //! it signals the way a terminal or another process would:
 //!
-//! 1. **Default action.** A child that changed nothing gets SIGINT (what Ctrl+C sends) and dies
-//!    of it.
+//! 1. **Default action.** A child that changed nothing gets SIGTERM, the terminate signal, and
+//!    exits by the default action (SIGTERM rather than SIGINT here: a shell starts background
+//!    jobs with SIGINT ignored, and an ignored disposition is inherited).
 //! 2. **Ctrl+C caught.** A child that catches SIGINT (`ipckit::signal::Signals`) reports it
 //!    and carries on to a normal exit.
 //! 3. **A user-defined signal with a payload.** The parent queues SIGUSR1 with the value 42
@@ -122,19 +123,19 @@ fn part(f: fn() -> Result<()>) -> Result<()> {
 }
 
 fn default_action() -> Result<()> {
-    println!("1. default action: SIGINT to a child that changed nothing");
+    println!("1. default action: SIGTERM to a child that changed nothing");
     let mut peer = Peer::start("default")?;
     peer.expect("ready")?;
-    signal::send(peer.pid(), Signal::INT)?;
+    signal::send(peer.pid(), Signal::TERM)?;
     let status = peer.wait()?;
     println!(
-        "   the child died of signal {:?} (SIGINT is {})",
+        "   the child died of signal {:?} (SIGTERM is {})",
         status.signal(),
-        Signal::INT.0
+        Signal::TERM.0
     );
     check(
-        status.signal() == Some(Signal::INT.0),
-        "SIGINT's default action ends the process",
+        status.signal() == Some(Signal::TERM.0),
+        "SIGTERM's default action ends the process",
     )
 }
 
@@ -188,9 +189,9 @@ fn wait_for_parent() -> Result<()> {
 }
 
 fn default_child() -> Result<()> {
-    println!("ready, with SIGINT's default disposition");
+    println!("ready, with SIGTERM's default disposition");
     wait_for_parent()?;
-    Err("still alive: SIGINT did not end this process".into())
+    Err("still alive: SIGTERM did not end this process".into())
 }
 
 fn catch_child(interactive: bool) -> Result<()> {

@@ -4,9 +4,9 @@
 //! semaphore P1 and P2 each read count, modify it, write it back: lost updates; with one, each
 //! does `wait(semaphore)`, read, modify, write, `signal(semaphore)`) and "Synchronization Issues
 //! with IPC" (shared counter 0, both processes read 0 and write 1: expected 2, actual 1), with
-//! `001_403aba211db897e6.txt` and `000_ff1fd86384b37cfd.txt`, "Shared Memory"
-//! (synchronization is required to avoid race conditions) and `002_aa004447b60a7019.txt`,
-//! "Shared Memory Details" (both can read and write, but must coordinate access).
+//! `000_ff1fd86384b37cfd.txt`, "Shared Memory" (synchronization is required to avoid race
+//! conditions) and `002_aa004447b60a7019.txt`, "Shared Memory Details" (both can read and
+//! write, but must coordinate access).
 //!
 //! `cargo run --example race_condition`: two processes (this program again, `increment ...`)
 //! each add 1 to a counter in shared memory 100000 times, starting together.

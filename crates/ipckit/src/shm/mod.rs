@@ -1,5 +1,6 @@
 //! Shared memory: segments and the structures placed in them.
 
+mod bytes;
 pub mod mailbox;
 pub mod pingpong;
 pub(crate) mod ring;
@@ -9,6 +10,6 @@ pub mod topic;
 pub mod wait;
 
 pub use mailbox::{Mailbox, MailboxBuilder, MailboxReceiver, MailboxSender, WaitStrategy};
-pub use segment::{Segment, SysvSegment};
+pub use segment::{Segment, SysvSegment, SysvSegmentStat};
 pub use shared::{BoundedBuffer, Shared, ShmSafe};
 pub use topic::{Overflow, Publisher, Subscriber, Topic};

@@ -446,6 +446,76 @@ impl SysvSegment {
         );
         Ok(())
     }
+
+    /// Detaches the segment from this process (`shmdt`), as dropping it does, but reporting
+    /// a failure. The segment itself stays until [`SysvSegment::remove`] and the last detach.
+    ///
+    /// # Errors
+    /// The OS error `shmdt` gives (the address is ours, so none is expected).
+    #[doc(alias = "shmdt")]
+    pub fn detach(self) -> Result<()> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: detaching the address shmat gave us, once: `this` is never dropped, and no
+        // reference into the memory outlives `self`, which the call consumed.
+        if unsafe { libc::shmdt(this.base.as_ptr().cast()) } == -1 {
+            return Err(Error::os(
+                "shmdt",
+                format!("System V segment {}", this.id),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the kernel knows about the segment (`shmctl(IPC_STAT)`): size, attachments,
+    /// creator, owner, permissions, and whether it is marked for removal.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]-like OS error if the segment is gone (removed and detached by all),
+    /// [`Error::PermissionDenied`] without read permission.
+    #[doc(alias = "shmctl")]
+    pub fn stat(&self) -> Result<SysvSegmentStat> {
+        // SAFETY: an all-zero shmid_ds is a valid out-parameter.
+        let mut stat: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: `stat` is a valid out-parameter for IPC_STAT.
+        if unsafe { libc::shmctl(self.id, libc::IPC_STAT, &mut stat) } == -1 {
+            return Err(Error::os(
+                "shmctl(IPC_STAT)",
+                format!("System V segment {}", self.id),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(SysvSegmentStat {
+            size: stat.shm_segsz,
+            attached: stat.shm_nattch as u64,
+            creator_pid: stat.shm_cpid as u32,
+            last_pid: stat.shm_lpid as u32,
+            owner_uid: stat.shm_perm.uid,
+            mode: u32::from(stat.shm_perm.mode) & 0o777,
+            // SHM_DEST (0o1000 in the mode): IPC_RMID was called, the id goes at the last detach.
+            marked_for_removal: u32::from(stat.shm_perm.mode) & 0o1000 != 0,
+        })
+    }
+}
+
+/// A System V segment as `shmctl(IPC_STAT)` reports it ([`SysvSegment::stat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SysvSegmentStat {
+    /// Size in bytes, as created.
+    pub size: usize,
+    /// Attachments now, in every process (`shm_nattch`, the `nattch` column of `ipcs -m`).
+    pub attached: u64,
+    /// The process that created it.
+    pub creator_pid: u32,
+    /// The process that attached or detached last.
+    pub last_pid: u32,
+    /// The owner's user id.
+    pub owner_uid: u32,
+    /// Permission bits (`0o600`...).
+    pub mode: u32,
+    /// `IPC_RMID` was called: the segment goes when the last process detaches.
+    pub marked_for_removal: bool,
 }
 
 impl Drop for SysvSegment {

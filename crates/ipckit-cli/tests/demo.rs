@@ -20,10 +20,15 @@ fn run(args: &[&str]) -> String {
 
 #[test]
 fn race_counts_exactly_with_the_mutex_and_prints_both_figures() {
-    let out = run(&["demo", "race", "--iterations", "200000"]);
+    let out = run(&["demo", "race", "--iterations", "50000"]);
     assert!(out.contains("without a mutex:"), "{out}");
+    // Either the race was seen and counted, or the demo says plainly that it was not.
+    assert!(
+        out.contains("updates lost to the race") || out.contains("was not seen"),
+        "{out}"
+    );
     let guarded = out.lines().find(|l| l.contains("with the mutex:")).unwrap();
-    assert!(guarded.contains("400,000"), "{out}");
+    assert!(guarded.contains("100,000"), "{out}");
 }
 
 #[test]

@@ -40,10 +40,14 @@
 //!
 //! # Waiting
 //!
-//! Two futex words, `not_empty` and `not_full`, each with a count of sleepers. A side that
-//! changes a slot issues a full fence and then makes the wake system call only if the sleeper
-//! count is non-zero; a sleeper increments the count, fences, re-checks the ring and only then
-//! sleeps. That Dekker-style pairing is what rules out a lost wake-up.
+//! Two [`Event`](crate::sync::Event)s, `not_empty` and `not_full` (a futex word and a count of
+//! sleepers each). A side that changes a slot does so with a SeqCst read-modify-write, then
+//! loads the sleeper count and makes the wake system call only if it is non-zero; a sleeper
+//! increments the count, fences, re-checks the ring and only then sleeps
+//! ([`Event::announce`](crate::sync::Event::announce)). That Dekker-style pairing is what
+//! rules out a lost wake-up; the loom models in this file check it together with the claims.
+//! Each sleep is also bounded (one second), so a count scribbled by another process costs a
+//! waiter at most that.
 //!
 //! # Trust
 //!
@@ -612,7 +616,7 @@ impl Ring {
     pub(crate) fn publish(&self, pos: u64) {
         let word = Word::encode(self.lap(pos), SlotState::Full, 0);
         // SYNC: Release half pairs with the Acquire load/CAS of the slot word in
-        // `claim_read`; SeqCst half with the fence in `prepare_sleep` (see `notify`).
+        // `claim_read`; SeqCst half with the fence in `Event::announce` (see `notify`).
         self.slot(pos).word.swap(word, Ordering::SeqCst);
         self.notify(&self.waits().not_empty.0);
     }
@@ -623,7 +627,7 @@ impl Ring {
         let word = Word::encode(self.lap(pos).wrapping_add(1), SlotState::Empty, 0);
         // SYNC: Release half pairs with the Acquire load/CAS of the slot word in
         // `claim_write` (and the head hint with the single sender's read of it); SeqCst
-        // half with the fence in `prepare_sleep` (see `notify`).
+        // half with the fence in `Event::announce` (see `notify`).
         self.slot(pos).word.swap(word, Ordering::SeqCst);
         self.skip_head_past(pos);
         self.notify(&self.waits().not_full.0);

@@ -19,7 +19,7 @@
 //! ```
 
 use super::futex;
-use super::primitive::{fence, AtomicU32, Ordering};
+use super::primitive::{self, fence, AtomicU32, Ordering};
 use crate::link::Deadline;
 
 /// The state an [`Event::wait`] compares against: taken by [`Event::listen`].
@@ -120,6 +120,7 @@ impl Event {
     /// sleeper's SeqCst increment and fence form the Dekker pattern, so no `mfence` is
     /// needed here. Waiters using [`listen`](Event::listen) need [`notify_all`](Event::notify_all).
     pub(crate) fn notify_sleepers(&self) {
+        primitive::seqcst_accesses_fence();
         if self.sleepers.load(Ordering::SeqCst) != 0 {
             // SYNC: pairs with the Acquire load in `announce`.
             self.seq.fetch_add(1, Ordering::Release);

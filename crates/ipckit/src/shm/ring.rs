@@ -851,6 +851,15 @@ mod tests {
         }
     }
 
+    /// tests/neighbour_hangs.rs scribbles the sleeper count of `not_empty` at this offset.
+    #[test]
+    #[cfg(not(loom))]
+    fn the_wait_words_sit_where_the_layout_says() {
+        assert_eq!(std::mem::offset_of!(RingHeader, not_empty), 256);
+        assert_eq!(std::mem::offset_of!(RingHeader, not_full), 320);
+        assert_eq!(std::mem::size_of::<WaitWord>(), 8);
+    }
+
     #[test]
     fn word_round_trips() {
         for state in [

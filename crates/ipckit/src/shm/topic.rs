@@ -720,27 +720,33 @@ impl Publisher {
         {
             return Ok(PublishGuard::new(lock));
         }
-        let mut last_check = Instant::now();
-        loop {
-            let holder = lock.load(Ordering::Acquire);
-            let mut stale = false;
-            if holder != 0 && last_check.elapsed() >= super::wait::LIVENESS_POLL {
-                last_check = Instant::now();
-                stale = holder != self.pid && liveness(holder, None) == Liveness::Dead;
-            }
-            if (holder == 0 || stale)
-                && lock
-                    .compare_exchange(holder, self.pid, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return Ok(PublishGuard::new(lock));
-            }
-            if deadline.expired() {
-                return Err(deadline.send_expired());
-            }
-            // Another publisher is copying one message: that takes microseconds.
-            std::thread::yield_now();
-        }
+        // Contended: the holder is copying one message (microseconds), or is stuck, or dead.
+        // Spin the wait strategy's budget, then sleep on `new_message`, which the holder's
+        // publish notifies; a cancelled loan does not, nor does a stuck holder, so sleeps come
+        // in liveness turns, with the holder checked between them (and taken over if dead).
+        let pid = self.pid;
+        wait_for(
+            self.shared.wait,
+            &self.shared.header().new_message.0,
+            deadline,
+            deadline.send_expired(),
+            |check| -> Attempt<()> {
+                let holder = lock.load(Ordering::Acquire);
+                let stale = check
+                    && holder != 0
+                    && holder != pid
+                    && liveness(holder, None) == Liveness::Dead;
+                if (holder == 0 || stale)
+                    && lock
+                        .compare_exchange(holder, pid, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return Ok(Ok(()));
+                }
+                Ok(Err(true))
+            },
+        )?;
+        Ok(PublishGuard::new(lock))
     }
 
     /// Under backpressure, waits until slot `seq` no longer holds a message some live

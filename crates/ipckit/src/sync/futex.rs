@@ -142,6 +142,16 @@ mod tests {
     }
 
     #[test]
+    fn no_sleep_lasts_longer_than_max_sleep() {
+        let word = AtomicU32::new(0);
+        let start = Instant::now();
+        // Nobody wakes it: it returns after one turn, asking the caller to re-check.
+        assert_eq!(wait(&word, 0, Deadline::Never), WaitOutcome::Woken);
+        let slept = start.elapsed();
+        assert!(slept >= MAX_SLEEP && slept < MAX_SLEEP * 3, "{slept:?}");
+    }
+
+    #[test]
     fn wake_releases_a_sleeper() {
         let word = Arc::new(AtomicU32::new(0));
         let sleeper = {

@@ -31,9 +31,10 @@ impl Drop for Reap {
     }
 }
 
-/// User plus system CPU time this process has used so far (`/proc/self/stat`).
+/// User plus system CPU time the calling thread has used so far (`/proc/thread-self/stat`;
+/// per thread, so tests running beside this one do not count).
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
     // Fields after the command name (which may hold spaces) start at the state, field 3;
     // utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
@@ -97,12 +98,14 @@ fn a_zeroed_sleeper_count_delays_a_receiver_by_at_most_a_second() {
     // The sender sees no sleeper and makes no wake call; the receiver must still get it.
     let sent = Instant::now();
     mailbox.sender().unwrap().send(b"hello").unwrap();
-    let line = with_watchdog(Duration::from_secs(10), move || {
+    let (line, delay) = with_watchdog(Duration::from_secs(10), move || {
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        line
+        let delay = sent.elapsed();
+        // Drain the rest: the child's harness still writes its summary to this pipe.
+        std::io::copy(&mut out, &mut std::io::sink()).unwrap();
+        (line, delay)
     });
-    let delay = sent.elapsed();
     assert_eq!(line.trim_end(), "@@got hello");
     assert!(
         delay < Duration::from_millis(2500),

@@ -5,6 +5,7 @@ pub mod mailbox;
 pub mod pingpong;
 pub(crate) mod ring;
 pub mod segment;
+pub(crate) mod seqlock;
 pub mod shared;
 pub mod topic;
 pub mod wait;

@@ -40,10 +40,14 @@
 //!
 //! # Waiting
 //!
-//! Two futex words, `not_empty` and `not_full`, each with a count of sleepers. A side that
-//! changes a slot issues a full fence and then makes the wake system call only if the sleeper
-//! count is non-zero; a sleeper increments the count, fences, re-checks the ring and only then
-//! sleeps. That Dekker-style pairing is what rules out a lost wake-up.
+//! Two [`Event`](crate::sync::Event)s, `not_empty` and `not_full` (a futex word and a count of
+//! sleepers each). A side that changes a slot does so with a SeqCst read-modify-write, then
+//! loads the sleeper count and makes the wake system call only if it is non-zero; a sleeper
+//! increments the count, fences, re-checks the ring and only then sleeps
+//! ([`Event::announce`](crate::sync::Event::announce)). That Dekker-style pairing is what
+//! rules out a lost wake-up; the loom models in this file check it together with the claims.
+//! Each sleep is also bounded (one second), so a count scribbled by another process costs a
+//! waiter at most that.
 //!
 //! # Trust
 //!
@@ -62,8 +66,12 @@ use super::wait::{wake_sleepers, WaitWord};
 pub(crate) const RING_MAGIC: u64 = u64::from_le_bytes(*b"ipckitMB");
 /// Bumped whenever the layout below changes.
 pub(crate) const RING_VERSION: u32 = 1;
-/// Entries in the participant table.
+/// Entries in the participant table (two under loom, whose atomics are costly objects; the
+/// models do not use the table).
+#[cfg(not(loom))]
 pub(crate) const MAX_PARTICIPANTS: usize = 128;
+#[cfg(loom)]
+pub(crate) const MAX_PARTICIPANTS: usize = 2;
 /// The largest ring we create or accept.
 pub(crate) const MAX_CAPACITY: u32 = 1 << 20;
 /// The largest message we create or accept (64 MiB).
@@ -612,7 +620,7 @@ impl Ring {
     pub(crate) fn publish(&self, pos: u64) {
         let word = Word::encode(self.lap(pos), SlotState::Full, 0);
         // SYNC: Release half pairs with the Acquire load/CAS of the slot word in
-        // `claim_read`; SeqCst half with the fence in `prepare_sleep` (see `notify`).
+        // `claim_read`; SeqCst half with the fence in `Event::announce` (see `notify`).
         self.slot(pos).word.swap(word, Ordering::SeqCst);
         self.notify(&self.waits().not_empty.0);
     }
@@ -623,7 +631,7 @@ impl Ring {
         let word = Word::encode(self.lap(pos).wrapping_add(1), SlotState::Empty, 0);
         // SYNC: Release half pairs with the Acquire load/CAS of the slot word in
         // `claim_write` (and the head hint with the single sender's read of it); SeqCst
-        // half with the fence in `prepare_sleep` (see `notify`).
+        // half with the fence in `Event::announce` (see `notify`).
         self.slot(pos).word.swap(word, Ordering::SeqCst);
         self.skip_head_past(pos);
         self.notify(&self.waits().not_full.0);
@@ -747,11 +755,71 @@ mod tests {
             let layout = Layout::from_size_align(len, 64).unwrap();
             // SAFETY: layout has non-zero size.
             let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+            #[cfg(loom)]
+            // SAFETY: fresh allocation of `len` bytes, aligned to 64, nobody else sees it.
+            unsafe {
+                construct_atomics(ptr, capacity, max_message)
+            };
             // SAFETY: fresh zeroed allocation of `len` bytes, aligned to 64, freed in Drop
             // after the ring.
             let ring =
                 unsafe { Ring::init(ptr, len, capacity, max_message, 0, 0o600, "heap") }.unwrap();
             HeapRing { ring, ptr, layout }
+        }
+    }
+
+    /// Loom's atomics are objects registered with the model checker, not plain integers:
+    /// zeroed bytes are not valid ones, so under loom every atomic of the header and of each
+    /// slot header is constructed in place (with the value zero, as in a fresh segment).
+    ///
+    /// # Safety
+    /// `base` is valid for writes of `ring_len(capacity, max_message)` bytes, 64-byte aligned.
+    #[cfg(loom)]
+    unsafe fn construct_atomics(base: NonNull<u8>, capacity: u32, max_message: u32) {
+        let header = RingHeader {
+            magic: AtomicU64::new(0),
+            version: 0,
+            flags: 0,
+            capacity: 0,
+            slot_size: 0,
+            max_message: 0,
+            mode: 0,
+            created_unix_ns: 0,
+            creator_pid: 0,
+            chain_next: AtomicU32::new(0),
+            chain_head: AtomicU32::new(0),
+            chain_tail: AtomicU32::new(0),
+            sole_sender: AtomicU32::new(0),
+            sole_receiver: AtomicU32::new(0),
+            _reserved: [0; 2],
+            tail: Padded(AtomicU64::new(0)),
+            head: Padded(AtomicU64::new(0)),
+            not_empty: Padded(WaitWord::new()),
+            not_full: Padded(WaitWord::new()),
+            participants: std::array::from_fn(|_| ParticipantEntry {
+                pid: AtomicU32::new(0),
+                role: AtomicU32::new(0),
+                start_time: AtomicU64::new(0),
+            }),
+        };
+        // SAFETY: (caller) in bounds and aligned for a RingHeader.
+        unsafe { std::ptr::write(base.as_ptr() as *mut RingHeader, header) };
+        for index in 0..capacity as usize {
+            let slot = SlotHeader {
+                word: AtomicU64::new(0),
+                len: AtomicU32::new(0),
+                sender_pid: AtomicU32::new(0),
+                sender_uid: AtomicU32::new(0),
+                _reserved: AtomicU32::new(0),
+                sequence: AtomicU64::new(0),
+            };
+            // SAFETY: slot `index` lies inside the ring (ring_len) and is 64-byte aligned.
+            unsafe {
+                let at = base
+                    .as_ptr()
+                    .add(slots_offset() + index * slot_size_for(max_message));
+                std::ptr::write(at as *mut SlotHeader, slot)
+            };
         }
     }
 
@@ -763,6 +831,14 @@ mod tests {
 
     impl Drop for HeapRing {
         fn drop(&mut self) {
+            #[cfg(loom)]
+            // SAFETY: constructed in `new`; dropped once, here, before the memory is freed.
+            unsafe {
+                std::ptr::drop_in_place(self.ptr.as_ptr() as *mut RingHeader);
+                for index in 0..self.ring.geometry.capacity as u64 {
+                    std::ptr::drop_in_place(self.ring.slot_ptr(index) as *mut SlotHeader);
+                }
+            }
             // SAFETY: allocated in `new` with this layout.
             unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
         }
@@ -773,6 +849,15 @@ mod tests {
             Claim::Got(pos) => pos,
             other => panic!("expected a claim, got {other:?}"),
         }
+    }
+
+    /// tests/neighbour_hangs.rs scribbles the sleeper count of `not_empty` at this offset.
+    #[test]
+    #[cfg(not(loom))]
+    fn the_wait_words_sit_where_the_layout_says() {
+        assert_eq!(std::mem::offset_of!(RingHeader, not_empty), 256);
+        assert_eq!(std::mem::offset_of!(RingHeader, not_full), 320);
+        assert_eq!(std::mem::size_of::<WaitWord>(), 8);
     }
 
     #[test]
@@ -981,5 +1066,373 @@ mod tests {
             .collect();
         all.sort_unstable();
         assert_eq!(all, (0..2 * PER_PRODUCER).collect::<Vec<_>>());
+    }
+
+    /// The ring against a model built on a `VecDeque`: random sends, receives, loans
+    /// (published or dropped) and in-place reads (held, then dropped), one thread. The model
+    /// keeps every position from the oldest unfinished one to the tail with its state, which
+    /// says what the ring must answer: a claim is refused exactly when the slot still holds
+    /// the previous lap's position, a receive returns the oldest published message unless a
+    /// message still being written comes first, and every message arrives once, intact.
+    #[cfg(not(loom))]
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::VecDeque;
+
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum State {
+            Writing,
+            Full(u64),
+            Reading(u64),
+            Done,
+        }
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Send,
+            Recv,
+            Loan,
+            PublishLoan(usize),
+            DropLoan(usize),
+            ReadInPlace,
+            DropInPlace(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => Just(Op::Send),
+                3 => Just(Op::Recv),
+                1 => Just(Op::Loan),
+                1 => any::<usize>().prop_map(Op::PublishLoan),
+                1 => any::<usize>().prop_map(Op::DropLoan),
+                1 => Just(Op::ReadInPlace),
+                1 => any::<usize>().prop_map(Op::DropInPlace),
+            ]
+        }
+
+        struct Model {
+            capacity: u64,
+            /// Position of the front entry of `slots`.
+            base: u64,
+            /// The state of every position from `base` to the tail.
+            slots: VecDeque<State>,
+        }
+
+        impl Model {
+            fn tail(&self) -> u64 {
+                self.base + self.slots.len() as u64
+            }
+
+            fn state(&self, pos: u64) -> State {
+                if pos < self.base {
+                    State::Done
+                } else {
+                    self.slots[(pos - self.base) as usize]
+                }
+            }
+
+            fn set(&mut self, pos: u64, state: State) {
+                self.slots[(pos - self.base) as usize] = state;
+                while self.slots.front() == Some(&State::Done) {
+                    self.slots.pop_front();
+                    self.base += 1;
+                }
+            }
+
+            /// What `claim_write` must answer.
+            fn claim_write(&mut self) -> Claim {
+                let tail = self.tail();
+                if tail >= self.capacity {
+                    let held = tail - self.capacity;
+                    match self.state(held) {
+                        State::Done => {}
+                        // The writer is pid 1, the reader pid 2.
+                        State::Writing => {
+                            return Claim::Blocked {
+                                blocker: Some((1, held)),
+                            }
+                        }
+                        State::Reading(_) => {
+                            return Claim::Blocked {
+                                blocker: Some((2, held)),
+                            }
+                        }
+                        State::Full(_) => return Claim::Blocked { blocker: None },
+                    }
+                }
+                self.slots.push_back(State::Writing);
+                Claim::Got(tail)
+            }
+
+            /// What `claim_read` must answer.
+            fn claim_read(&mut self) -> Claim {
+                for pos in self.base..self.tail() {
+                    match self.state(pos) {
+                        State::Done | State::Reading(_) => continue,
+                        State::Writing => {
+                            return Claim::Blocked {
+                                blocker: Some((1, pos)),
+                            }
+                        }
+                        State::Full(value) => {
+                            self.set(pos, State::Reading(value));
+                            return Claim::Got(pos);
+                        }
+                    }
+                }
+                Claim::Blocked { blocker: None }
+            }
+        }
+
+        fn write(ring: &Ring, pos: u64, value: u64) {
+            // SAFETY: we own the slot of `pos` for writing; 8 bytes fit in max_message.
+            unsafe { (ring.data_ptr(pos) as *mut u64).write_unaligned(value) };
+        }
+
+        fn read(ring: &Ring, pos: u64) -> u64 {
+            // SAFETY: we own the slot of `pos` for reading; 8 bytes fit in max_message.
+            unsafe { (ring.data_ptr(pos) as *const u64).read_unaligned() }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn the_ring_behaves_as_its_vecdeque_model(
+                capacity in 1u32..5,
+                ops in proptest::collection::vec(op(), 1..120),
+            ) {
+                let heap = HeapRing::new(capacity, 8);
+                let ring = &heap.ring;
+                let mut model = Model { capacity: capacity as u64, base: 0, slots: VecDeque::new() };
+                let mut loans: Vec<u64> = Vec::new();
+                let mut in_place: Vec<(u64, u64)> = Vec::new();
+                let mut next_value = 1000u64;
+                let mut sent: Vec<u64> = Vec::new();
+                let mut received: Vec<u64> = Vec::new();
+                let mut positions: Vec<u64> = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Send | Op::Loan => {
+                            let claim = ring.claim_write(1).unwrap();
+                            prop_assert_eq!(claim, model.claim_write());
+                            if let Claim::Got(pos) = claim {
+                                if matches!(op, Op::Send) {
+                                    next_value += 1;
+                                    write(ring, pos, next_value);
+                                    ring.publish(pos);
+                                    model.set(pos, State::Full(next_value));
+                                    sent.push(next_value);
+                                } else {
+                                    loans.push(pos);
+                                }
+                            }
+                        }
+                        Op::PublishLoan(i) | Op::DropLoan(i) if !loans.is_empty() => {
+                            let pos = loans.remove(i % loans.len());
+                            if matches!(op, Op::PublishLoan(_)) {
+                                next_value += 1;
+                                write(ring, pos, next_value);
+                                ring.publish(pos);
+                                model.set(pos, State::Full(next_value));
+                                sent.push(next_value);
+                            } else {
+                                ring.release(pos);
+                                model.set(pos, State::Done);
+                            }
+                        }
+                        Op::Recv | Op::ReadInPlace => {
+                            let claim = ring.claim_read(2).unwrap();
+                            prop_assert_eq!(claim, model.claim_read());
+                            if let Claim::Got(pos) = claim {
+                                let State::Reading(value) = model.state(pos) else {
+                                    unreachable!("the model just marked it read")
+                                };
+                                prop_assert_eq!(read(ring, pos), value);
+                                received.push(value);
+                                positions.push(pos);
+                                if matches!(op, Op::Recv) {
+                                    ring.release(pos);
+                                    model.set(pos, State::Done);
+                                } else {
+                                    in_place.push((pos, value));
+                                }
+                            }
+                        }
+                        Op::DropInPlace(i) if !in_place.is_empty() => {
+                            let (pos, value) = in_place.remove(i % in_place.len());
+                            prop_assert_eq!(read(ring, pos), value, "held in place, unchanged");
+                            ring.release(pos);
+                            model.set(pos, State::Done);
+                        }
+                        _ => {}
+                    }
+                }
+                // Give back what is still held, then drain: every message published arrives
+                // exactly once, in position order.
+                for pos in loans {
+                    ring.release(pos);
+                    model.set(pos, State::Done);
+                }
+                for (pos, _) in in_place {
+                    ring.release(pos);
+                    model.set(pos, State::Done);
+                }
+                loop {
+                    let claim = ring.claim_read(2).unwrap();
+                    prop_assert_eq!(claim, model.claim_read());
+                    let Claim::Got(pos) = claim else { break };
+                    received.push(read(ring, pos));
+                    ring.release(pos);
+                    model.set(pos, State::Done);
+                }
+                prop_assert!(model.slots.is_empty());
+                prop_assert!(positions.windows(2).all(|w| w[0] < w[1]), "{:?}", positions);
+                received.sort_unstable();
+                sent.sort_unstable();
+                prop_assert_eq!(received, sent);
+            }
+        }
+    }
+
+    /// The ring's claims, publish and release under loom, with waiters sleeping through the
+    /// real `wait_for` (strategy `Sleep`, so every wait goes through the Event's announce /
+    /// re-check / sleep, and every change through `notify_sleepers`). A lost wake-up leaves a
+    /// thread blocked forever, which loom reports; the message is carried in the slot's
+    /// `sequence` atomic (Relaxed), so a missing Release/Acquire pairing on the slot word
+    /// shows as a stale value.
+    #[cfg(loom)]
+    mod loom_models {
+        use super::*;
+        use crate::link::Deadline;
+        use crate::shm::wait::{wait_for, Attempt, WaitStrategy};
+        use loom::sync::Arc;
+        use loom::thread;
+
+        fn outcome(claim: Claim) -> std::result::Result<u64, bool> {
+            match claim {
+                Claim::Got(pos) => Ok(pos),
+                Claim::Blocked { .. } => Err(false),
+            }
+        }
+
+        fn wait(ring: &Ring, on: &WaitWord, attempt: impl FnMut(bool) -> Attempt<u64>) -> u64 {
+            wait_for(
+                WaitStrategy::Sleep,
+                on,
+                Deadline::Never,
+                Error::Timeout,
+                attempt,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", ring.object))
+        }
+
+        fn send(ring: &Ring, value: u64) {
+            let pos = wait(ring, &ring.waits().not_full.0, |_| {
+                Ok(outcome(ring.claim_write(1)?))
+            });
+            ring.slot(pos).sequence.store(value, Ordering::Relaxed);
+            ring.publish(pos);
+        }
+
+        fn recv(ring: &Ring) -> u64 {
+            let pos = wait(ring, &ring.waits().not_empty.0, |_| {
+                Ok(outcome(ring.claim_read(2)?))
+            });
+            let value = ring.slot(pos).sequence.load(Ordering::Relaxed);
+            ring.release(pos);
+            value
+        }
+
+        #[test]
+        fn a_full_ring_and_an_empty_one_wake_their_waiters() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let producer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        send(&heap.ring, 11);
+                        send(&heap.ring, 12);
+                    })
+                };
+                assert_eq!(recv(&heap.ring), 11);
+                assert_eq!(recv(&heap.ring), 12);
+                producer.join().unwrap();
+            });
+        }
+
+        #[test]
+        fn a_cancelled_loan_is_skipped_and_the_next_message_arrives() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let producer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        let ring = &heap.ring;
+                        let loan = wait(ring, &ring.waits().not_full.0, |_| {
+                            Ok(outcome(ring.claim_write(1)?))
+                        });
+                        ring.release(loan);
+                        send(ring, 21);
+                    })
+                };
+                assert_eq!(recv(&heap.ring), 21);
+                producer.join().unwrap();
+            });
+        }
+
+        #[test]
+        fn the_single_sender_and_receiver_paths_hand_over_in_order() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let producer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        let ring = &heap.ring;
+                        let mut next = 0;
+                        for value in [31, 32] {
+                            let pos = wait(ring, &ring.waits().not_full.0, |_| {
+                                Ok(outcome(ring.claim_write_single(&mut next)?))
+                            });
+                            ring.slot(pos).sequence.store(value, Ordering::Relaxed);
+                            ring.publish(pos);
+                            next = pos + 1;
+                        }
+                    })
+                };
+                let ring = &heap.ring;
+                let mut next = 0;
+                for expected in [31, 32] {
+                    let pos = wait(ring, &ring.waits().not_empty.0, |_| {
+                        Ok(outcome(ring.claim_read_single(&mut next)?))
+                    });
+                    assert_eq!(ring.slot(pos).sequence.load(Ordering::Relaxed), expected);
+                    ring.release_single(pos);
+                    next = pos + 1;
+                }
+                producer.join().unwrap();
+            });
+        }
+
+        #[test]
+        fn two_producers_one_consumer_nothing_lost_or_doubled() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let producers: Vec<_> = [41, 42]
+                    .into_iter()
+                    .map(|value| {
+                        let heap = heap.clone();
+                        thread::spawn(move || send(&heap.ring, value))
+                    })
+                    .collect();
+                let mut got = [recv(&heap.ring), recv(&heap.ring)];
+                got.sort_unstable();
+                assert_eq!(got, [41, 42]);
+                for producer in producers {
+                    producer.join().unwrap();
+                }
+            });
+        }
     }
 }

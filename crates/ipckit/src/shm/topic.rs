@@ -53,11 +53,12 @@ use std::time::{Duration, Instant};
 
 use super::ring::{Padded, ParticipantEntry};
 use super::segment::Segment;
+use super::seqlock;
 use super::wait::{wait_for, wake_sleepers, Attempt, WaitStrategy, WaitWord};
 use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline, MessageReceiver, MessageSender, Metadata};
 use crate::process::{liveness, Liveness, ProcessIdentity};
-use crate::sync::primitive::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
 /// Segment kind of topics: `/dev/shm/ipckit.topic.NAME`.
 pub const KIND: &str = "topic";
@@ -719,27 +720,33 @@ impl Publisher {
         {
             return Ok(PublishGuard::new(lock));
         }
-        let mut last_check = Instant::now();
-        loop {
-            let holder = lock.load(Ordering::Acquire);
-            let mut stale = false;
-            if holder != 0 && last_check.elapsed() >= super::wait::LIVENESS_POLL {
-                last_check = Instant::now();
-                stale = holder != self.pid && liveness(holder, None) == Liveness::Dead;
-            }
-            if (holder == 0 || stale)
-                && lock
-                    .compare_exchange(holder, self.pid, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return Ok(PublishGuard::new(lock));
-            }
-            if deadline.expired() {
-                return Err(deadline.send_expired());
-            }
-            // Another publisher is copying one message: that takes microseconds.
-            std::thread::yield_now();
-        }
+        // Contended: the holder is copying one message (microseconds), or is stuck, or dead.
+        // Spin the wait strategy's budget, then sleep on `new_message`, which the holder's
+        // publish notifies; a cancelled loan does not, nor does a stuck holder, so sleeps come
+        // in liveness turns, with the holder checked between them (and taken over if dead).
+        let pid = self.pid;
+        wait_for(
+            self.shared.wait,
+            &self.shared.header().new_message.0,
+            deadline,
+            deadline.send_expired(),
+            |check| -> Attempt<()> {
+                let holder = lock.load(Ordering::Acquire);
+                let stale = check
+                    && holder != 0
+                    && holder != pid
+                    && liveness(holder, None) == Liveness::Dead;
+                if (holder == 0 || stale)
+                    && lock
+                        .compare_exchange(holder, pid, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return Ok(Ok(()));
+                }
+                Ok(Err(true))
+            },
+        )?;
+        Ok(PublishGuard::new(lock))
     }
 
     /// Under backpressure, waits until slot `seq` no longer holds a message some live
@@ -780,12 +787,7 @@ impl Publisher {
         let guard = self.lock(deadline)?;
         let seq = self.shared.header().write_pos.0.load(Ordering::Acquire);
         self.wait_for_room(seq, deadline)?;
-        let slot = self.shared.slot(seq);
-        slot.stamp
-            .store(seq.wrapping_mul(2).wrapping_add(1), Ordering::Relaxed);
-        // SYNC: orders the odd stamp before the bytes written next (sequence lock); pairs
-        // with the Acquire fence in a subscriber's second stamp check.
-        fence(Ordering::Release);
+        seqlock::begin_write(&self.shared.slot(seq).stamp, seq);
         Ok((seq, guard))
     }
 
@@ -796,9 +798,7 @@ impl Publisher {
         slot.len.store(len as u32, Ordering::Relaxed);
         slot.sender_pid.store(self.pid, Ordering::Relaxed);
         slot.sender_uid.store(self.uid, Ordering::Relaxed);
-        // SYNC: pairs with the Acquire load of the stamp in `Subscriber::attempt`.
-        slot.stamp
-            .store(seq.wrapping_mul(2).wrapping_add(2), Ordering::Release);
+        seqlock::end_write(&slot.stamp, seq);
         // SYNC: Release pairs with subscribers' Acquire load of write_pos; SeqCst with the
         // fence of a sleeping subscriber (see `wake_sleepers`).
         shared.header().write_pos.0.swap(seq + 1, Ordering::SeqCst);
@@ -947,8 +947,8 @@ impl Subscriber {
             // needs `write_pos` (one cache line fewer on the fast path).
             let seq = *cursor;
             let slot = shared.slot(seq);
-            let want = seq.wrapping_mul(2).wrapping_add(2);
-            let stamp = slot.stamp.load(Ordering::Acquire);
+            let want = seqlock::complete(seq);
+            let stamp = seqlock::read_begin(&slot.stamp);
             if stamp < want {
                 // Not published yet (or being written right now).
                 return Ok(Err(false));
@@ -988,9 +988,7 @@ impl Subscriber {
                         buf.set_len(len);
                     }
                 }
-                // SYNC: pairs with the Release fence after a publisher's odd stamp.
-                fence(Ordering::Acquire);
-                if slot.stamp.load(Ordering::Relaxed) == want {
+                if seqlock::read_validate(&slot.stamp, seq) {
                     return Ok(Ok(Located { seq, len, meta }));
                 }
             }
@@ -1096,15 +1094,8 @@ impl TopicSample<'_> {
     /// False if a publisher has overwritten the slot since the sample was taken (overrun
     /// topics only): whatever was read from it must then be discarded.
     pub fn is_intact(&self) -> bool {
-        // SYNC: orders the reads of the bytes before this stamp check (sequence lock).
-        fence(Ordering::Acquire);
         let seq = self.located.seq;
-        self.subscriber
-            .shared
-            .slot(seq)
-            .stamp
-            .load(Ordering::Relaxed)
-            == seq.wrapping_mul(2).wrapping_add(2)
+        seqlock::read_validate(&self.subscriber.shared.slot(seq).stamp, seq)
     }
 }
 

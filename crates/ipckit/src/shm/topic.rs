@@ -924,6 +924,13 @@ impl Drop for Subscriber {
     }
 }
 
+/// How many times in a row one receive may lose the race for a slot before it waits for the
+/// next message instead.
+const MAX_LOST_RACES: u32 = 64;
+
+/// Losses after which a receive aims at the newest complete message, not the oldest.
+const CHASE_OLDEST_RACES: u32 = 2;
+
 /// Where the next complete message is: its sequence number, length and metadata.
 struct Located {
     seq: u64,
@@ -934,6 +941,12 @@ struct Located {
 impl Subscriber {
     /// Finds the message at the cursor (skipping, and counting, what was overrun), and with
     /// `copy_into` copies it out and verifies that it was not overwritten meanwhile.
+    ///
+    /// A subscriber that falls behind a fast publisher may lose the race for a slot several
+    /// times in a row: each loss moves the cursor to the oldest message still intact, and
+    /// after a few losses to the newest complete one (it stays readable the longest). This
+    /// never gives up with an error while the stamps are consistent with `write_pos`; only a
+    /// stamp from beyond the publisher's position is corruption.
     fn attempt(
         shared: &Shared,
         cursor: &mut u64,
@@ -941,7 +954,7 @@ impl Subscriber {
         mut copy_into: Option<&mut Vec<u8>>,
     ) -> Attempt<Located> {
         let capacity = shared.capacity as u64;
-        for _ in 0..=capacity + 1 {
+        for lost_races in 0..MAX_LOST_RACES {
             // The slot's stamp alone says whether message `cursor` is there: stamps are unique
             // per message and move to "complete" before `write_pos` does. Only an overrun
             // needs `write_pos` (one cache line fewer on the fast path).
@@ -952,16 +965,6 @@ impl Subscriber {
             if stamp < want {
                 // Not published yet (or being written right now).
                 return Ok(Err(false));
-            }
-            if stamp > want {
-                let published = shared.header().write_pos.0.load(Ordering::Acquire);
-                if published.saturating_sub(*cursor) > capacity {
-                    // Fallen a whole ring behind: everything older than this is gone.
-                    let oldest = published - capacity;
-                    *missed += oldest - *cursor;
-                    *cursor = oldest;
-                    continue;
-                }
             }
             if stamp == want {
                 let len = slot.len.load(Ordering::Relaxed) as usize;
@@ -992,11 +995,33 @@ impl Subscriber {
                     return Ok(Ok(Located { seq, len, meta }));
                 }
             }
-            // Overwritten by a later message while we looked: overrun.
-            *missed += 1;
-            *cursor += 1;
+            // Message `seq` was overwritten, before or while we looked: move on to a message
+            // that is still there.
+            // The stamp first, then `write_pos`: a stamp read earlier can never be beyond
+            // the position read later, so only corruption trips the check below.
+            let stamp_now = seqlock::read_begin(&slot.stamp);
+            let published = shared.header().write_pos.0.load(Ordering::Acquire);
+            let newest_stamp = seqlock::complete(published);
+            if stamp_now > newest_stamp || published < seq {
+                return Err(shared.corrupt(format!(
+                    "slot of message {seq} is stamped {stamp_now}, beyond the {published} messages published"
+                )));
+            }
+            // The oldest message the ring still holds (unless message `published` is being
+            // written over it right now: then the next round moves on again).
+            let oldest_intact = published.saturating_sub(capacity);
+            let next = if lost_races < CHASE_OLDEST_RACES {
+                oldest_intact
+            } else {
+                published.saturating_sub(1).max(oldest_intact)
+            };
+            let next = next.max(seq + 1);
+            *missed += next - seq;
+            *cursor = next;
         }
-        Err(shared.corrupt("the subscriber's cursor does not settle"))
+        // A publisher that overwrites every slot faster than we copy one: nothing can be read
+        // now. Report "not yet" so the caller waits for the next message and tries again.
+        Ok(Err(false))
     }
 
     fn locate(&mut self, deadline: Deadline, copy_into: Option<&mut Vec<u8>>) -> Result<Located> {

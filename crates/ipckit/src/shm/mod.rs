@@ -1,5 +1,6 @@
 //! Shared memory: segments and the structures placed in them.
 
+pub mod fault;
 pub mod mailbox;
 pub mod pingpong;
 pub(crate) mod ring;

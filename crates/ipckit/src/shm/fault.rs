@@ -43,9 +43,11 @@ const FREE: u8 = 0;
 const CLAIMED: u8 = 1;
 const LIVE: u8 = 2;
 
-/// One recorded mapping. `state` is FREE, CLAIMED (being filled in or emptied: the handler
-/// skips it) or LIVE (start and len are valid).
+/// One recorded mapping. `state` is FREE, CLAIMED (being filled in: the handler skips it) or
+/// LIVE (start and len are valid). `generation` changes with every claim, so the handler can
+/// tell a (start, len) pair it read from one torn by a reuse of the entry meanwhile.
 struct Entry {
+    generation: AtomicUsize,
     state: AtomicU8,
     start: AtomicUsize,
     len: AtomicUsize,
@@ -54,6 +56,7 @@ struct Entry {
 
 #[allow(clippy::declare_interior_mutable_const)] // only used to initialise TABLE
 const EMPTY: Entry = Entry {
+    generation: AtomicUsize::new(0),
     state: AtomicU8::new(FREE),
     start: AtomicUsize::new(0),
     len: AtomicUsize::new(0),
@@ -120,6 +123,10 @@ pub(crate) fn protect(start: usize, len: usize, object: &str) -> Result<Guard> {
         {
             continue;
         }
+        entry.generation.fetch_add(1, Ordering::Relaxed);
+        // SYNC: orders the new generation before the new range; pairs with the Acquire
+        // fence in the handler, which re-reads the generation after the range.
+        std::sync::atomic::fence(Ordering::Release);
         entry.start.store(start, Ordering::Relaxed);
         entry.len.store(len, Ordering::Relaxed);
         entry.poisoned.store(false, Ordering::Relaxed);
@@ -181,12 +188,21 @@ fn rescue(addr: usize) -> bool {
     let page = PAGE_SIZE.load(Ordering::Relaxed);
     let high = HIGH_WATER.load(Ordering::Acquire).min(MAX_MAPPINGS);
     for entry in &TABLE[..high] {
+        let generation = entry.generation.load(Ordering::Relaxed);
         // SYNC: pairs with the Release store of LIVE in `protect`.
         if entry.state.load(Ordering::Acquire) != LIVE {
             continue;
         }
         let start = entry.start.load(Ordering::Relaxed);
         let len = entry.len.load(Ordering::Relaxed);
+        // SYNC: pairs with the Release fence in `protect`: a reuse of the entry since the
+        // first read shows as a new generation.
+        std::sync::atomic::fence(Ordering::Acquire);
+        if entry.generation.load(Ordering::Relaxed) != generation
+            || entry.state.load(Ordering::Relaxed) != LIVE
+        {
+            continue;
+        }
         if addr < start || addr - start >= len {
             continue;
         }

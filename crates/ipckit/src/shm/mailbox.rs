@@ -1188,8 +1188,13 @@ impl MailboxSender {
                 }
             },
         );
-        // A claim that read lost pages saw zeroes: report the loss, not what it made of them.
-        check_intact(shared, &self.link, false)?;
+        // A claim that read lost pages saw zeroes: report the loss, not what it made of them
+        // (the zeroed tail of a file cut mid-page raises no SIGBUS: ask the file).
+        check_intact(
+            shared,
+            &self.link,
+            matches!(pos, Err(Error::Corrupt { .. })),
+        )?;
         let pos = pos?;
         if self.sole.is_some() && head_is_released {
             // SYNC: pairs with the release of the slot before the receiver moves the head.
@@ -1422,8 +1427,13 @@ impl MailboxReceiver {
                 }
             },
         );
-        // A claim that read lost pages saw zeroes: report the loss, not what it made of them.
-        check_intact(shared, &self.link, false)?;
+        // A claim that read lost pages saw zeroes: report the loss, not what it made of them
+        // (the zeroed tail of a file cut mid-page raises no SIGBUS: ask the file).
+        check_intact(
+            shared,
+            &self.link,
+            matches!(pos, Err(Error::Corrupt { .. })),
+        )?;
         let pos = pos?;
         let ring = &self.link.ring;
         let slot = ring.slot(pos);

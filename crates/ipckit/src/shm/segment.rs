@@ -831,6 +831,85 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_or_a_fifo_under_the_name_is_refused_without_blocking() {
+        let n = name("planted");
+        let _cleanup = Cleanup(n.clone());
+        let _target = Segment::create("other", &n, 64, 0o600).unwrap();
+        let path = format!("/dev/shm/ipckit.kind.{n}");
+        std::os::unix::fs::symlink(format!("/dev/shm/ipckit.other.{n}"), &path).unwrap();
+        let followed = Segment::open("kind", &n);
+        assert!(
+            matches!(&followed, Err(Error::PermissionDenied { object }) if object.contains("symbolic link")),
+            "{followed:?}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        // A FIFO: opening it for reading and writing never blocks, and it is not a segment.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path.as_str(),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let fifo = Segment::open("kind", &n);
+        assert!(
+            matches!(&fifo, Err(Error::Corrupt { detail, .. }) if detail.contains("regular")),
+            "{fifo:?}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_the_caller_did_not_make_is_refused_unless_trusted() {
+        assert!(Trust::OwnerOrRoot.accepts(1000, 1000));
+        assert!(Trust::OwnerOrRoot.accepts(0, 1000));
+        assert!(!Trust::OwnerOrRoot.accepts(1001, 1000));
+        assert!(Trust::AlsoUid(1001).accepts(1001, 1000));
+        assert!(!Trust::AlsoUid(1001).accepts(1002, 1000));
+        assert!(Trust::AnyOwner.accepts(1002, 1000));
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let n = name("foreign");
+        let _cleanup = Cleanup(n.clone());
+        drop(Segment::create("kind", &n, 64, 0o666).unwrap());
+        let path = format!("/dev/shm/ipckit.kind.{n}");
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        let refused = Segment::open("kind", &n);
+        assert!(
+            matches!(&refused, Err(Error::PermissionDenied { object }) if object.contains("uid 65534")),
+            "{refused:?}"
+        );
+        let trusted = Segment::open_trusting("kind", &n, Trust::AlsoUid(65534)).unwrap();
+        assert_eq!(trusted.owner(), 65534);
+    }
+
+    #[test]
+    fn creation_reserves_the_memory_and_open_refuses_a_sparse_file() {
+        let n = name("sparse");
+        let _cleanup = Cleanup(n.clone());
+        drop(Segment::create("kind", &n, 1 << 20, 0o600).unwrap());
+        let path = format!("/dev/shm/ipckit.kind.{n}");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(std::os::unix::fs::MetadataExt::blocks(&meta) * 512 >= meta.len());
+        // Punch the pages out: the same size, nothing behind it.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        rustix::fs::fallocate(
+            &file,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            4096,
+            meta.len() - 4096,
+        )
+        .unwrap();
+        let sparse = Segment::open("kind", &n);
+        assert!(
+            matches!(&sparse, Err(Error::Corrupt { detail, .. }) if detail.contains("sparse")),
+            "{sparse:?}"
+        );
+    }
+
+    #[test]
     fn anonymous_segments_travel_as_descriptors() {
         let seg = Segment::anonymous("anon", 64).unwrap();
         // SAFETY: writing one byte of our own payload.

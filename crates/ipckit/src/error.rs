@@ -95,6 +95,23 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Not enough free memory or space to reserve an object (a shared-memory segment is
+    /// reserved whole when it is created, so a full `/dev/shm` shows here and not later as a
+    /// `SIGBUS`). Nothing was left behind.
+    #[error(
+        "{object}: cannot reserve {requested} bytes, only {available} bytes are free in {path} \
+         (free some space, for example with `ipckit clean`, or ask for a smaller object)"
+    )]
+    NoSpace {
+        /// The object being created.
+        object: String,
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes free where they were asked for, as the filesystem reported them.
+        available: u64,
+        /// Where: the filesystem (`/dev/shm`) or `memory (memfd)`.
+        path: String,
+    },
     /// Any other operating-system failure; `errno` is kept as the source.
     #[error("{op} on {object} failed")]
     Os {

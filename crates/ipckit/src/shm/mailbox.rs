@@ -42,7 +42,7 @@ use super::ring::{
     self, Claim, Ring, FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER, FLAG_SINGLE_SENDER, FLAG_UNBOUNDED,
     MAX_CAPACITY, MAX_MESSAGE, MAX_PARTICIPANTS,
 };
-use super::segment::Segment;
+use super::segment::{Segment, Trust};
 pub use super::wait::WaitStrategy;
 use super::wait::{wait_for, Attempt};
 use crate::error::{Error, Result};
@@ -72,9 +72,26 @@ pub struct MailboxBuilder {
     wait: WaitStrategy,
     unbounded_ring: usize,
     single: u32,
+    trust: Trust,
 }
 
 impl MailboxBuilder {
+    /// Also accept a mailbox whose file belongs to `uid` when opening it (by default only
+    /// the caller's own and root's are accepted: a file another user created under this
+    /// name could be read by that user, so it is refused with [`Error::PermissionDenied`]
+    /// naming the owner). Only for a peer you trust with the messages.
+    pub fn allow_owner(mut self, uid: u32) -> Self {
+        self.trust = Trust::AlsoUid(uid);
+        self
+    }
+
+    /// Accept a mailbox whatever user owns its file, for mailboxes shared with every user on
+    /// purpose. The contents are still validated; the owner can read every message.
+    pub fn trust_any_owner(mut self) -> Self {
+        self.trust = Trust::AnyOwner;
+        self
+    }
+
     /// At most one sender at a time: its sends then need no compare-and-swap, the cheaper
     /// fast path for one-to-one and one-to-many links. A second sender is refused while the
     /// first is alive. Bounded mailboxes only.
@@ -213,7 +230,7 @@ impl MailboxBuilder {
     /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::Corrupt`] if the segment is
     /// not a valid mailbox.
     pub fn open(&self) -> Result<Mailbox> {
-        let (segment, ring) = attach_named(KIND, &self.name, &describe(&self.name))?;
+        let (segment, ring) = attach_named(KIND, &self.name, &describe(&self.name), self.trust)?;
         Ok(Mailbox::from_parts(&self.name, segment, ring, self.wait))
     }
 
@@ -256,10 +273,10 @@ impl MailboxBuilder {
 /// Opens segment `kind`/`name` and attaches the ring in it. A creator publishes the ring's
 /// magic last, so a ring that does not validate yet may be one being set up: the whole open
 /// is retried for a short while before its error is reported.
-fn attach_named(kind: &str, name: &str, object: &str) -> Result<(Segment, Ring)> {
+fn attach_named(kind: &str, name: &str, object: &str, trust: Trust) -> Result<(Segment, Ring)> {
     let start = Instant::now();
     loop {
-        let attempt = Segment::open(kind, name).and_then(|segment| {
+        let attempt = Segment::open_trusting(kind, name, trust).and_then(|segment| {
             // SAFETY: the segment maps payload_len() bytes at payload(), page-aligned; the
             // caller keeps the Segment alive as long as the Ring (they are stored together);
             // the contents are validated by attach.
@@ -290,6 +307,19 @@ fn remove_chain(name: &str) {
 
 fn describe(name: &str) -> String {
     format!("mailbox {name:?}")
+}
+
+/// `Corrupt` once a SIGBUS poisoned the root or `link` (a truncated file, see `shm::fault`);
+/// `deep` (on the slow path) also compares the files' sizes with the mappings.
+fn check_intact(shared: &Shared, link: &Link, deep: bool) -> Result<()> {
+    for segment in [&shared.root._segment, &link._segment] {
+        if deep {
+            segment.check_file()?;
+        } else {
+            segment.check_intact()?;
+        }
+    }
+    Ok(())
 }
 
 /// One mapped ring: the root (the mailbox's own segment) or a ring of an unbounded chain.
@@ -386,6 +416,7 @@ impl Mailbox {
             wait: WaitStrategy::default(),
             unbounded_ring: DEFAULT_CAPACITY,
             single: 0,
+            trust: Trust::default(),
         }
     }
 
@@ -797,7 +828,16 @@ fn open_link(shared: &Shared, index: u32) -> Result<Arc<Link>> {
         return Ok(Arc::clone(&shared.root));
     }
     let object = format!("{} (chained ring {index})", describe(&shared.name));
-    let (segment, mut ring) = attach_named(CHAIN_KIND, &chain_name(&shared.name, index), &object)?;
+    // A chained ring may be made by any sender: one of the mailbox's owner, or anyone when
+    // the mailbox is open to all (its messages are theirs to read anyway). Any other owner
+    // is a squatter that planted the file before the ring was due.
+    let trust = if shared.ring().geometry().mode & 0o006 != 0 {
+        Trust::AnyOwner
+    } else {
+        Trust::AlsoUid(shared.root._segment.owner())
+    };
+    let (segment, mut ring) =
+        attach_named(CHAIN_KIND, &chain_name(&shared.name, index), &object, trust)?;
     let root = shared.ring().geometry();
     let mine = ring.geometry();
     if (mine.capacity, mine.max_message) != (root.capacity, root.max_message) {
@@ -1137,14 +1177,25 @@ impl MailboxSender {
             &shared.ring().header().not_full.0,
             deadline,
             deadline.send_expired(),
-            |check| match sole {
-                Some((_, next)) => resolve_claim(shared, &link.ring, check, || {
-                    link.ring.claim_write_single(next)
-                }),
-                None if unbounded => claim_unbounded_write(shared, link, pid, check),
-                None => claim_on(shared, &link.ring, pid, true, check),
+            |check| {
+                check_intact(shared, link, check)?;
+                match sole {
+                    Some((_, next)) => resolve_claim(shared, &link.ring, check, || {
+                        link.ring.claim_write_single(next)
+                    }),
+                    None if unbounded => claim_unbounded_write(shared, link, pid, check),
+                    None => claim_on(shared, &link.ring, pid, true, check),
+                }
             },
+        );
+        // A claim that read lost pages saw zeroes: report the loss, not what it made of them
+        // (the zeroed tail of a file cut mid-page raises no SIGBUS: ask the file).
+        check_intact(
+            shared,
+            &self.link,
+            matches!(pos, Err(Error::Corrupt { .. })),
         )?;
+        let pos = pos?;
         if self.sole.is_some() && head_is_released {
             // SYNC: pairs with the release of the slot before the receiver moves the head.
             let head = shared.ring().header().head.0.load(Ordering::Acquire);
@@ -1203,7 +1254,8 @@ impl MailboxSender {
         unsafe {
             std::ptr::copy_nonoverlapping(msg.as_ptr(), self.link.ring.data_ptr(pos), msg.len())
         };
-        self.commit(pos, msg.len(), deadline)
+        self.commit(pos, msg.len(), deadline)?;
+        check_intact(&self.shared, &self.link, false)
     }
 }
 
@@ -1298,7 +1350,8 @@ impl Loan<'_> {
             self.sender.cancel(pos);
             return Err(err);
         }
-        self.sender.commit(pos, len, Deadline::Never)
+        self.sender.commit(pos, len, Deadline::Never)?;
+        check_intact(&self.sender.shared, &self.sender.link, false)
     }
 }
 
@@ -1363,14 +1416,25 @@ impl MailboxReceiver {
             &shared.ring().header().not_empty.0,
             deadline,
             deadline.recv_expired(),
-            |check| match sole {
-                Some((_, next)) => resolve_claim(shared, &link.ring, check, || {
-                    link.ring.claim_read_single(next)
-                }),
-                None if unbounded => claim_unbounded_read(shared, link, pid, check),
-                None => claim_on(shared, &link.ring, pid, false, check),
+            |check| {
+                check_intact(shared, link, check)?;
+                match sole {
+                    Some((_, next)) => resolve_claim(shared, &link.ring, check, || {
+                        link.ring.claim_read_single(next)
+                    }),
+                    None if unbounded => claim_unbounded_read(shared, link, pid, check),
+                    None => claim_on(shared, &link.ring, pid, false, check),
+                }
             },
+        );
+        // A claim that read lost pages saw zeroes: report the loss, not what it made of them
+        // (the zeroed tail of a file cut mid-page raises no SIGBUS: ask the file).
+        check_intact(
+            shared,
+            &self.link,
+            matches!(pos, Err(Error::Corrupt { .. })),
         )?;
+        let pos = pos?;
         let ring = &self.link.ring;
         let slot = ring.slot(pos);
         let len = slot.len.load(Ordering::Relaxed) as usize;
@@ -1441,6 +1505,7 @@ impl MessageReceiver for MailboxReceiver {
             buf.set_len(len);
         }
         self.finish(pos);
+        check_intact(&self.shared, &self.link, false)?;
         Ok(meta)
     }
 }

@@ -1,6 +1,7 @@
 //! Shared memory: segments and the structures placed in them.
 
 mod bytes;
+pub mod fault;
 pub mod mailbox;
 pub mod pingpong;
 pub(crate) mod ring;

@@ -172,6 +172,16 @@ unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 impl Shared {
+    /// `Corrupt` once a SIGBUS poisoned the mapping (a truncated file, see `shm::fault`);
+    /// `deep` (on the slow path) also compares the file's size with the mapping.
+    fn check_intact(&self, deep: bool) -> Result<()> {
+        if deep {
+            self._segment.check_file()
+        } else {
+            self._segment.check_intact()
+        }
+    }
+
     fn header(&self) -> &TopicHeader {
         // SAFETY: validated at attach: aligned, in bounds, every bit pattern valid.
         unsafe { &*(self.base.as_ptr() as *const TopicHeader) }
@@ -712,6 +722,7 @@ impl Drop for PublishGuard {
 
 impl Publisher {
     fn lock(&self, deadline: Deadline) -> Result<PublishGuard> {
+        self.shared.check_intact(false)?;
         let lock = &self.shared.header().publish_lock.0;
         // Uncontended (the usual case): one CAS and no clock read on the fast path.
         if lock
@@ -764,6 +775,7 @@ impl Publisher {
             deadline,
             deadline.send_expired(),
             |check| -> Attempt<()> {
+                shared.check_intact(check)?;
                 match shared.slowest_cursor(check) {
                     None => {
                         *slowest = seq;
@@ -836,7 +848,7 @@ impl MessageSender for Publisher {
             std::ptr::copy_nonoverlapping(msg.as_ptr(), self.shared.data_ptr(seq), msg.len())
         };
         self.finish(seq, msg.len(), guard);
-        Ok(())
+        self.shared.check_intact(false)
     }
 
     fn max_message_size(&self) -> usize {
@@ -867,7 +879,7 @@ impl TopicLoan<'_> {
         check_size(len, self.publisher.shared.max_message as usize)?;
         let guard = self.guard.take().expect("a loan is published once");
         self.publisher.finish(self.seq, len, guard);
-        Ok(())
+        self.publisher.shared.check_intact(false)
     }
 }
 
@@ -1029,13 +1041,20 @@ impl Subscriber {
         let cursor = &mut self.cursor;
         let missed = &mut self.missed;
         let mut copy_into = copy_into;
-        wait_for(
+        let located = wait_for(
             shared.wait,
             &shared.header().new_message.0,
             deadline,
             deadline.recv_expired(),
-            |_| Subscriber::attempt(shared, cursor, missed, copy_into.as_deref_mut()),
-        )
+            |check| {
+                shared.check_intact(check)?;
+                Subscriber::attempt(shared, cursor, missed, copy_into.as_deref_mut())
+            },
+        );
+        // Bytes read after a lost page are zeroes, not a message (the zeroed tail of a file
+        // cut mid-page raises no SIGBUS: ask the file).
+        shared.check_intact(matches!(located, Err(Error::Corrupt { .. })))?;
+        located
     }
 
     /// Moves past message `seq`, telling publishers held back by us.

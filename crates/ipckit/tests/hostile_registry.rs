@@ -300,6 +300,8 @@ fn planted_fifo_zero_link_and_huge_file_neither_hang_nor_bloat_ls_and_clean() {
         assert_eq!(unsafe { libc::mkfifo(shm_fifo.as_ptr(), 0o644) }, 0);
         std::os::unix::fs::symlink("/dev/zero", format!("/dev/shm/ipckit.topic.{tag}-zero"))
             .unwrap();
+        let shm_huge = std::fs::File::create(format!("/dev/shm/ipckit.mailbox.{tag}-huge"));
+        shm_huge.unwrap().set_len(1 << 34).unwrap();
         println!("@@ready");
         return;
     }
@@ -318,6 +320,7 @@ fn planted_fifo_zero_link_and_huge_file_neither_hang_nor_bloat_ls_and_clean() {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(format!("/dev/shm/ipckit.mailbox.{}-fifo", self.0));
             let _ = std::fs::remove_file(format!("/dev/shm/ipckit.topic.{}-zero", self.0));
+            let _ = std::fs::remove_file(format!("/dev/shm/ipckit.mailbox.{}-huge", self.0));
             let _ = ipckit::fifo::remove(format!("/tmp/{}-real", self.0));
         }
     }
@@ -337,8 +340,8 @@ fn planted_fifo_zero_link_and_huge_file_neither_hang_nor_bloat_ls_and_clean() {
             (count, start.elapsed())
         });
         eprintln!("{what}: {count} rows in {took:?} with {STALE} planted entries");
-        // Under a second per thousand entries, with room for a debug build on a busy machine.
-        assert!(took < Duration::from_secs(2), "{what} took {took:?}");
+        // Under a second per thousand entries, as the issue asks, even in a debug build.
+        assert!(took < Duration::from_secs(1), "{what} took {took:?}");
     };
     let listing = namespace::inspect().unwrap();
     assert!(
@@ -358,6 +361,11 @@ fn planted_fifo_zero_link_and_huge_file_neither_hang_nor_bloat_ls_and_clean() {
             listing.skipped
         );
     }
+    // A huge file with a mailbox's name is a regular file: opened, found corrupt, listed
+    // with its error (its header is read, not its 16 GiB).
+    let huge = format!("{tag}-huge");
+    let row = listing.objects.iter().find(|o| o.name == huge);
+    assert!(row.is_some_and(|r| r.error.is_some()), "{row:?}");
     timed("ls", || namespace::list().unwrap().len());
     timed("clean --dry-run", || namespace::clean(true).unwrap().len());
     let high_water = std::fs::read_to_string("/proc/self/status")

@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use super::{
-    at::Located, is_service_port, openable, orphan_chain_rings, registered, registry_entries,
-    services, ObjectKind, Registered, Role, Skipped, Skips,
+    at::Located, is_service_port, open_mailbox, open_topic, openable, orphan_chain_rings,
+    registered, registry_entries, services, ObjectKind, Registered, Role, Skipped, Skips,
 };
 use crate::error::Result;
 use crate::process::Liveness;
@@ -127,7 +127,7 @@ impl Step {
                     Err(e) => format!("could not remove an inbox whose process is gone: {e}"),
                 }
             }
-            (Target::Mailbox, _) => match Mailbox::open(&self.name) {
+            (Target::Mailbox, _) => match open_mailbox(&self.name) {
                 Ok(mailbox) => {
                     let report = mailbox.repair();
                     format!(
@@ -140,7 +140,7 @@ impl Step {
                 }
                 Err(e) => format!("could not open it to repair: {e}"),
             },
-            (Target::Topic, _) => match Topic::open(&self.name) {
+            (Target::Topic, _) => match open_topic(&self.name) {
                 Ok(t) => format!("forgot {} dead participant(s)", t.repair()),
                 Err(e) => format!("could not open it to repair: {e}"),
             },
@@ -227,7 +227,7 @@ fn mailbox_steps(names: &[String], inboxes: &[String]) -> Vec<Step> {
     let mut steps = Vec::new();
     for name in names.iter().filter(|n| !inboxes.contains(n)) {
         // Not a valid mailbox (another program's file, or corrupt): not ours to touch.
-        let Ok(mailbox) = Mailbox::open(name) else {
+        let Ok(mailbox) = open_mailbox(name) else {
             continue;
         };
         let info = mailbox.info();
@@ -259,7 +259,7 @@ fn mailbox_steps(names: &[String], inboxes: &[String]) -> Vec<Step> {
 fn topic_steps(skips: &mut Skips) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
     for name in openable(crate::shm::topic::KIND, Topic::list()?, skips) {
-        let Ok(t) = Topic::open(&name) else {
+        let Ok(t) = open_topic(&name) else {
             continue;
         };
         let dead_subscribers = t.info().dead_subscribers;
@@ -346,7 +346,7 @@ fn registry_steps(skips: &mut Skips) -> Vec<Step> {
 fn inbox_steps(names: &[String]) -> Vec<Step> {
     let mut steps = Vec::new();
     for name in names.iter().filter(|n| n.starts_with("inbox.")) {
-        let Ok(mailbox) = Mailbox::open(name) else {
+        let Ok(mailbox) = open_mailbox(name) else {
             continue;
         };
         let info = mailbox.info();

@@ -234,6 +234,19 @@ fn openable(kind: &str, names: Vec<String>, skips: &mut Skips) -> Vec<String> {
         .collect()
 }
 
+/// Opens mailbox `name` for inspection. Its segment header is checked first, without the
+/// grace period `Mailbox::open` gives a mailbox being created (half a second of retries): a
+/// file planted under a mailbox's name must cost one failed check, not a wait.
+fn open_mailbox(name: &str) -> Result<Mailbox> {
+    Segment::open(mailbox::KIND, name).and_then(|_| Mailbox::open(name))
+}
+
+/// Opens topic `name` for inspection, its segment header checked first (see
+/// [`open_mailbox`]).
+fn open_topic(name: &str) -> Result<Topic> {
+    Segment::open(crate::shm::topic::KIND, name).and_then(|_| Topic::open(name))
+}
+
 /// A service's connection port, and where it was found.
 struct ServicePort {
     info: ObjectInfo,
@@ -526,7 +539,7 @@ pub fn inspect() -> Result<Listing> {
     let mut skips = Skips::default();
     let mut objects = Vec::new();
     for name in openable(mailbox::KIND, Mailbox::list()?, &mut skips) {
-        objects.push(match Mailbox::open(&name) {
+        objects.push(match open_mailbox(&name) {
             Ok(mailbox) => {
                 let info = mailbox.info();
                 let alive = info.participants.iter().filter(|p| p.alive).count();
@@ -545,7 +558,7 @@ pub fn inspect() -> Result<Listing> {
         });
     }
     for name in openable(crate::shm::topic::KIND, Topic::list()?, &mut skips) {
-        objects.push(match Topic::open(&name) {
+        objects.push(match open_topic(&name) {
             Ok(t) => {
                 let info = t.info();
                 let overflow = match info.overflow {

@@ -26,7 +26,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{fstat, mkdirat, openat, unlinkat, AtFlags, Dir, FileType, Mode, OFlags, CWD};
+use rustix::fs::{
+    fstat, mkdirat, openat, statat, unlinkat, AtFlags, Dir, FileType, Mode, OFlags, CWD,
+};
 use rustix::process::geteuid;
 
 use crate::process::{Liveness, ProcessIdentity};
@@ -250,7 +252,11 @@ pub(crate) fn entries() -> (Vec<Entry>, Vec<(String, String)>) {
     for (name, _) in dir_names(&top) {
         let text = String::from_utf8_lossy(name.to_bytes()).into_owned();
         let Some(uid) = text.parse::<u32>().ok().filter(|u| u.to_string() == text) else {
-            let why = "not a per-user directory of entries (ignored)";
+            let why = if is_old_entry(&top, &name) {
+                "an entry of the old shared layout: not trusted, not read (clean forgets it)"
+            } else {
+                "not a per-user directory of entries (ignored)"
+            };
             skipped.push((format!("{DIR}/{text}"), why.to_string()));
             continue;
         };
@@ -273,6 +279,37 @@ pub(crate) fn entries() -> (Vec<Entry>, Vec<(String, String)>) {
         }
     }
     (found, skipped)
+}
+
+/// Whether `name`, at the top of the registry, is an entry of the old layout (all users'
+/// entries side by side): a regular file named like an entry, looked at without following it.
+fn is_old_entry(top: &OwnedFd, name: &CStr) -> bool {
+    name.to_str().ok().and_then(parse_file_name).is_some()
+        && statat(top, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+}
+
+/// The entries of the old layout, by file name: never read or honoured, only forgotten.
+pub(crate) fn old_entries() -> Vec<String> {
+    let Ok(top) = open_top() else {
+        return Vec::new();
+    };
+    dir_names(&top)
+        .into_iter()
+        .filter(|(name, _)| is_old_entry(&top, name))
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect()
+}
+
+/// Forgets an entry of the old layout (best effort): the name is unlinked in the registry
+/// directory itself, if it is still a regular file; nothing it names is looked at.
+pub(crate) fn forget_old_entry(file: &str) -> io::Result<()> {
+    let top = open_top()?;
+    let name = CString::new(file)?;
+    if !is_old_entry(&top, &name) {
+        return Err(io::Error::other("no longer an entry of the old layout"));
+    }
+    Ok(unlinkat(&top, name.as_c_str(), AtFlags::empty())?)
 }
 
 /// The names in a directory, without `.` and `..`.

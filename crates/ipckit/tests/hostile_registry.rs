@@ -184,6 +184,9 @@ fn a_planted_entry_never_makes_root_delete_roots_files() {
         );
     }
     assert!(sock.exists() && file.exists(), "root's files are untouched");
+    // Entries of the old shared layout are never read, only forgotten.
+    let old = Path::new(REGISTRY).join(entry_name("unix-socket", sock.to_str().unwrap()));
+    assert!(!old.exists(), "clean forgot the old-layout entry");
 }
 
 /// Item 1, the race: `nobody` flips a directory between a real one (holding its own dead

@@ -42,6 +42,8 @@ pub enum Action {
     ForgetEntry,
     /// A socket file whose creator is dead and which nobody accepts on: remove it.
     RemoveSocketFile,
+    /// An entry of the registry's old shared layout (untrusted, never read): forget it.
+    ForgetOldEntry,
     /// A direct-naming inbox whose process is gone: remove it (with what it held).
     RemoveInbox {
         /// Messages it held, lost with it.
@@ -74,6 +76,9 @@ impl Action {
             Action::RemoveSocketFile => {
                 "would remove the socket file of a process that is gone".into()
             }
+            Action::ForgetOldEntry => {
+                "would forget a registry entry of the old layout (never trusted)".into()
+            }
             Action::RemoveInbox { unread } => {
                 format!("would remove an inbox whose process is gone ({unread} unread)")
             }
@@ -94,6 +99,8 @@ enum Target {
     ChainRing,
     /// A stale registry entry.
     Entry(Entry),
+    /// An entry of the registry's old layout, by file name.
+    OldEntry(String),
 }
 
 /// One step of a [`Plan`]: an object and what to do with it.
@@ -163,6 +170,10 @@ impl Step {
             (Target::ChainRing, _) => match Segment::unlink(mailbox::CHAIN_KIND, &self.name) {
                 Ok(()) => "removed a chained ring whose mailbox is gone".into(),
                 Err(e) => format!("could not remove a chained ring whose mailbox is gone: {e}"),
+            },
+            (Target::OldEntry(file), _) => match registry::forget_old_entry(file) {
+                Ok(()) => "forgot a registry entry of the old layout (never trusted)".into(),
+                Err(e) => format!("could not forget a registry entry of the old layout: {e}"),
             },
             (Target::Entry(entry), _) => {
                 registry::forget_entry(entry);
@@ -338,6 +349,15 @@ fn registry_steps(skips: &mut Skips) -> Vec<Step> {
             let target = Target::SocketFile(found, Some(entry));
             steps.push(Step::new(kind, name, Action::RemoveSocketFile, target));
         }
+    }
+    for file in registry::old_entries() {
+        let (kind, action) = (ObjectKind::Registry, Action::ForgetOldEntry);
+        steps.push(Step::new(
+            kind,
+            file.clone(),
+            action,
+            Target::OldEntry(file),
+        ));
     }
     steps
 }

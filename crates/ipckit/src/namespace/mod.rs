@@ -70,6 +70,8 @@ pub enum ObjectKind {
     SysvShm,
     /// A POSIX message queue.
     PosixMq,
+    /// An entry of ipckit's registry itself (only `clean` names these).
+    Registry,
 }
 
 impl ObjectKind {
@@ -86,6 +88,7 @@ impl ObjectKind {
             ObjectKind::SysvMq => "sysv-mq",
             ObjectKind::SysvShm => "sysv-shm",
             ObjectKind::PosixMq => "posix-mq",
+            ObjectKind::Registry => "registry",
         }
     }
 }

@@ -289,7 +289,9 @@ fn is_old_entry(top: &OwnedFd, name: &CStr) -> bool {
             .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
 }
 
-/// The entries of the old layout, by file name: never read or honoured, only forgotten.
+/// The entries of the old layout whose creator is gone, by file name: never honoured, only
+/// forgotten. (Only the creator is read, as any entry is read, to keep the entries of
+/// programs still running an older ipckit until they exit.)
 pub(crate) fn old_entries() -> Vec<String> {
     let Ok(top) = open_top() else {
         return Vec::new();
@@ -297,6 +299,9 @@ pub(crate) fn old_entries() -> Vec<String> {
     dir_names(&top)
         .into_iter()
         .filter(|(name, _)| is_old_entry(&top, name))
+        .filter(|(name, _)| {
+            read_entry(&top, name, 0).map_or(true, |e| e.creator_liveness() == Liveness::Dead)
+        })
         .filter_map(|(name, _)| name.into_string().ok())
         .collect()
 }

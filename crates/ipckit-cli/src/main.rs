@@ -31,6 +31,7 @@ mod exit;
 mod ls_cmd;
 mod mailbox_cmd;
 mod topic_cmd;
+mod transfer;
 mod units;
 
 /// Inter-process communication for Linux: create, inspect, drive and benchmark it.

@@ -69,7 +69,12 @@ struct Header {
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_LEN);
 
-/// Checks a name or kind before any file is touched.
+/// Checks a name or kind before any file is touched: 1 to [`MAX_NAME`] bytes from the safe
+/// set `[A-Za-z0-9._-]`, not starting with `.`. Nothing else (no `/`, no newline, no control
+/// or non-ASCII character) can reach a file name, a queue name or `ipckit ls`'s table.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming what is wrong.
 pub fn check_name(what: &str, name: &str) -> Result<()> {
     let bad = |why: &str| Err(Error::InvalidArgument(format!("{what} {name:?} {why}")));
     if name.is_empty() {
@@ -78,11 +83,16 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
     if name.len() > MAX_NAME {
         return bad(&format!("is longer than {MAX_NAME} bytes"));
     }
-    if name.contains('/') || name.contains('\0') {
-        return bad("contains '/' or a NUL byte");
+    if name.starts_with('.') {
+        return bad("starts with '.'");
     }
-    if name == "." || name == ".." {
-        return bad("is not a usable name");
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(&format!(
+            "contains {c:?}: names are made of A-Z a-z 0-9 . _ -"
+        ));
     }
     Ok(())
 }

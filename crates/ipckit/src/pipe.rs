@@ -36,7 +36,7 @@ pub type PipeReceiver = FramedStream;
 /// [`spawn`] or `Stdio::from(OwnedFd)`.
 #[doc(alias = "pipe2")]
 pub fn pipe() -> Result<(PipeSender, PipeReceiver)> {
-    pipe_with(Capacity::Bounded(0))
+    pipe_with(Capacity::KERNEL_BUFFER)
 }
 
 /// A new pipe with a capacity. A pipe is bounded by the kernel's buffer (64 KiB by default);

@@ -262,7 +262,7 @@ pub fn parent_link(
         Prepared::Fifo(path) => Box::new(fifo::Duplex::open(
             &path,
             fifo::Side::First,
-            Capacity::Bounded(0),
+            Capacity::KERNEL_BUFFER,
             Deadline::after(OPEN_DEADLINE),
         )?),
         Prepared::UnixStream(listener) => Box::new(listener.accept()?),
@@ -324,7 +324,7 @@ pub fn peer_link(mechanism: &str, arg: &str) -> Result<(Link, String)> {
             Box::new(fifo::Duplex::open(
                 arg,
                 fifo::Side::Second,
-                Capacity::Bounded(0),
+                Capacity::KERNEL_BUFFER,
                 Deadline::after(OPEN_DEADLINE),
             )?),
             String::new(),

@@ -214,7 +214,7 @@ pub fn cleanup(mechanism: &str) {
         }
     }
     for dir in ["ping", "pong"] {
-        let _ = ipckit::mq::PosixQueue::unlink(&format!("{name}-{dir}"));
+        let _ = ipckit::mq::PosixQueue::remove(&format!("{name}-{dir}"));
     }
     let _ = fifo::Duplex::remove(tmp_path(&name));
     for dir in ["ping", "pong"] {

@@ -32,7 +32,6 @@ pub(super) struct Endpoint {
     pub(super) link: Arc<Link>,
     pub(super) flavor: Flavor,
     pub(super) participant: Participant,
-    role: Role,
 }
 
 impl Endpoint {
@@ -60,7 +59,6 @@ impl Endpoint {
             link,
             flavor,
             participant,
-            role,
         })
     }
 
@@ -76,20 +74,20 @@ impl Endpoint {
         matches!(self.flavor, Flavor::Sole { .. })
     }
 
-    /// Claims the next position to write (sender) or read (receiver), waiting on the
-    /// mailbox's `not_full` (`not_empty`) word until `deadline`.
+    /// Claims the next position to write (`role` sender) or read (receiver), waiting on the
+    /// mailbox's `not_full` (`not_empty`) word until `deadline`. The role is the caller's
+    /// constant, not a field, so that each endpoint's copy of this folds to its own path.
     ///
     /// # Errors
     /// [`Error::Full`](crate::Error::Full)/[`Error::Empty`](crate::Error::Empty) or
     /// [`Error::Timeout`](crate::Error::Timeout) at the deadline;
     /// [`Error::Corrupt`](crate::Error::Corrupt) for a scribbled ring.
     #[inline]
-    pub(super) fn claim(&mut self, deadline: Deadline) -> Result<u64> {
+    pub(super) fn claim(&mut self, role: Role, deadline: Deadline) -> Result<u64> {
         let shared = &*self.shared;
         let link = &mut self.link;
         let flavor = &mut self.flavor;
         let pid = self.participant.pid;
-        let role = self.role;
         let header = shared.ring().header();
         let (word, expired) = match role {
             Role::Sender => (&header.not_full.0, deadline.send_expired()),

@@ -34,7 +34,7 @@ impl MailboxReceiver {
 
     /// Claims the next message and validates its slot: (position, length, metadata).
     fn claim(&mut self, deadline: Deadline) -> Result<(u64, usize, Metadata)> {
-        let pos = self.endpoint.claim(deadline)?;
+        let pos = self.endpoint.claim(Role::Receiver, deadline)?;
         let ring = self.endpoint.ring();
         let slot = ring.slot(pos);
         let len = slot.len.load(Ordering::Relaxed) as usize;

@@ -111,7 +111,7 @@ impl MailboxSender {
                 return Ok(next);
             }
         }
-        let pos = self.endpoint.claim(deadline)?;
+        let pos = self.endpoint.claim(Role::Sender, deadline)?;
         let shared = &*self.endpoint.shared;
         let geometry = shared.ring().geometry();
         if self.endpoint.is_sole() && geometry.flags & FLAG_SINGLE_RECEIVER != 0 {

@@ -65,6 +65,10 @@ pub struct Inbox {
 
 impl Inbox {
     /// Opens this process's inbox under its pid.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] if a live process holds this pid's inbox (a pid namespace
+    /// sharing `/dev/shm`); the errors of creating a [`Mailbox`].
     pub fn open_mine() -> Result<Inbox> {
         Inbox::create(format!("inbox.{}", std::process::id()))
     }
@@ -141,6 +145,9 @@ impl Inbox {
     }
 
     /// Sends to `peer`, waiting for room as long as needed (but see the errors).
+    ///
+    /// # Errors
+    /// As [`send_to_deadline`](Self::send_to_deadline), without a deadline.
     pub fn send_to(&mut self, peer: &Peer, msg: &[u8]) -> Result<()> {
         self.send_to_deadline(peer, msg, Deadline::Never)
     }

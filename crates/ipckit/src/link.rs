@@ -252,6 +252,9 @@ impl<R: MessageReceiver + ?Sized> MessageReceiver for Box<R> {
 }
 
 /// Refuses a message longer than `max` before anything is written.
+///
+/// # Errors
+/// [`Error::MessageTooLarge`] if `len > max`.
 pub fn check_size(len: usize, max: usize) -> Result<()> {
     if len > max {
         Err(Error::MessageTooLarge { size: len, max })
@@ -327,16 +330,25 @@ impl<E: MessageSender, T: Serialize> Typed<E, T> {
     }
 
     /// Encodes and sends `value`, waiting for room.
+    ///
+    /// # Errors
+    /// As [`send_deadline`](Self::send_deadline).
     pub fn send(&mut self, value: &T) -> Result<()> {
         self.send_deadline(value, Deadline::Never)
     }
 
     /// Encodes and sends `value` without waiting.
+    ///
+    /// # Errors
+    /// As [`send_deadline`](Self::send_deadline): [`Error::Full`] when there is no room.
     pub fn try_send(&mut self, value: &T) -> Result<()> {
         self.send_deadline(value, Deadline::Now)
     }
 
     /// Encodes and sends `value`, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`send_deadline`](Self::send_deadline): [`Error::Timeout`] after `timeout`.
     pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<()> {
         self.send_deadline(value, Deadline::after(timeout))
     }
@@ -355,16 +367,25 @@ impl<E: MessageReceiver, T: DeserializeOwned> Typed<E, T> {
     }
 
     /// Receives and decodes one value, waiting as long as needed.
+    ///
+    /// # Errors
+    /// As [`recv_deadline`](Self::recv_deadline).
     pub fn recv(&mut self) -> Result<(T, Metadata)> {
         self.recv_deadline(Deadline::Never)
     }
 
     /// Receives and decodes one value without waiting.
+    ///
+    /// # Errors
+    /// As [`recv_deadline`](Self::recv_deadline): [`Error::Empty`] when nothing is there.
     pub fn try_recv(&mut self) -> Result<(T, Metadata)> {
         self.recv_deadline(Deadline::Now)
     }
 
     /// Receives and decodes one value, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`recv_deadline`](Self::recv_deadline): [`Error::Timeout`] after `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<(T, Metadata)> {
         self.recv_deadline(Deadline::after(timeout))
     }

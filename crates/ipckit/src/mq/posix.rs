@@ -172,6 +172,9 @@ impl PosixQueue {
     }
 
     /// Opens an existing queue.
+    ///
+    /// # Errors
+    /// As [`PosixQueueBuilder::open`].
     pub fn open(name: &str) -> Result<PosixQueue> {
         PosixQueue::builder(name).open()
     }
@@ -220,6 +223,9 @@ impl PosixQueue {
     }
 
     /// The queue's sizes and how many messages it holds now.
+    ///
+    /// # Errors
+    /// An OS error from `mq_getattr` (the descriptor is no longer valid).
     pub fn attributes(&self) -> Result<QueueAttributes> {
         // SAFETY: all-zero mq_attr is a valid out-parameter.
         let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };

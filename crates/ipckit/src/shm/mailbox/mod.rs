@@ -407,7 +407,7 @@ impl Mailbox {
         self.shared.ring().geometry().max_message as usize
     }
 
-    /// A sender, entered in the participant table. Its full policy is [`WhenFull::Block`].
+    /// A sender, entered in the participant table. Its full policy is [`WhenFull::Block`](crate::WhenFull::Block).
     ///
     /// # Errors
     /// [`Error::LimitReached`] if the participant table is full of live processes;

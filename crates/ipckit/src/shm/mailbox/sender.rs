@@ -81,6 +81,10 @@ impl MailboxSender {
     }
 
     /// Moves every cached message into the mailbox, waiting for room as long as needed.
+    ///
+    /// # Errors
+    /// As [`flush_deadline`](Self::flush_deadline), without a deadline: an error other than
+    /// waiting, such as [`Error::Corrupt`].
     pub fn flush(&mut self) -> Result<()> {
         self.flush_deadline(Deadline::Never)
     }
@@ -101,6 +105,9 @@ impl MailboxSender {
     }
 
     /// Borrows a free slot, waiting for one as long as needed.
+    ///
+    /// # Errors
+    /// As [`loan_deadline`](Self::loan_deadline), without a deadline.
     pub fn loan(&mut self) -> Result<MailboxLoan<'_>> {
         self.loan_deadline(Deadline::Never)
     }

@@ -32,7 +32,7 @@
 //! A subscriber reads message `c` (its cursor) by checking the stamp, copying, and checking
 //! the stamp again. If the stamp says the slot now belongs to a later message, the subscriber
 //! was overrun: it jumps to the oldest message still held and records how many it missed
-//! ([`Metadata::missed`]), so loss is never silent.
+//! ([`Metadata::missed`](crate::Metadata::missed)), so loss is never silent.
 //!
 //! The policy decides who gives way when a subscriber falls `capacity` messages behind:
 //! - [`Overflow::Overrun`]: the publisher never waits; the slow subscriber loses the oldest
@@ -81,7 +81,7 @@ const FLAG_OVERRUN: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
     /// The slow subscriber loses the oldest messages and learns how many
-    /// ([`Metadata::missed`]); publishers never wait.
+    /// ([`Metadata::missed`](crate::Metadata::missed)); publishers never wait.
     #[default]
     Overrun,
     /// Publishers wait for the slowest live subscriber; no message is lost.

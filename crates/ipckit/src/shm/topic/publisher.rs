@@ -15,7 +15,7 @@ use crate::shm::wait::{wait_for, wake_sleepers, Attempt, LIVENESS_POLL};
 use crate::sync::primitive::{fence, AtomicU32, Ordering};
 
 /// Publishes to a topic. Implements [`MessageSender`]: `try_send` fails with
-/// [`Error::Full`] only under backpressure.
+/// [`Error::Full`](crate::Error::Full) only under backpressure.
 pub struct Publisher {
     shared: Arc<Shared>,
     /// Our entry in the publisher table.
@@ -190,7 +190,7 @@ impl Publisher {
     /// Other publishers wait while a loan is out.
     ///
     /// # Errors
-    /// Under backpressure, [`Error::Full`]/[`Error::Timeout`] if no room by `deadline`.
+    /// Under backpressure, [`Error::Full`](crate::Error::Full)/[`Error::Timeout`](crate::Error::Timeout) if no room by `deadline`.
     pub fn loan_deadline(&mut self, deadline: Deadline) -> Result<TopicLoan<'_>> {
         let (seq, guard) = self.begin(deadline)?;
         Ok(TopicLoan {
@@ -201,6 +201,9 @@ impl Publisher {
     }
 
     /// Borrows the next slot, waiting for room as long as needed.
+    ///
+    /// # Errors
+    /// As [`loan_deadline`](Self::loan_deadline), without a deadline.
     pub fn loan(&mut self) -> Result<TopicLoan<'_>> {
         self.loan_deadline(Deadline::Never)
     }
@@ -242,7 +245,7 @@ impl TopicLoan<'_> {
     /// Publishes the first `len` bytes of the slot.
     ///
     /// # Errors
-    /// [`Error::MessageTooLarge`] if `len` exceeds the slot (the loan is cancelled).
+    /// [`Error::MessageTooLarge`](crate::Error::MessageTooLarge) if `len` exceeds the slot (the loan is cancelled).
     pub fn publish(mut self, len: usize) -> Result<()> {
         check_size(len, self.publisher.shared.max_message as usize)?;
         let guard = self.guard.take().expect("a loan is published once");

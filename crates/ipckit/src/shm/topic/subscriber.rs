@@ -195,6 +195,9 @@ impl Subscriber {
     }
 
     /// Receives the next message in place, waiting as long as needed.
+    ///
+    /// # Errors
+    /// As [`MessageReceiver::recv_deadline`].
     pub fn recv_in_place(&mut self) -> Result<TopicSample<'_>> {
         self.recv_in_place_deadline(Deadline::Never)
     }

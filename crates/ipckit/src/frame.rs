@@ -313,10 +313,11 @@ impl FramedStream {
         self
     }
 
-    /// Applies a capacity: `Bounded` is the kernel's buffer (nothing to do); `Rendezvous`
-    /// needs both directions; `Unbounded` cannot be honoured by a kernel buffer.
+    /// Applies a capacity: `Bounded(n >= 1)` is the kernel's buffer (nothing to do);
+    /// `Rendezvous` needs both directions; `Unbounded` cannot be honoured by a kernel buffer;
+    /// `Bounded(0)` is refused, as everywhere ([`Capacity`](crate::Capacity)).
     pub(crate) fn with_capacity(mut self, capacity: crate::Capacity) -> Result<Self> {
-        match capacity {
+        match capacity.check()? {
             crate::Capacity::Bounded(_) => Ok(self),
             crate::Capacity::Rendezvous if self.reader.is_some() && self.writer.is_some() => {
                 self.rendezvous = true;

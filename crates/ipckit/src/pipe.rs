@@ -34,14 +34,21 @@ pub type PipeReceiver = FramedStream;
 
 /// A new pipe: `(sender, receiver)`. Both ends are close-on-exec; hand one to a child with
 /// [`spawn`] or `Stdio::from(OwnedFd)`.
+///
+/// # Errors
+/// An OS error from `pipe2` (too many open descriptors).
 #[doc(alias = "pipe2")]
 pub fn pipe() -> Result<(PipeSender, PipeReceiver)> {
-    pipe_with(Capacity::Bounded(0))
+    pipe_with(Capacity::KERNEL_BUFFER)
 }
 
 /// A new pipe with a capacity. A pipe is bounded by the kernel's buffer (64 KiB by default);
 /// `Rendezvous` and `Unbounded` cannot be honoured on a one-way kernel buffer and are refused
 /// with [`Error::Unsupported`].
+///
+/// # Errors
+/// [`Error::Unsupported`] for `Rendezvous` or `Unbounded`; [`Error::InvalidArgument`] for
+/// `Bounded(0)`; an OS error from `pipe2`.
 pub fn pipe_with(capacity: Capacity) -> Result<(PipeSender, PipeReceiver)> {
     let (read, write) =
         rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| Error::os("pipe", "pipe", e))?;
@@ -92,6 +99,9 @@ pub fn spawn(command: &mut Command) -> Result<ChildLink> {
 /// stdin)`: the child's side of [`spawn`]. The descriptors are duplicated and switched to
 /// non-blocking mode, which stdin and stdout share with them; nothing else in the process
 /// should use stdin or stdout afterwards.
+///
+/// # Errors
+/// An OS error if stdin or stdout cannot be duplicated or made non-blocking.
 pub fn stdio() -> Result<(PipeSender, PipeReceiver)> {
     let stdin =
         rustix::io::dup(rustix::stdio::stdin()).map_err(|e| Error::os("dup", "stdin", e))?;
@@ -104,11 +114,17 @@ pub fn stdio() -> Result<(PipeSender, PipeReceiver)> {
 }
 
 /// A pipe's write end inherited from a parent (say, as a child's fd 0 or 3), as a sender.
+///
+/// # Errors
+/// An OS error if the descriptor cannot be made non-blocking.
 pub fn sender_from_fd(fd: OwnedFd) -> Result<PipeSender> {
     FramedStream::new(None, Some(fd), false, "inherited pipe (write end)".into())
 }
 
 /// A pipe's read end inherited from a parent, as a receiver.
+///
+/// # Errors
+/// An OS error if the descriptor cannot be made non-blocking.
 pub fn receiver_from_fd(fd: OwnedFd) -> Result<PipeReceiver> {
     FramedStream::new(Some(fd), None, false, "inherited pipe (read end)".into())
 }

@@ -107,11 +107,12 @@ fn assert_has(out: &str, wanted: &[&str]) {
     }
 }
 
-/// Every example is run below, and each one but the benchmark names the note it comes from.
+/// Every example is run below, and each one but the benchmarks names the note it comes from.
 #[test]
 fn every_example_is_run_and_names_its_note() {
     let tested = [
         "bounded_buffer",
+        "callgrind_send_recv",
         "fifo_shell",
         "mailbox_ping_pong",
         "pipe_parent_child",
@@ -137,7 +138,8 @@ fn every_example_is_run_and_names_its_note() {
         .collect();
     found.sort();
     assert_eq!(found, tested, "add a test for each new example");
-    for name in tested.iter().filter(|n| **n != "mailbox_ping_pong") {
+    let benchmarks = ["mailbox_ping_pong", "callgrind_send_recv"];
+    for name in tested.iter().filter(|n| !benchmarks.contains(n)) {
         let source = std::fs::read_to_string(dir.join(format!("{name}.rs"))).unwrap();
         let docs: String = source
             .lines()
@@ -314,4 +316,10 @@ fn mailbox_ping_pong() {
     // Sleeping waits: busy-polling peers crawl when the machine has fewer free cores than spinners.
     let out = run("mailbox_ping_pong", &["64", "2000", "sleep"]);
     assert_has(&out, &["64 B round trip over 2000 rounds: median "]);
+}
+
+#[test]
+fn callgrind_send_recv() {
+    let out = run("callgrind_send_recv", &["1000"]);
+    assert_has(&out, &["1000 send+recv pairs of 64 B through one mailbox"]);
 }

@@ -28,7 +28,7 @@ impl Drop for Scrub {
     fn drop(&mut self) {
         let _ = Mailbox::remove(&self.name);
         let _ = Mailbox::remove(&format!("inbox.{}", self.name));
-        let _ = PosixQueue::unlink(&self.name);
+        let _ = PosixQueue::remove(&self.name);
         let _ = Shared::<u64>::remove(&self.name);
         if let Some(base) = &self.base {
             for fifo in [".fifo", ".lost"] {
@@ -218,7 +218,7 @@ fn every_kind_of_named_object_is_listed_and_cleaned() {
     sysv_queue.remove().unwrap();
     sysv_segment.remove().unwrap();
     drop(posix);
-    PosixQueue::unlink(&name).unwrap();
+    PosixQueue::remove(&name).unwrap();
     drop(shared);
     Shared::<u64>::remove(&name).unwrap();
     std::fs::remove_file(&base).unwrap();

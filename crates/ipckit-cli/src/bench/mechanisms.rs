@@ -300,7 +300,7 @@ pub fn cleanup(mechanism: Mechanism) {
         }
     }
     for dir in ["ping", "pong"] {
-        let _ = ipckit::mq::PosixQueue::unlink(&format!("{name}-{dir}"));
+        let _ = ipckit::mq::PosixQueue::remove(&format!("{name}-{dir}"));
     }
     let _ = fifo::Duplex::remove(tmp_path(&name));
     for dir in ["ping", "pong"] {
@@ -348,7 +348,7 @@ pub fn parent_link(
         Prepared::Fifo(path) => Box::new(fifo::Duplex::open(
             &path,
             fifo::Side::First,
-            Capacity::Bounded(0),
+            Capacity::KERNEL_BUFFER,
             Deadline::after(OPEN_DEADLINE),
         )?),
         Prepared::UnixStream(listener) => Box::new(listener.accept()?),
@@ -410,7 +410,7 @@ pub fn peer_link(mechanism: Mechanism, arg: &str) -> Result<(Link, String)> {
             Box::new(fifo::Duplex::open(
                 arg,
                 fifo::Side::Second,
-                Capacity::Bounded(0),
+                Capacity::KERNEL_BUFFER,
                 Deadline::after(OPEN_DEADLINE),
             )?),
             String::new(),

@@ -60,6 +60,8 @@ use std::ptr::NonNull;
 use crate::error::{Error, Result};
 use crate::sync::primitive::{fence, AtomicU32, AtomicU64, Ordering};
 
+use super::layout::{Geometry, Limits, Padded, Preamble, SlotLayout, Slots, Spec};
+use super::participants::ParticipantEntry;
 use super::wait::{wake_sleepers, WaitWord};
 
 /// Identifies a mailbox ring ("ipckitMB").
@@ -126,36 +128,12 @@ impl Word {
     }
 }
 
-/// A value on a cache line of its own, so producers and consumers do not false-share.
-#[repr(C, align(64))]
-#[derive(Debug)]
-pub(crate) struct Padded<T>(pub T);
-
-/// One entry of the participant table.
-#[repr(C)]
-#[derive(Debug)]
-pub(crate) struct ParticipantEntry {
-    /// Pid of the attached process, 0 for a free entry.
-    pub pid: AtomicU32,
-    /// 1: sender, 2: receiver.
-    pub role: AtomicU32,
-    /// Start time of the process (`/proc/PID/stat`), so a reused pid is not taken for it.
-    pub start_time: AtomicU64,
-}
-
 /// The ring's header, at offset 0 of the mailbox payload.
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct RingHeader {
-    /// [`RING_MAGIC`], stored last (Release) when the creator has initialised everything.
-    pub magic: AtomicU64,
-    pub version: u32,
-    pub flags: u32,
-    pub capacity: u32,
-    pub slot_size: u32,
-    pub max_message: u32,
-    pub mode: u32,
-    pub created_unix_ns: u64,
+    /// Magic [`RING_MAGIC`] (stored last), version, flags and geometry.
+    pub preamble: Preamble,
     pub creator_pid: u32,
     /// Unbounded chains: 0 while producers may use this ring; once it is full, the index of
     /// the ring that follows it (the ring is then sealed).
@@ -190,33 +168,33 @@ pub(crate) struct SlotHeader {
     pub sequence: AtomicU64,
 }
 
-const SLOT_HEADER: usize = std::mem::size_of::<SlotHeader>();
+// The layout is version 1's, byte for byte: the creator's pid right after the preamble.
+#[cfg(not(loom))] // loom's atomics are larger than the real ones
+const _: () = assert!(std::mem::offset_of!(RingHeader, creator_pid) == 40);
+#[cfg(not(loom))] // loom's atomics are larger than the real ones
+const _: () = assert!(std::mem::offset_of!(RingHeader, chain_next) == 44);
 
-/// Byte offset of slot 0 from the start of the ring.
-pub(crate) const fn slots_offset() -> usize {
-    std::mem::size_of::<RingHeader>().next_multiple_of(64)
-}
+/// The ring's place in the shared layout (`layout.rs`).
+#[derive(Debug)]
+pub(crate) struct RingLayout;
 
-/// Size of one slot carrying messages of up to `max_message` bytes.
-pub(crate) fn slot_size_for(max_message: u32) -> usize {
-    (SLOT_HEADER + max_message as usize).next_multiple_of(64)
+// SAFETY: RingHeader and SlotHeader are #[repr(C)] integers and atomics, aligned to at most
+// 64, and RingHeader starts with a Preamble followed by the creator's pid (asserted above).
+unsafe impl SlotLayout for RingLayout {
+    type Header = RingHeader;
+    type Slot = SlotHeader;
+    const LIMITS: Limits = Limits::new(
+        RING_MAGIC,
+        RING_VERSION,
+        "mailbox",
+        MAX_CAPACITY,
+        MAX_MESSAGE,
+    );
 }
 
 /// Bytes a ring of this geometry occupies, or `None` if it is absurdly large.
 pub(crate) fn ring_len(capacity: u32, max_message: u32) -> Option<usize> {
-    slot_size_for(max_message)
-        .checked_mul(capacity as usize)?
-        .checked_add(slots_offset())
-}
-
-/// The geometry, validated and copied out of shared memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Geometry {
-    pub capacity: u32,
-    pub slot_size: usize,
-    pub max_message: u32,
-    pub flags: u32,
-    pub mode: u32,
+    RingLayout::len(capacity, max_message)
 }
 
 /// Result of trying to claim a position.
@@ -232,11 +210,10 @@ pub(crate) enum Claim {
 /// A ring mapped at `base`, with geometry validated against the mapping.
 #[derive(Debug)]
 pub(crate) struct Ring {
-    base: NonNull<u8>,
+    slots: Slots<RingLayout>,
     /// The header whose futex words this ring's waiters sleep on: its own, or, for the rings
     /// of an unbounded chain, the root's, so one wake reaches every waiter of the mailbox.
     waits: NonNull<RingHeader>,
-    geometry: Geometry,
     object: String,
 }
 
@@ -253,6 +230,9 @@ const MAX_ROUNDS: u32 = 1 << 20;
 impl Ring {
     /// Initialises a ring in `len` zeroed bytes at `base` and returns it.
     ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a geometry outside the limits or larger than `len`.
+    ///
     /// # Safety
     /// - `base` is 64-byte aligned, valid for reads and writes of `len` bytes for as long as
     ///   the returned `Ring` (and anything derived from it) lives, and zero-filled;
@@ -260,119 +240,39 @@ impl Ring {
     pub(crate) unsafe fn init(
         base: NonNull<u8>,
         len: usize,
-        capacity: u32,
-        max_message: u32,
-        flags: u32,
-        mode: u32,
+        spec: Spec,
         object: &str,
     ) -> Result<Ring> {
-        if capacity == 0 || capacity > MAX_CAPACITY {
-            return Err(Error::InvalidArgument(format!(
-                "capacity {capacity} is outside 1..={MAX_CAPACITY}"
-            )));
-        }
-        if max_message > MAX_MESSAGE {
-            return Err(Error::InvalidArgument(format!(
-                "maximum message size {max_message} exceeds {MAX_MESSAGE} bytes"
-            )));
-        }
-        let needed = ring_len(capacity, max_message).ok_or_else(|| {
-            Error::InvalidArgument("capacity x message size overflows".to_string())
-        })?;
-        assert!(needed <= len, "mapping smaller than the ring it must hold");
-        // SAFETY: base is aligned and valid for `len >= size_of::<RingHeader>()` bytes; the
-        // header consists of integers and atomics, for which all-zero bytes are valid.
-        let header = unsafe { &mut *(base.as_ptr() as *mut RingHeader) };
-        header.version = RING_VERSION;
-        header.flags = flags;
-        header.capacity = capacity;
-        header.slot_size = slot_size_for(max_message) as u32;
-        header.max_message = max_message;
-        header.mode = mode;
-        header.created_unix_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        header.creator_pid = std::process::id();
         // Slot words start as (lap 0, EMPTY): zero, as the memory already is.
-        // SYNC: pairs with the Acquire load of the magic in `attach`.
-        header.magic.store(RING_MAGIC, Ordering::Release);
-        // SAFETY: the caller's guarantees carry over.
-        unsafe { Ring::attach(base, len, object) }
+        // SAFETY: the caller's guarantees are those of Slots::init.
+        let slots = unsafe { Slots::init(base, len, spec, object)? };
+        Ok(Ring::from_slots(slots, object))
     }
 
     /// Attaches to an initialised ring, validating the header against the mapping.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the bytes are not a valid ring that fits in `len` bytes.
     ///
     /// # Safety
     /// `base` is 64-byte aligned and valid for reads and writes of `len` bytes for as long as
     /// the returned `Ring` lives. The bytes may be anything: they are validated.
     pub(crate) unsafe fn attach(base: NonNull<u8>, len: usize, object: &str) -> Result<Ring> {
-        let corrupt = |detail: String| Error::corrupt(object, detail);
-        if len < slots_offset() {
-            return Err(corrupt(format!(
-                "the ring needs at least {} bytes, the segment has {len}",
-                slots_offset()
-            )));
-        }
-        // SAFETY: aligned, in bounds (checked above), and every bit pattern is a valid header.
-        let header = unsafe { &*(base.as_ptr() as *const RingHeader) };
-        // SYNC: pairs with the Release store of the magic in `init`.
-        let magic = header.magic.load(Ordering::Acquire);
-        if magic != RING_MAGIC {
-            return Err(corrupt(format!(
-                "bad ring magic {magic:#x} (not an ipckit mailbox, or not initialised)"
-            )));
-        }
-        // SAFETY: plain integer fields of the header, in bounds; read once, copied out.
-        let (version, capacity, slot_size, max_message, flags, mode) = unsafe {
-            let h = base.as_ptr() as *const RingHeader;
-            (
-                std::ptr::addr_of!((*h).version).read_volatile(),
-                std::ptr::addr_of!((*h).capacity).read_volatile(),
-                std::ptr::addr_of!((*h).slot_size).read_volatile(),
-                std::ptr::addr_of!((*h).max_message).read_volatile(),
-                std::ptr::addr_of!((*h).flags).read_volatile(),
-                std::ptr::addr_of!((*h).mode).read_volatile(),
-            )
-        };
-        if version != RING_VERSION {
-            return Err(corrupt(format!(
-                "layout version {version}, this ipckit reads version {RING_VERSION}"
-            )));
-        }
-        if capacity == 0 || capacity > MAX_CAPACITY || max_message > MAX_MESSAGE {
-            return Err(corrupt(format!(
-                "implausible geometry: capacity {capacity}, max message {max_message}"
-            )));
-        }
-        if slot_size as usize != slot_size_for(max_message) {
-            return Err(corrupt(format!(
-                "slot size {slot_size} does not match max message {max_message}"
-            )));
-        }
-        match ring_len(capacity, max_message) {
-            Some(needed) if needed <= len => {}
-            _ => {
-                return Err(corrupt(format!(
-                    "{capacity} slots of {slot_size} bytes do not fit in {len} bytes"
-                )))
-            }
-        }
-        Ok(Ring {
-            base,
-            waits: base.cast(),
-            geometry: Geometry {
-                capacity,
-                slot_size: slot_size as usize,
-                max_message,
-                flags,
-                mode,
-            },
+        // SAFETY: the caller's guarantees are those of Slots::attach.
+        let slots = unsafe { Slots::attach(base, len, object)? };
+        Ok(Ring::from_slots(slots, object))
+    }
+
+    fn from_slots(slots: Slots<RingLayout>, object: &str) -> Ring {
+        Ring {
+            waits: slots.base().cast(),
+            slots,
             object: object.to_string(),
-        })
+        }
     }
 
     pub(crate) fn geometry(&self) -> Geometry {
-        self.geometry
+        *self.slots.geometry()
     }
 
     /// Makes this ring's waiters sleep on `root`'s futex words.
@@ -396,42 +296,27 @@ impl Ring {
         // SYNC: pairs with the fence after a producer's claim in an unbounded chain, so a
         // claim made before the ring was sealed is seen here.
         fence(Ordering::SeqCst);
-        (0..self.geometry.capacity as u64).all(|index| {
+        (0..self.slots.geometry().capacity as u64).all(|index| {
             let word = Word::decode(self.slot(index).word.load(Ordering::Acquire));
             !matches!(word.state, SlotState::Writing | SlotState::Full)
         })
     }
 
     pub(crate) fn header(&self) -> &RingHeader {
-        // SAFETY: validated in `attach`: aligned, in bounds, any bit pattern valid.
-        unsafe { &*(self.base.as_ptr() as *const RingHeader) }
-    }
-
-    fn slot_ptr(&self, pos: u64) -> *mut u8 {
-        let index = (pos % self.geometry.capacity as u64) as usize;
-        // SAFETY: index < capacity and capacity * slot_size + slots_offset() <= mapping length
-        // (checked in `attach`), so the offset stays inside the mapping.
-        unsafe {
-            self.base
-                .as_ptr()
-                .add(slots_offset() + index * self.geometry.slot_size)
-        }
+        self.slots.header()
     }
 
     pub(crate) fn slot(&self, pos: u64) -> &SlotHeader {
-        // SAFETY: slot_ptr is in bounds and 64-byte aligned (slot_size and slots_offset are
-        // multiples of 64); a SlotHeader is atomics only, valid for any bits.
-        unsafe { &*(self.slot_ptr(pos) as *const SlotHeader) }
+        self.slots.slot(pos)
     }
 
     /// The message area of the slot of `pos`: `max_message` bytes.
     pub(crate) fn data_ptr(&self, pos: u64) -> *mut u8 {
-        // SAFETY: the slot holds SLOT_HEADER + max_message bytes, inside the mapping.
-        unsafe { self.slot_ptr(pos).add(SLOT_HEADER) }
+        self.slots.data_ptr(pos)
     }
 
     fn lap(&self, pos: u64) -> u32 {
-        (pos / self.geometry.capacity as u64) as u32
+        (pos / self.slots.geometry().capacity as u64) as u32
     }
 
     fn corrupt(&self, detail: &str) -> Error {
@@ -472,7 +357,7 @@ impl Ring {
                 // The previous lap's message is still there: the ring is full.
                 -1 => {
                     // The slot in the way holds the previous lap's position.
-                    let held = pos.wrapping_sub(self.geometry.capacity as u64);
+                    let held = pos.wrapping_sub(self.slots.geometry().capacity as u64);
                     let blocker = match word.state {
                         SlotState::Writing | SlotState::Reading => Some((word.pid, held)),
                         _ => None,
@@ -567,7 +452,7 @@ impl Ring {
     /// Positions already published (a predecessor died between publishing and moving on)
     /// are stepped over.
     pub(crate) fn claim_write_single(&self, next: &mut u64) -> Result<Claim> {
-        for _ in 0..=self.geometry.capacity {
+        for _ in 0..=self.slots.geometry().capacity {
             let pos = *next;
             let lap = self.lap(pos);
             let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
@@ -575,7 +460,7 @@ impl Ring {
                 0 if word.state == SlotState::Empty => return Ok(Claim::Got(pos)),
                 d if d >= 0 => *next += 1,
                 -1 => {
-                    let held = pos.wrapping_sub(self.geometry.capacity as u64);
+                    let held = pos.wrapping_sub(self.slots.geometry().capacity as u64);
                     let blocker = match word.state {
                         SlotState::Writing | SlotState::Reading => Some((word.pid, held)),
                         _ => None,
@@ -592,7 +477,7 @@ impl Ring {
     /// for its lap. No `READING` state: a receiver killed before releasing it leaves it full,
     /// and the next receiver gets it again.
     pub(crate) fn claim_read_single(&self, next: &mut u64) -> Result<Claim> {
-        for _ in 0..=self.geometry.capacity {
+        for _ in 0..=self.slots.geometry().capacity {
             let pos = *next;
             let lap = self.lap(pos);
             let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
@@ -711,12 +596,12 @@ impl Ring {
     /// Every slot held (`WRITING` or `READING`) right now, as (position-in-current-lap slot
     /// index, pid). Used by `clean` and `ls`.
     pub(crate) fn held_slots(&self) -> Vec<(u64, u32)> {
-        (0..self.geometry.capacity as u64)
+        (0..self.slots.geometry().capacity as u64)
             .filter_map(|index| {
                 let word = Word::decode(self.slot(index).word.load(Ordering::Acquire));
                 match word.state {
                     SlotState::Writing | SlotState::Reading => {
-                        let pos = word.lap as u64 * self.geometry.capacity as u64 + index;
+                        let pos = word.lap as u64 * self.slots.geometry().capacity as u64 + index;
                         Some((pos, word.pid))
                     }
                     _ => None,
@@ -729,9 +614,12 @@ impl Ring {
     pub(crate) fn depth(&self) -> u64 {
         let head = self.header().head.0.load(Ordering::Acquire);
         let tail = self.header().tail.0.load(Ordering::Acquire);
-        tail.saturating_sub(head).min(self.geometry.capacity as u64)
+        tail.saturating_sub(head)
+            .min(self.slots.geometry().capacity as u64)
     }
 
+    /// Wakes the sleepers on `wait`, if any. No fence of its own: the caller's SeqCst
+    /// read-modify-write of the slot word is the store half of the Dekker pairing.
     fn notify(&self, wait: &WaitWord) {
         wake_sleepers(wait);
     }
@@ -760,10 +648,15 @@ mod tests {
             unsafe {
                 construct_atomics(ptr, capacity, max_message)
             };
+            let spec = Spec {
+                capacity,
+                max_message,
+                flags: 0,
+                mode: 0o600,
+            };
             // SAFETY: fresh zeroed allocation of `len` bytes, aligned to 64, freed in Drop
             // after the ring.
-            let ring =
-                unsafe { Ring::init(ptr, len, capacity, max_message, 0, 0o600, "heap") }.unwrap();
+            let ring = unsafe { Ring::init(ptr, len, spec, "heap") }.unwrap();
             HeapRing { ring, ptr, layout }
         }
     }
@@ -777,14 +670,16 @@ mod tests {
     #[cfg(loom)]
     unsafe fn construct_atomics(base: NonNull<u8>, capacity: u32, max_message: u32) {
         let header = RingHeader {
-            magic: AtomicU64::new(0),
-            version: 0,
-            flags: 0,
-            capacity: 0,
-            slot_size: 0,
-            max_message: 0,
-            mode: 0,
-            created_unix_ns: 0,
+            preamble: Preamble {
+                magic: AtomicU64::new(0),
+                version: 0,
+                flags: 0,
+                capacity: 0,
+                slot_size: 0,
+                max_message: 0,
+                mode: 0,
+                created_unix_ns: 0,
+            },
             creator_pid: 0,
             chain_next: AtomicU32::new(0),
             chain_head: AtomicU32::new(0),
@@ -817,7 +712,7 @@ mod tests {
             unsafe {
                 let at = base
                     .as_ptr()
-                    .add(slots_offset() + index * slot_size_for(max_message));
+                    .add(RingLayout::slots_offset() + index * RingLayout::slot_size(max_message));
                 std::ptr::write(at as *mut SlotHeader, slot)
             };
         }
@@ -835,8 +730,10 @@ mod tests {
             // SAFETY: constructed in `new`; dropped once, here, before the memory is freed.
             unsafe {
                 std::ptr::drop_in_place(self.ptr.as_ptr() as *mut RingHeader);
-                for index in 0..self.ring.geometry.capacity as u64 {
-                    std::ptr::drop_in_place(self.ring.slot_ptr(index) as *mut SlotHeader);
+                for index in 0..self.ring.geometry().capacity as u64 {
+                    std::ptr::drop_in_place(
+                        self.ring.slot(index) as *const SlotHeader as *mut SlotHeader,
+                    );
                 }
             }
             // SAFETY: allocated in `new` with this layout.
@@ -1005,7 +902,7 @@ mod tests {
         assert!(matches!(attach(len - 1), Err(Error::Corrupt { .. })));
         assert!(matches!(attach(16), Err(Error::Corrupt { .. })));
         // SAFETY: writing the header's capacity field of our own allocation.
-        unsafe { (*(heap.ptr.as_ptr() as *mut RingHeader)).capacity = 1 << 30 };
+        unsafe { (*(heap.ptr.as_ptr() as *mut RingHeader)).preamble.capacity = 1 << 30 };
         assert!(matches!(attach(len), Err(Error::Corrupt { .. })));
     }
 

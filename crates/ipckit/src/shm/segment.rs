@@ -47,6 +47,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 
 use super::fault;
+use super::layout::check_identity;
 use crate::error::{Error, Result};
 
 /// Bytes of the segment header; the payload starts this far in (cache-line aligned).
@@ -450,29 +451,17 @@ impl Segment {
             owner: stat.st_uid,
             guard: Some(guard),
         };
-        // SAFETY: the mapping holds at least HEADER_LEN bytes; every bit pattern is a valid
-        // Header (integers and bytes).
-        let header = unsafe { &*(base.as_ptr() as *const Header) };
-        let magic = header.magic.load(Ordering::Acquire);
-        if magic != MAGIC {
-            return Err(corrupt(format!(
-                "bad magic {magic:#x}: not an ipckit segment, or not initialised"
-            )));
-        }
+        // SAFETY: the mapping holds at least HEADER_LEN bytes, page-aligned, and the Header
+        // starts with the magic and the version.
+        unsafe { check_identity(base, MAGIC, VERSION, "segment", object)? };
         // SAFETY: plain fields inside the mapping, read once.
-        let (version, payload_len, stored_kind) = unsafe {
+        let (payload_len, stored_kind) = unsafe {
             let h = base.as_ptr() as *const Header;
             (
-                std::ptr::addr_of!((*h).version).read_volatile(),
                 std::ptr::addr_of!((*h).payload_len).read_volatile(),
                 std::ptr::addr_of!((*h).kind).read_volatile(),
             )
         };
-        if version != VERSION {
-            return Err(corrupt(format!(
-                "layout version {version}, this ipckit reads {VERSION}"
-            )));
-        }
         let stored = stored_kind.split(|&b| b == 0).next().unwrap_or(&[]);
         if stored != kind.as_bytes() {
             return Err(corrupt(format!(

@@ -151,6 +151,9 @@ impl<T: ShmSafe> Shared<T> {
     }
 
     /// Removes the segment's name.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such segment; [`Error::InvalidArgument`] for a bad name.
     pub fn remove(name: &str) -> Result<()> {
         Segment::unlink(KIND, name)
     }
@@ -206,6 +209,10 @@ impl<T: ShmSafe + Copy> BoundedBuffer<T> {
     }
 
     /// Creates a buffer of `capacity` items.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad name or capacity, [`Error::AlreadyExists`],
+    /// [`Error::PermissionDenied`], or an OS error.
     pub fn create(name: &str, capacity: usize, mode: u32) -> Result<BoundedBuffer<T>> {
         if capacity == 0 || capacity > u32::MAX as usize {
             return Err(Error::InvalidArgument(format!(
@@ -235,6 +242,10 @@ impl<T: ShmSafe + Copy> BoundedBuffer<T> {
     }
 
     /// Opens a buffer, checking its geometry against the segment.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::Corrupt`] if the segment is not
+    /// a bounded buffer of `T`.
     pub fn open(name: &str) -> Result<BoundedBuffer<T>> {
         let segment = Segment::open(BUFFER_KIND, name)?;
         let object = format!("bounded buffer {name:?}");
@@ -267,6 +278,9 @@ impl<T: ShmSafe + Copy> BoundedBuffer<T> {
     }
 
     /// Removes the buffer's name.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such buffer; [`Error::InvalidArgument`] for a bad name.
     pub fn remove(name: &str) -> Result<()> {
         Segment::unlink(BUFFER_KIND, name)
     }
@@ -312,6 +326,9 @@ impl<T: ShmSafe + Copy> BoundedBuffer<T> {
     }
 
     /// Puts an item in, waiting as long as needed.
+    ///
+    /// # Errors
+    /// As [`put_deadline`](Self::put_deadline), without a deadline.
     pub fn put(&self, item: T) -> Result<()> {
         self.put_deadline(item, Deadline::Never)
     }
@@ -340,6 +357,9 @@ impl<T: ShmSafe + Copy> BoundedBuffer<T> {
     }
 
     /// Takes an item out, waiting as long as needed.
+    ///
+    /// # Errors
+    /// As [`take_deadline`](Self::take_deadline), without a deadline.
     pub fn take(&self) -> Result<T> {
         self.take_deadline(Deadline::Never)
     }

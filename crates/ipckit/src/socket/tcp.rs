@@ -41,7 +41,7 @@ fn framed(stream: std::net::TcpStream, capacity: Capacity) -> Result<TcpStream> 
 /// # Errors
 /// [`Error::Disconnected`] if nobody listens there.
 pub fn connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
-    connect_with(addr, Capacity::Bounded(0))
+    connect_with(addr, Capacity::KERNEL_BUFFER)
 }
 
 /// Connects with a capacity: `Rendezvous` makes every send wait for the receiver's
@@ -75,7 +75,7 @@ impl Listener {
 
     /// Waits for a connection.
     pub fn accept(&self) -> Result<TcpStream> {
-        self.accept_with(Capacity::Bounded(0))
+        self.accept_with(Capacity::KERNEL_BUFFER)
     }
 
     /// Waits for a connection, with a capacity (see [`connect_with`]).

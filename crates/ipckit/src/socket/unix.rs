@@ -67,7 +67,7 @@ pub fn stream_pair() -> Result<(UnixStream, UnixStream)> {
 /// [`Error::NotFound`] if nothing is at `path`, [`Error::Disconnected`] if nobody listens,
 /// [`Error::PermissionDenied`].
 pub fn connect_stream(path: impl AsRef<Path>) -> Result<UnixStream> {
-    connect_stream_with(path, Capacity::Bounded(0))
+    connect_stream_with(path, Capacity::KERNEL_BUFFER)
 }
 
 /// Connects with a capacity: `Rendezvous` makes every send wait for the receiver's
@@ -103,7 +103,7 @@ impl StreamListener {
 
     /// Waits for a connection.
     pub fn accept(&self) -> Result<UnixStream> {
-        self.accept_with(Capacity::Bounded(0))
+        self.accept_with(Capacity::KERNEL_BUFFER)
     }
 
     /// Waits for a connection, with a capacity (see [`connect_stream_with`]).

@@ -1,0 +1,302 @@
+//! The sending side of a mailbox: [`MailboxSender`] and its in-place [`MailboxLoan`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::endpoint::{Endpoint, Flavor};
+use super::participants::Role;
+use super::{describe, Shared, DEFAULT_CACHE_LIMIT};
+use crate::error::{Error, Result};
+use crate::link::{check_size, Deadline, MessageSender, WhenFull};
+use crate::shm::layout::slot_bytes;
+use crate::shm::named::setters;
+use crate::shm::ring::{FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER};
+use crate::shm::wait::wait_for;
+use crate::sync::primitive::Ordering;
+
+/// Sends into a mailbox. Implements [`MessageSender`].
+pub struct MailboxSender {
+    endpoint: Endpoint,
+    // Single sender *and* single receiver: positions below this are known free (the
+    // receiver's head, read now and then, plus the capacity), so the fast path reads
+    // nothing the receiver writes.
+    free_until: u64,
+    uid: u32,
+    sequence: u64,
+    when_full: WhenFull,
+    cache: VecDeque<Vec<u8>>,
+    cache_limit: usize,
+}
+
+impl fmt::Debug for MailboxSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailboxSender")
+            .field("mailbox", &self.endpoint.shared.name)
+            .field("when_full", &self.when_full)
+            .field("cached", &self.cache.len())
+            .finish()
+    }
+}
+
+impl MailboxSender {
+    /// A sender of the mailbox `shared`, entered in its participant table.
+    pub(super) fn new(shared: &Arc<Shared>) -> Result<MailboxSender> {
+        Ok(MailboxSender {
+            endpoint: Endpoint::new(shared, Role::Sender)?,
+            free_until: 0,
+            uid: rustix::process::getuid().as_raw(),
+            sequence: 0,
+            when_full: WhenFull::Block,
+            cache: VecDeque::new(),
+            cache_limit: DEFAULT_CACHE_LIMIT,
+        })
+    }
+
+    setters! {
+        /// Sets what `send` does when the mailbox is full (Mach's four options). `try_send`
+        /// and `send_timeout` keep their own meaning.
+        when_full(policy: WhenFull) |s| s.when_full = policy;
+        /// Bounds the overflow cache used by [`WhenFull::Cache`] (default 1024 messages).
+        cache_limit(messages: usize) |s| s.cache_limit = messages;
+    }
+
+    /// Messages accepted into the overflow cache and not yet in the mailbox.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Moves cached messages into the mailbox, in order, waiting until `deadline`.
+    ///
+    /// # Errors
+    /// [`Error::Full`]/[`Error::Timeout`] if some are still cached at the deadline.
+    pub fn flush_deadline(&mut self, deadline: Deadline) -> Result<()> {
+        while let Some(front) = self.cache.front() {
+            let msg = front.clone();
+            self.send_now(&msg, deadline)?;
+            self.cache.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Moves every cached message into the mailbox, waiting for room as long as needed.
+    ///
+    /// # Errors
+    /// As [`flush_deadline`](Self::flush_deadline), without a deadline: an error other than
+    /// waiting, such as [`Error::Corrupt`].
+    pub fn flush(&mut self) -> Result<()> {
+        self.flush_deadline(Deadline::Never)
+    }
+
+    /// Borrows a free slot to write a message in place; [`MailboxLoan::publish`] sends it.
+    ///
+    /// # Errors
+    /// [`Error::Full`]/[`Error::Timeout`] if no slot frees up before `deadline`.
+    pub fn loan_deadline(&mut self, deadline: Deadline) -> Result<MailboxLoan<'_>> {
+        if !self.cache.is_empty() {
+            self.flush_deadline(deadline)?;
+        }
+        let pos = self.claim(deadline)?;
+        Ok(MailboxLoan {
+            sender: self,
+            pos: Some(pos),
+        })
+    }
+
+    /// Borrows a free slot, waiting for one as long as needed.
+    ///
+    /// # Errors
+    /// As [`loan_deadline`](Self::loan_deadline), without a deadline.
+    pub fn loan(&mut self) -> Result<MailboxLoan<'_>> {
+        self.loan_deadline(Deadline::Never)
+    }
+
+    fn claim(&mut self, deadline: Deadline) -> Result<u64> {
+        if let Flavor::Sole { next, .. } = self.endpoint.flavor {
+            if next < self.free_until {
+                return Ok(next);
+            }
+        }
+        let pos = self.endpoint.claim(Role::Sender, deadline)?;
+        let shared = &*self.endpoint.shared;
+        let geometry = shared.ring().geometry();
+        if self.endpoint.is_sole() && geometry.flags & FLAG_SINGLE_RECEIVER != 0 {
+            // SYNC: pairs with the release of the slot before the receiver moves the head.
+            let head = shared.ring().header().head.0.load(Ordering::Acquire);
+            self.free_until = head.saturating_add(geometry.capacity as u64);
+        }
+        Ok(pos)
+    }
+
+    /// Fills in the slot's metadata and publishes it; for a rendezvous mailbox, waits until a
+    /// receiver has taken it (and takes it back if none does by `deadline`).
+    fn commit(&mut self, pos: u64, len: usize, deadline: Deadline) -> Result<()> {
+        let ring = &self.endpoint.link.ring;
+        let slot = ring.slot(pos);
+        slot.len.store(len as u32, Ordering::Relaxed);
+        slot.sender_pid
+            .store(self.endpoint.participant.pid, Ordering::Relaxed);
+        slot.sender_uid.store(self.uid, Ordering::Relaxed);
+        slot.sequence.store(self.sequence, Ordering::Relaxed);
+        ring.publish(pos);
+        if let Flavor::Sole { next, .. } = &mut self.endpoint.flavor {
+            *next = pos + 1;
+            ring.header().tail.0.store(*next, Ordering::Release);
+        }
+        self.sequence += 1;
+        if ring.geometry().flags & FLAG_RENDEZVOUS == 0 {
+            return Ok(());
+        }
+        let shared = &*self.endpoint.shared;
+        let taken = wait_for(
+            shared.wait,
+            &shared.ring().header().not_full.0,
+            deadline,
+            deadline.send_expired(),
+            |_| {
+                Ok(if ring.is_unclaimed(pos) {
+                    Err(false)
+                } else {
+                    Ok(())
+                })
+            },
+        );
+        match taken {
+            Err(err) if err.is_transient() && ring.retract(pos) => {
+                self.sequence -= 1;
+                Err(err)
+            }
+            Err(err) if err.is_transient() => Ok(()),
+            other => other,
+        }
+    }
+
+    fn send_now(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        let pos = self.claim(deadline)?;
+        let data = self.endpoint.ring().data_ptr(pos);
+        // SAFETY: we own the slot of `pos` (WRITING by us) and msg.len() <= max_message
+        // (checked by the caller), which is the size of its data area.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
+        self.commit(pos, msg.len(), deadline)?;
+        self.endpoint.check_intact()
+    }
+}
+
+impl MailboxSender {
+    /// Gives up a claimed position without publishing it. A single sender's claim changed
+    /// nothing in the ring, so there is nothing to undo.
+    fn cancel(&mut self, pos: u64) {
+        if !self.endpoint.is_sole() {
+            self.endpoint.ring().release(pos);
+        }
+    }
+}
+
+impl MessageSender for MailboxSender {
+    /// Sends one message. For `send` (no deadline) the sender's [`WhenFull`] policy decides
+    /// what happens when the mailbox is full.
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        check_size(msg.len(), self.max_message_size())?;
+        let deadline = match (deadline, self.when_full) {
+            (Deadline::Never, WhenFull::Timeout(d)) => Deadline::after(d),
+            (Deadline::Never, WhenFull::Fail) => Deadline::Now,
+            (Deadline::Never, WhenFull::Cache) => return self.send_cached(msg),
+            (d, _) => d,
+        };
+        if !self.cache.is_empty() {
+            self.flush_deadline(deadline)?;
+        }
+        self.send_now(msg, deadline)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.endpoint.shared.ring().geometry().max_message as usize
+    }
+}
+
+impl MailboxSender {
+    fn send_cached(&mut self, msg: &[u8]) -> Result<()> {
+        match self.flush_deadline(Deadline::Now) {
+            Ok(()) => match self.send_now(msg, Deadline::Now) {
+                Err(Error::Full) => {}
+                other => return other,
+            },
+            Err(Error::Full) => {}
+            Err(other) => return Err(other),
+        }
+        if self.cache.len() >= self.cache_limit {
+            return Err(Error::Full);
+        }
+        self.cache.push_back(msg.to_vec());
+        Ok(())
+    }
+}
+
+impl Drop for MailboxSender {
+    fn drop(&mut self) {
+        if self.cache.is_empty() {
+            return;
+        }
+        let _ = self.flush_deadline(Deadline::after(Duration::from_secs(1)));
+        if !self.cache.is_empty() {
+            // Nothing cached is dropped silently: say so where the operator will see it.
+            eprintln!(
+                "ipckit: {} cached message(s) for {} could not be delivered (mailbox full); \
+                 call flush() before dropping the sender",
+                self.cache.len(),
+                describe(&self.endpoint.shared.name)
+            );
+        }
+    }
+}
+
+/// A slot borrowed for writing a message in place. Dropping it unpublished cancels it.
+pub struct MailboxLoan<'a> {
+    sender: &'a mut MailboxSender,
+    pos: Option<u64>,
+}
+
+impl fmt::Debug for MailboxLoan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailboxLoan")
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+impl MailboxLoan<'_> {
+    /// Publishes the first `len` bytes of the slot as a message.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`] if `len` exceeds the slot (the loan is then cancelled).
+    pub fn publish(mut self, len: usize) -> Result<()> {
+        let pos = self.pos.take().expect("a loan is published once");
+        if let Err(err) = check_size(len, self.sender.max_message_size()) {
+            self.sender.cancel(pos);
+            return Err(err);
+        }
+        self.sender.commit(pos, len, Deadline::Never)?;
+        self.sender.endpoint.check_intact()
+    }
+}
+
+impl MailboxLoan<'_> {
+    /// The slot's whole data area: we own the slot (claimed for writing), and no honest
+    /// participant touches it until we publish.
+    fn bytes(&self) -> (*mut u8, usize) {
+        let pos = self.pos.expect("a live loan has a slot");
+        let ring = self.sender.endpoint.ring();
+        (ring.data_ptr(pos), ring.geometry().max_message as usize)
+    }
+}
+
+slot_bytes!(mut MailboxLoan);
+
+impl Drop for MailboxLoan<'_> {
+    fn drop(&mut self) {
+        if let Some(pos) = self.pos.take() {
+            self.sender.cancel(pos);
+        }
+    }
+}

@@ -38,13 +38,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::frame::FramedStream;
 use crate::link::{Deadline, MessageReceiver, MessageSender};
 use crate::shm::mailbox::{Mailbox, MailboxReceiver, MailboxSender};
 use crate::shm::segment::check_name;
 use crate::shm::WaitStrategy;
 use crate::socket::unix::{self, StreamListener};
 use crate::socket::PeerCredentials;
+use crate::stream::FramedStream;
 
 /// How often a waiting side checks that the other side is still there.
 const PEER_CHECK: Duration = Duration::from_millis(20);

@@ -23,8 +23,8 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::{peer_credentials, peer_metadata, DatagramKind, DatagramLink, PeerCredentials};
 use crate::error::{Error, Result};
-use crate::frame::FramedStream;
 use crate::link::{MessageReceiver, MessageSender};
+use crate::stream::FramedStream;
 use crate::Capacity;
 
 /// Default maximum message of Unix datagram and seqpacket sockets: 64 KiB.
@@ -272,14 +272,7 @@ impl SeqpacketListener {
     pub fn bind(path: impl AsRef<Path>) -> Result<SeqpacketListener> {
         let path = path.as_ref().to_path_buf();
         let object = describe("seqpacket listener", &path);
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| Error::os("socket", object.clone(), e))?;
-        let addr = SocketAddrUnix::new(&path).map_err(|e| Error::os("bind", object.clone(), e))?;
+        let (fd, addr) = seqpacket_socket(&path, "bind", &object)?;
         rustix::net::bind(&fd, &addr).map_err(|e| Error::os("bind", object.clone(), e))?;
         rustix::net::listen(&fd, 128).map_err(|e| Error::os("listen", object, e))?;
         let entry = SocketEntry::record(&path);
@@ -311,18 +304,28 @@ impl Drop for SeqpacketListener {
     }
 }
 
-/// Connects to the seqpacket listener at `path`.
-pub fn connect_seqpacket(path: impl AsRef<Path>) -> Result<DatagramLink> {
-    let path = path.as_ref();
-    let object = describe("seqpacket", path);
+/// A new seqpacket socket and the address `path`, for `op` (bind or connect).
+fn seqpacket_socket(
+    path: &Path,
+    op: &'static str,
+    object: &str,
+) -> Result<(OwnedFd, SocketAddrUnix)> {
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
         SocketFlags::CLOEXEC,
         None,
     )
-    .map_err(|e| Error::os("socket", object.clone(), e))?;
-    let addr = SocketAddrUnix::new(path).map_err(|e| Error::os("connect", object.clone(), e))?;
+    .map_err(|e| Error::os("socket", object, e))?;
+    let addr = SocketAddrUnix::new(path).map_err(|e| Error::os(op, object, e))?;
+    Ok((fd, addr))
+}
+
+/// Connects to the seqpacket listener at `path`.
+pub fn connect_seqpacket(path: impl AsRef<Path>) -> Result<DatagramLink> {
+    let path = path.as_ref();
+    let object = describe("seqpacket", path);
+    let (fd, addr) = seqpacket_socket(path, "connect", &object)?;
     rustix::net::connect(&fd, &addr).map_err(|e| Error::os("connect", object.clone(), e))?;
     DatagramLink::new(
         fd,

@@ -36,21 +36,31 @@ pub(crate) fn wait_ready(
     events: PollFlags,
     deadline: Deadline,
 ) -> Result<bool> {
-    poll_until(fd, events, deadline).map_err(|e| Error::os("poll", "stream", e))
+    wait_any(&[fd], events, deadline)
+}
+
+/// Waits until any of `fds` is ready for `events` (or hangs up) or `deadline` passes;
+/// `Ok(false)` on timeout. One `poll` for them all: idle descriptors cost nothing.
+pub(crate) fn wait_any(
+    fds: &[BorrowedFd<'_>],
+    events: PollFlags,
+    deadline: Deadline,
+) -> Result<bool> {
+    poll_until(fds, events, deadline).map_err(|e| Error::os("poll", "descriptors", e))
 }
 
 fn poll_until(
-    fd: BorrowedFd<'_>,
+    fds: &[BorrowedFd<'_>],
     events: PollFlags,
     deadline: Deadline,
 ) -> rustix::io::Result<bool> {
+    let mut polled: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, events)).collect();
     loop {
         let timeout = deadline.remaining().map(|left| rustix::time::Timespec {
             tv_sec: left.as_secs() as i64,
             tv_nsec: left.subsec_nanos().into(),
         });
-        let mut fds = [PollFd::new(&fd, events)];
-        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        match rustix::event::poll(&mut polled, timeout.as_ref()) {
             Ok(0) => {
                 if deadline.expired() {
                     return Ok(false);
@@ -111,7 +121,7 @@ pub(crate) fn send_with_fds(
     if fds.len() > MAX_FDS {
         return Err(Errno::TOOMANYREFS);
     }
-    if !poll_until(fd, PollFlags::OUT, deadline)? {
+    if !poll_until(&[fd], PollFlags::OUT, deadline)? {
         return Ok(None);
     }
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
@@ -123,7 +133,7 @@ pub(crate) fn send_with_fds(
     loop {
         match rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::NOSIGNAL) {
             Err(Errno::AGAIN) => {
-                poll_until(fd, PollFlags::OUT, Deadline::Never)?;
+                poll_until(&[fd], PollFlags::OUT, Deadline::Never)?;
             }
             Err(Errno::INTR) => {}
             other => return other.map(Some),

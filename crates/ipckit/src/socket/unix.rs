@@ -19,6 +19,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::{peer_credentials, peer_metadata, DatagramKind, DatagramLink, PeerCredentials};
@@ -114,6 +115,18 @@ impl StreamListener {
             .accept()
             .map_err(|e| Error::os("accept", object.clone(), e))?;
         framed(OwnedFd::from(std), object)?.with_capacity(capacity)
+    }
+
+    /// Takes a waiting connection if there is one, without blocking (the listener must be
+    /// non-blocking). `Ok(None)`: nobody is waiting.
+    pub(crate) fn try_accept(&self) -> Result<Option<UnixStream>> {
+        let object = describe("stream", &self.path);
+        match rustix::net::accept_with(&self.inner, SocketFlags::CLOEXEC) {
+            Ok(fd) => framed(fd, object).map(Some),
+            // A client that gave up before we took it is no connection.
+            Err(Errno::AGAIN | Errno::INTR | Errno::CONNABORTED) => Ok(None),
+            Err(e) => Err(Error::os("accept", object, e)),
+        }
     }
 
     /// The path it listens on.
@@ -284,7 +297,7 @@ impl SeqpacketListener {
         let object = describe("seqpacket", &self.path);
         let fd = loop {
             match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC) {
-                Err(rustix::io::Errno::INTR) => continue,
+                Err(Errno::INTR) => continue,
                 other => break other.map_err(|e| Error::os("accept", object.clone(), e))?,
             }
         };

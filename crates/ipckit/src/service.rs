@@ -650,10 +650,12 @@ impl Connection {
             if got? {
                 return self.decode(buf);
             }
-            if !ready? {
+            let woken = ready?;
+            self.drain_control()?;
+            if !woken && !self.hung_up {
                 return Err(deadline.recv_expired());
             }
-            self.drain_control()?;
+            // A doorbell, or a hang-up: the channel is checked (once more) first.
         }
     }
 

@@ -854,3 +854,27 @@ impl AsFd for Connection {
         self.ends.control.as_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_are_read_only_when_sealed_and_of_the_announced_size() {
+        let data = vec![7u8; INLINE_MAX + 1];
+        let fd = write_section(&data, "test").unwrap();
+        let copy = fd.try_clone().unwrap();
+        assert_eq!(read_section(fd, data.len(), "test").unwrap(), data);
+        assert!(matches!(
+            read_section(copy, data.len() - 1, "test"),
+            Err(Error::Corrupt { .. })
+        ));
+        // A memfd its sender could still change or shrink is refused before it is read.
+        let unsealed = rustix::fs::memfd_create("unsealed", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&unsealed, 10).unwrap();
+        assert!(matches!(
+            read_section(unsealed, 10, "test"),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}

@@ -193,6 +193,11 @@ impl FramedStream {
         (self.reader, self.writer)
     }
 
+    /// Bytes received and not yet decoded: a frame is partly read.
+    pub(crate) fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
+
     /// Descriptors received with the stream so far (Unix stream sockets), oldest first.
     /// At most the limit (see [`FramedStream::with_fd_limit`]) are kept between calls.
     pub fn take_fds(&mut self) -> Vec<OwnedFd> {

@@ -227,6 +227,7 @@ fn a_silent_client_does_not_stall_other_clients() {
     let took = start.elapsed();
     drop(silent.stdin.take());
     assert!(wait_with_watchdog(&mut silent, WATCHDOG).success());
+    eprintln!("three clients behind a silent one were served in {took:?}");
     // The handshake deadline is 10 s: clients served behind the silent one would take that.
     assert!(took < Duration::from_secs(5), "clients took {took:?}");
 }
@@ -315,7 +316,7 @@ fn a_descriptor_flood_is_closed_at_once() {
             held <= 2 * 18,
             "the server holds {held} of the attacker's descriptors"
         );
-        if held <= 1 || start.elapsed() > Duration::from_secs(5) {
+        if held == 0 || start.elapsed() > Duration::from_secs(5) {
             break held;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -328,9 +329,9 @@ fn a_descriptor_flood_is_closed_at_once() {
     out.read_line(&mut rest).unwrap();
     assert!(wait_with_watchdog(&mut attacker, WATCHDOG).success());
     eprintln!("the server held {held} of the 3200 descriptors sent");
-    // 3200 were sent; at most one is held (a descriptor whose frame may still be arriving).
+    // 3200 were sent: none is kept.
     assert!(
-        held <= 1,
+        held == 0,
         "the server holds {held} of the attacker's descriptors"
     );
 }

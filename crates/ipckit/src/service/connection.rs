@@ -290,8 +290,7 @@ impl Connection {
 
     /// Reads what the socket holds without waiting: doorbells, section descriptors, or the
     /// peer's hang-up (remembered: messages it sent before are still delivered). Descriptors
-    /// no section frame asked for are closed at once, but one: the frame it came with may not
-    /// have been read whole yet.
+    /// no section frame asked for are closed at once.
     fn drain_control(&mut self) -> Result<()> {
         loop {
             match self.ends.control.try_recv() {
@@ -311,6 +310,9 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
+        // A descriptor arrives with the first bytes of its frame: one that no section frame
+        // claims may belong to a frame still partly read, and is kept only then.
+        let partial = self.ends.control.buffered() > 0;
         let early = self.early.take();
         for fd in early.into_iter().chain(self.ends.control.take_fds()) {
             if self.sections_due > 0 {
@@ -318,9 +320,10 @@ impl Connection {
                 if self.sections.len() < SECTION_FDS {
                     self.sections.push_back(fd);
                 }
-            } else if self.early.is_none() {
+            } else if partial && self.early.is_none() {
                 self.early = Some(fd);
             }
+            // Anything else is dropped here: closed at once.
         }
         Ok(())
     }

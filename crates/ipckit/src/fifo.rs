@@ -25,8 +25,8 @@ use rustix::fs::{Mode, OFlags, CWD};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::frame::FramedStream;
 use crate::link::Deadline;
+use crate::stream::FramedStream;
 use crate::Capacity;
 
 /// One end of a FIFO (one direction).

@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use rustix::pipe::PipeFlags;
 
 use crate::error::{Error, Result};
-use crate::frame::FramedStream;
+use crate::stream::FramedStream;
 use crate::Capacity;
 
 /// The sending end of a pipe.

@@ -37,7 +37,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::event::PollFlags;
 
 use crate::error::{Error, Result};
-use crate::frame::wait_ready;
+use crate::fd::wait_ready;
 use crate::link::Deadline;
 
 /// A signal number.

@@ -732,7 +732,7 @@ mod tests {
                 std::ptr::drop_in_place(self.ptr.as_ptr() as *mut RingHeader);
                 for index in 0..self.ring.geometry().capacity as u64 {
                     std::ptr::drop_in_place(
-                        self.ring.slot(index) as *const SlotHeader as *mut SlotHeader,
+                        self.ring.slot(index) as *const SlotHeader as *mut SlotHeader
                     );
                 }
             }

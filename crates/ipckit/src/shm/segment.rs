@@ -299,18 +299,26 @@ impl Segment {
 
     /// An anonymous segment (`memfd_create`): no name, nothing to clean up; hand
     /// [`Segment::fd`] to another process (over a Unix socket) to share it.
+    ///
+    /// Once sized, the memfd is sealed against shrinking and growing (`F_SEAL_SHRINK |
+    /// F_SEAL_GROW | F_SEAL_SEAL`): a process it is handed to cannot truncate it under the
+    /// creator's mapping (that would be SIGBUS), its `ftruncate` fails with `EPERM`.
     pub fn anonymous(kind: &str, payload_len: usize) -> Result<Segment> {
+        use rustix::fs::{MemfdFlags, SealFlags};
         let file = file_name(kind, "anonymous")?;
-        let fd = rustix::fs::memfd_create(file.as_str(), rustix::fs::MemfdFlags::CLOEXEC)
-            .map_err(|e| Error::os("memfd_create", kind.to_string(), e))?;
-        Segment::build(
-            fd,
-            kind,
-            payload_len,
-            0o600,
-            &format!("anonymous {kind}"),
-            true,
+        let fd = rustix::fs::memfd_create(
+            file.as_str(),
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
         )
+        .map_err(|e| Error::os("memfd_create", kind.to_string(), e))?;
+        let object = format!("anonymous {kind}");
+        let segment = Segment::build(fd, kind, payload_len, 0o600, &object, true)?;
+        let fd = segment
+            .fd()
+            .expect("anonymous segments keep their descriptor");
+        rustix::fs::fcntl_add_seals(fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+            .map_err(|e| Error::os("fcntl(F_ADD_SEALS)", object, e))?;
+        Ok(segment)
     }
 
     fn build(
@@ -984,6 +992,8 @@ mod tests {
         // SAFETY: writing one byte of our own payload.
         unsafe { seg.payload().as_ptr().write(42) };
         let fd = seg.fd().unwrap().try_clone_to_owned().unwrap();
+        // Sealed: whoever holds the descriptor cannot shrink it under our mapping.
+        assert_eq!(rustix::fs::ftruncate(&fd, 0), Err(rustix::io::Errno::PERM));
         let again = Segment::from_fd(fd, "anon").unwrap();
         // SAFETY: reading one byte of the same memory through the second mapping.
         assert_eq!(unsafe { again.payload().as_ptr().read() }, 42);

@@ -98,6 +98,11 @@ impl<T: ShmSafe> Shared<T> {
             ));
         }
         let segment = Segment::create(KIND, name, TYPE_HEADER + std::mem::size_of::<T>(), mode)?;
+        Ok(Shared::init(segment, value))
+    }
+
+    /// Writes the type header and `value` into a new segment of the right size.
+    fn init(segment: Segment, value: T) -> Shared<T> {
         let base = segment.payload().as_ptr();
         // SAFETY: the payload is TYPE_HEADER + size_of::<T>() bytes, 64-aligned (so the
         // value at +64 is aligned for T); nobody else uses it before `create` returns... except
@@ -109,10 +114,39 @@ impl<T: ShmSafe> Shared<T> {
             (*(base.add(16) as *const AtomicU64))
                 .store(type_tag::<T>(), std::sync::atomic::Ordering::Release);
         }
-        Ok(Shared {
+        Shared {
             segment,
             _type: PhantomData,
-        })
+        }
+    }
+
+    /// An anonymous value (a sealed `memfd`, see [`Segment::anonymous`]): hand
+    /// [`Shared::fd`] to another process, which maps it with [`Shared::from_fd`].
+    ///
+    /// # Errors
+    /// As [`Segment::anonymous`]; [`Error::InvalidArgument`] for a type aligned to more than
+    /// 64 bytes.
+    pub fn anonymous(value: T) -> Result<Shared<T>> {
+        if std::mem::align_of::<T>() > TYPE_HEADER {
+            return Err(Error::InvalidArgument(
+                "types aligned to more than 64 bytes cannot be shared".into(),
+            ));
+        }
+        let segment = Segment::anonymous(KIND, TYPE_HEADER + std::mem::size_of::<T>())?;
+        Ok(Shared::init(segment, value))
+    }
+
+    /// Maps an anonymous value received as a descriptor, checking that it holds a `T`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if it is not an ipckit segment holding a `T`.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Shared<T>> {
+        Shared::check(Segment::from_fd(fd, KIND)?, "anonymous shared value")
+    }
+
+    /// The descriptor of an anonymous value (to pass to another process).
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.segment.fd()
     }
 
     /// Opens the segment, checking that it holds a `T`.
@@ -121,8 +155,14 @@ impl<T: ShmSafe> Shared<T> {
     /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::Corrupt`] if it holds
     /// something else.
     pub fn open(name: &str) -> Result<Shared<T>> {
-        let segment = Segment::open(KIND, name)?;
-        let object = format!("shared value {name:?}");
+        Shared::check(
+            Segment::open(KIND, name)?,
+            &format!("shared value {name:?}"),
+        )
+    }
+
+    /// Checks that `segment` holds a `T`.
+    fn check(segment: Segment, object: &str) -> Result<Shared<T>> {
         if segment.payload_len() < TYPE_HEADER + std::mem::size_of::<T>() {
             return Err(Error::corrupt(object, "too small for the type asked for"));
         }

@@ -20,7 +20,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, OwnedFd};
 
 use crate::error::{Error, Result};
-use crate::frame::FramedStream;
+use crate::stream::FramedStream;
 use crate::Capacity;
 
 /// A framed TCP connection.

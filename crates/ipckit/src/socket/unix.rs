@@ -19,12 +19,13 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::{peer_credentials, peer_metadata, DatagramKind, DatagramLink, PeerCredentials};
 use crate::error::{Error, Result};
-use crate::frame::FramedStream;
 use crate::link::{MessageReceiver, MessageSender};
+use crate::stream::FramedStream;
 use crate::Capacity;
 
 /// Default maximum message of Unix datagram and seqpacket sockets: 64 KiB.
@@ -114,6 +115,18 @@ impl StreamListener {
             .accept()
             .map_err(|e| Error::os("accept", object.clone(), e))?;
         framed(OwnedFd::from(std), object)?.with_capacity(capacity)
+    }
+
+    /// Takes a waiting connection if there is one, without blocking (the listener must be
+    /// non-blocking). `Ok(None)`: nobody is waiting.
+    pub(crate) fn try_accept(&self) -> Result<Option<UnixStream>> {
+        let object = describe("stream", &self.path);
+        match rustix::net::accept_with(&self.inner, SocketFlags::CLOEXEC) {
+            Ok(fd) => framed(fd, object).map(Some),
+            // A client that gave up before we took it is no connection.
+            Err(Errno::AGAIN | Errno::INTR | Errno::CONNABORTED) => Ok(None),
+            Err(e) => Err(Error::os("accept", object, e)),
+        }
     }
 
     /// The path it listens on.
@@ -272,14 +285,7 @@ impl SeqpacketListener {
     pub fn bind(path: impl AsRef<Path>) -> Result<SeqpacketListener> {
         let path = path.as_ref().to_path_buf();
         let object = describe("seqpacket listener", &path);
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| Error::os("socket", object.clone(), e))?;
-        let addr = SocketAddrUnix::new(&path).map_err(|e| Error::os("bind", object.clone(), e))?;
+        let (fd, addr) = seqpacket_socket(&path, "bind", &object)?;
         rustix::net::bind(&fd, &addr).map_err(|e| Error::os("bind", object.clone(), e))?;
         rustix::net::listen(&fd, 128).map_err(|e| Error::os("listen", object, e))?;
         let entry = SocketEntry::record(&path);
@@ -291,7 +297,7 @@ impl SeqpacketListener {
         let object = describe("seqpacket", &self.path);
         let fd = loop {
             match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC) {
-                Err(rustix::io::Errno::INTR) => continue,
+                Err(Errno::INTR) => continue,
                 other => break other.map_err(|e| Error::os("accept", object.clone(), e))?,
             }
         };
@@ -311,18 +317,28 @@ impl Drop for SeqpacketListener {
     }
 }
 
-/// Connects to the seqpacket listener at `path`.
-pub fn connect_seqpacket(path: impl AsRef<Path>) -> Result<DatagramLink> {
-    let path = path.as_ref();
-    let object = describe("seqpacket", path);
+/// A new seqpacket socket and the address `path`, for `op` (bind or connect).
+fn seqpacket_socket(
+    path: &Path,
+    op: &'static str,
+    object: &str,
+) -> Result<(OwnedFd, SocketAddrUnix)> {
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
         SocketFlags::CLOEXEC,
         None,
     )
-    .map_err(|e| Error::os("socket", object.clone(), e))?;
-    let addr = SocketAddrUnix::new(path).map_err(|e| Error::os("connect", object.clone(), e))?;
+    .map_err(|e| Error::os("socket", object, e))?;
+    let addr = SocketAddrUnix::new(path).map_err(|e| Error::os(op, object, e))?;
+    Ok((fd, addr))
+}
+
+/// Connects to the seqpacket listener at `path`.
+pub fn connect_seqpacket(path: impl AsRef<Path>) -> Result<DatagramLink> {
+    let path = path.as_ref();
+    let object = describe("seqpacket", path);
+    let (fd, addr) = seqpacket_socket(path, "connect", &object)?;
     rustix::net::connect(&fd, &addr).map_err(|e| Error::os("connect", object.clone(), e))?;
     DatagramLink::new(
         fd,

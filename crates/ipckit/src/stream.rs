@@ -1,0 +1,479 @@
+//! The framed message endpoint over a byte stream (pipes, FIFOs, Unix stream sockets, TCP):
+//! [`FramedStream`] writes and reads the frames of [`crate::frame`] on descriptors.
+//!
+//! # Deadlines and partial frames
+//!
+//! A frame is never left half-written on a stream: a send whose deadline passes before the
+//! first byte is accepted fails with `Full`/`Timeout` and leaves the stream as it was; once the
+//! first byte is in the kernel's buffer, the rest of the frame follows even past the deadline
+//! (or the send fails with `Disconnected` if the peer goes away).
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::event::PollFlags;
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+use crate::fd::{set_nonblocking, wait_ready, MAX_FDS};
+use crate::frame::{
+    ack_frame, data_header, Frame, FrameDecoder, DEFAULT_MAX_MESSAGE, MAX_FRAME, READ_CHUNK,
+};
+use crate::link::{check_size, Capacity, Deadline, MessageReceiver, MessageSender, Metadata};
+
+/// Writes to a pipe of at most this many bytes are atomic (`pipe(7)`).
+const PIPE_BUF: usize = 4096;
+/// Descriptors a Unix stream keeps queued for [`FramedStream::take_fds`] unless told
+/// otherwise; more are closed as they arrive.
+pub const DEFAULT_FD_LIMIT: usize = 4 * MAX_FDS;
+
+/// A framed message endpoint over a byte stream: one or both directions.
+///
+/// Every byte-stream mechanism builds one of these: pipes, FIFOs, Unix stream sockets and
+/// TCP (`ipckit::socket::FramedStream` is the same type). With
+/// [`Capacity::Rendezvous`] (two-way links only) every message is
+/// acknowledged by the receiver and `send` returns only once that acknowledgement arrives.
+#[derive(Debug)]
+pub struct FramedStream {
+    reader: Option<OwnedFd>,
+    writer: Option<OwnedFd>,
+    socket: bool,
+    /// Unix stream sockets read with `recvmsg`, to receive passed descriptors.
+    passes_fds: bool,
+    /// A FIFO's read end: end-of-file before poll said ready means "no writer yet".
+    fifo_reader: bool,
+    max: usize,
+    rendezvous: bool,
+    decoder: FrameDecoder,
+    /// Data frames that arrived while we waited for an acknowledgement.
+    inbox: VecDeque<Vec<u8>>,
+    /// Acknowledgements owed to sends that timed out: absorbed when they arrive.
+    stale_acks: u64,
+    /// Acknowledgements that arrived while we were reading data.
+    acks: u64,
+    /// Descriptors passed along with the stream (Unix sockets), at most `fd_limit`.
+    fds: VecDeque<OwnedFd>,
+    fd_limit: usize,
+    peer: Metadata,
+    object: String,
+}
+
+impl FramedStream {
+    /// Builds an endpoint over `reader` and/or `writer` (they may be the same socket, dup'ed).
+    /// Both are switched to non-blocking mode.
+    ///
+    /// # Errors
+    /// An OS error if the descriptors cannot be configured.
+    pub(crate) fn new(
+        reader: Option<OwnedFd>,
+        writer: Option<OwnedFd>,
+        socket: bool,
+        object: String,
+    ) -> Result<FramedStream> {
+        for fd in reader.iter().chain(writer.iter()) {
+            set_nonblocking(fd.as_fd(), &object)?;
+        }
+        Ok(FramedStream {
+            reader,
+            writer,
+            socket,
+            passes_fds: false,
+            fifo_reader: false,
+            max: DEFAULT_MAX_MESSAGE,
+            rendezvous: false,
+            decoder: FrameDecoder::new(DEFAULT_MAX_MESSAGE),
+            inbox: VecDeque::new(),
+            stale_acks: 0,
+            acks: 0,
+            fds: VecDeque::new(),
+            fd_limit: DEFAULT_FD_LIMIT,
+            peer: Metadata::default(),
+            object,
+        })
+    }
+
+    /// A reader and a writer made separately (a FIFO `Duplex`),
+    /// joined into one two-way endpoint.
+    pub(crate) fn join(
+        reader: FramedStream,
+        writer: FramedStream,
+        object: String,
+    ) -> Result<FramedStream> {
+        let mut joined = FramedStream::new(reader.reader, writer.writer, false, object)?;
+        joined.fifo_reader = reader.fifo_reader;
+        Ok(joined)
+    }
+
+    /// A FIFO's read end reads end-of-file until a writer has come: wait for one (poll only
+    /// reports a hang-up once a writer has come and gone) instead of calling that a hang-up.
+    pub(crate) fn wait_for_first_writer(&mut self) {
+        self.fifo_reader = true;
+    }
+
+    /// Both directions over one socket.
+    pub(crate) fn from_socket(socket: OwnedFd, object: String) -> Result<FramedStream> {
+        let writer = socket
+            .try_clone()
+            .map_err(|e| Error::os("dup", object.clone(), e))?;
+        FramedStream::new(Some(socket), Some(writer), true, object)
+    }
+
+    /// Sets the largest message, in bytes (default 16 MiB; at most 2 GiB - 1). Both ends must
+    /// agree: a larger frame is refused on receipt.
+    pub fn with_max_message_size(mut self, max: usize) -> Self {
+        self.max = max.min(MAX_FRAME);
+        self.decoder.set_max(self.max);
+        self
+    }
+
+    /// Applies a capacity: `Bounded(n >= 1)` is the kernel's buffer (nothing to do);
+    /// `Rendezvous` needs both directions; `Unbounded` cannot be honoured by a kernel buffer;
+    /// `Bounded(0)` is refused, as everywhere ([`Capacity`]).
+    pub(crate) fn with_capacity(mut self, capacity: Capacity) -> Result<Self> {
+        match capacity.check()? {
+            Capacity::Bounded(_) => Ok(self),
+            Capacity::Rendezvous if self.reader.is_some() && self.writer.is_some() => {
+                self.rendezvous = true;
+                Ok(self)
+            }
+            Capacity::Rendezvous => Err(Error::Unsupported(format!(
+                "{} is one-way, so the receiver cannot acknowledge: rendezvous needs a two-way \
+                 link (a Unix or TCP socket, a FIFO Duplex, or a mailbox)",
+                self.object
+            ))),
+            Capacity::Unbounded => Err(Error::Unsupported(format!(
+                "{} is bounded by the kernel's buffer; for an unbounded link use a mailbox \
+                 created with Capacity::Unbounded",
+                self.object
+            ))),
+        }
+    }
+
+    /// Records what the kernel told us about the peer, and reads with `recvmsg` so that
+    /// descriptors passed along arrive (Unix sockets).
+    pub(crate) fn set_unix_peer(&mut self, peer: Metadata) {
+        self.peer = peer;
+        self.passes_fds = true;
+    }
+
+    /// Sends `msg` with `fds` attached (Unix stream sockets): the descriptors travel with the
+    /// frame's first bytes and the receiver gets them from [`FramedStream::take_fds`].
+    ///
+    /// # Errors
+    /// As [`MessageSender::send_deadline`]; [`Error::Unsupported`] on other streams.
+    pub fn send_with_fds(
+        &mut self,
+        msg: &[u8],
+        fds: &[BorrowedFd<'_>],
+        deadline: Deadline,
+    ) -> Result<()> {
+        if !self.passes_fds {
+            return Err(Error::Unsupported(format!(
+                "{} cannot pass file descriptors: only Unix sockets can",
+                self.object
+            )));
+        }
+        check_size(msg.len(), self.max)?;
+        let fd = self.writer()?;
+        let mut frame = data_header(msg.len()).to_vec();
+        frame.extend_from_slice(msg);
+        let sent = crate::fd::send_with_fds(fd, &frame, fds, deadline)
+            .map_err(|e| Error::os("sendmsg", self.object.clone(), e))?
+            .ok_or_else(|| deadline.send_expired())?;
+        self.write_frame(&[&frame[sent..]], Deadline::Never)?;
+        if self.rendezvous {
+            self.await_ack(deadline)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the descriptors apart: `(receiving, sending)`, say to hand one to a child
+    /// process. Buffered bytes not yet decoded are dropped.
+    pub fn into_fds(self) -> (Option<OwnedFd>, Option<OwnedFd>) {
+        (self.reader, self.writer)
+    }
+
+    /// Bytes received and not yet decoded: a frame is partly read.
+    pub(crate) fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    /// Descriptors received with the stream so far (Unix stream sockets), oldest first.
+    /// At most the limit (see [`FramedStream::with_fd_limit`]) are kept between calls.
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        self.fds.drain(..).collect()
+    }
+
+    /// Sets how many received descriptors are kept for [`FramedStream::take_fds`] (default
+    /// [`DEFAULT_FD_LIMIT`]); descriptors arriving beyond it are closed at once, so a peer
+    /// cannot fill this process's descriptor table. `0` closes every descriptor received.
+    pub fn with_fd_limit(mut self, limit: usize) -> Self {
+        self.fd_limit = limit;
+        self.fds.truncate(limit);
+        self
+    }
+
+    fn writer(&self) -> Result<BorrowedFd<'_>> {
+        self.writer.as_ref().map(|fd| fd.as_fd()).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{} only receives: this end cannot send",
+                self.object
+            ))
+        })
+    }
+
+    fn reader(&self) -> Result<BorrowedFd<'_>> {
+        self.reader.as_ref().map(|fd| fd.as_fd()).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{} only sends: this end cannot receive",
+                self.object
+            ))
+        })
+    }
+
+    /// Whether a frame of `len` bytes can be written at once without blocking, so that a
+    /// non-blocking or timed send never leaves half a frame behind.
+    ///
+    /// A pipe takes a write of up to `PIPE_BUF` (4096) bytes whole or not at all, so small
+    /// frames need no check; a larger one waits until the queued bytes leave half the pipe
+    /// free beyond it (the kernel packs writes into pages, so free bytes are a guess). A socket polls writable
+    /// while at least half its send buffer is free. A frame larger than the whole buffer can
+    /// never go at once: it starts as soon as the buffer is empty and is finished even past
+    /// the deadline.
+    fn fits_now(&self, fd: BorrowedFd<'_>, len: usize) -> Result<bool> {
+        if self.socket {
+            // Writable means half the send buffer is free: enough for any frame up to that.
+            return wait_ready(fd, PollFlags::OUT, Deadline::Now);
+        }
+        if len <= PIPE_BUF {
+            return Ok(true);
+        }
+        let size = rustix::pipe::fcntl_getpipe_size(fd)
+            .map_err(|e| Error::os("fcntl(F_GETPIPE_SZ)", self.object.clone(), e))?;
+        let queued = rustix::io::ioctl_fionread(fd)
+            .map_err(|e| Error::os("ioctl(FIONREAD)", self.object.clone(), e))?
+            as usize;
+        // The kernel packs writes into pages, so free bytes are not all usable: keep half the
+        // pipe as slack. A frame larger than that waits for an empty pipe.
+        Ok(queued == 0 || queued + len + size / 2 <= size)
+    }
+
+    fn wait_until_fits(&self, fd: BorrowedFd<'_>, len: usize, deadline: Deadline) -> Result<()> {
+        loop {
+            if self.fits_now(fd, len)? {
+                return Ok(());
+            }
+            if deadline.expired() {
+                return Err(deadline.send_expired());
+            }
+            if !wait_ready(fd, PollFlags::OUT, deadline)? {
+                return Err(deadline.send_expired());
+            }
+            // Writable is not the same as "fits": give the reader a moment.
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    }
+
+    /// Writes `parts` as one frame, in as few system calls as the kernel allows; see the
+    /// module docs for what a deadline means mid-frame.
+    pub(crate) fn write_frame(&mut self, parts: &[&[u8]], deadline: Deadline) -> Result<()> {
+        let fd = self.writer()?;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if deadline != Deadline::Never {
+            self.wait_until_fits(fd, len, deadline)?;
+        }
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut slices = &mut slices[..];
+        let mut left = len;
+        let mut written_any = false;
+        while left > 0 {
+            let result = if self.socket {
+                let mut control = rustix::net::SendAncillaryBuffer::default();
+                rustix::net::sendmsg(fd, slices, &mut control, rustix::net::SendFlags::NOSIGNAL)
+            } else {
+                rustix::io::writev(fd, slices)
+            };
+            match result {
+                Ok(n) => {
+                    written_any = true;
+                    left -= n;
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(Errno::AGAIN) => {
+                    let wait = if written_any {
+                        Deadline::Never
+                    } else {
+                        deadline
+                    };
+                    if !wait_ready(fd, PollFlags::OUT, wait)? {
+                        return Err(deadline.send_expired());
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(Error::os("write", self.object.clone(), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads until a frame is decoded or `deadline` passes.
+    fn read_frame(&mut self, deadline: Deadline) -> Result<Frame> {
+        let mut polled = false;
+        loop {
+            if let Some(frame) = self.decoder.decode()? {
+                return Ok(frame);
+            }
+            self.reader()?;
+            let fd = self.reader.as_ref().expect("checked above").as_fd();
+            let fds = if self.passes_fds {
+                Some((&mut self.fds, self.fd_limit))
+            } else {
+                None
+            };
+            match read_once(&mut self.decoder, fd, fds) {
+                Ok(0) if self.fifo_reader && !polled => {
+                    polled = true;
+                    if !wait_ready(self.reader()?, PollFlags::IN, deadline)? {
+                        return Err(deadline.recv_expired());
+                    }
+                }
+                Ok(0) => return Err(self.decoder.end_of_stream()),
+                Ok(_) => {}
+                Err(Errno::AGAIN) => {
+                    polled = true;
+                    if !wait_ready(self.reader()?, PollFlags::IN, deadline)? {
+                        return Err(deadline.recv_expired());
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => {
+                    let err = Error::os("read", self.object.clone(), e);
+                    return Err(match err {
+                        Error::Disconnected => self.decoder.end_of_stream(),
+                        other => other,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits for the acknowledgement of the message just sent (rendezvous).
+    fn await_ack(&mut self, deadline: Deadline) -> Result<()> {
+        loop {
+            if self.acks > 0 {
+                self.acks -= 1;
+                return Ok(());
+            }
+            match self.read_frame(deadline) {
+                Ok(Frame::Ack) if self.stale_acks > 0 => self.stale_acks -= 1,
+                Ok(Frame::Ack) => return Ok(()),
+                Ok(Frame::Data(data)) => self.inbox.push_back(data),
+                Err(e) if e.is_transient() => {
+                    // The message is in the kernel's buffer and may still be taken: its
+                    // acknowledgement, if it comes, belongs to no send.
+                    self.stale_acks += 1;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Reads once from `fd` into the decoder's buffer (at most [`READ_CHUNK`] bytes); `Ok(0)` is
+/// end of stream. With `fds`, reads with `recvmsg` and queues descriptors passed along (Unix
+/// sockets), up to the limit given.
+fn read_once(
+    decoder: &mut FrameDecoder,
+    fd: BorrowedFd<'_>,
+    fds: Option<(&mut VecDeque<OwnedFd>, usize)>,
+) -> rustix::io::Result<usize> {
+    decoder.fill(|buf| match fds {
+        Some((fds, limit)) => {
+            let mut chunk = vec![0u8; READ_CHUNK.min(buf.capacity() - buf.len())];
+            let (n, _) = crate::fd::recv_with_fds(
+                fd,
+                &mut chunk,
+                fds,
+                limit,
+                rustix::net::RecvFlags::empty(),
+            )?;
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(n)
+        }
+        None => {
+            let spare = rustix::buffer::spare_capacity(buf);
+            rustix::io::read(fd, spare)
+        }
+    })
+}
+
+impl MessageSender for FramedStream {
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        check_size(msg.len(), self.max)?;
+        self.write_frame(&[&data_header(msg.len()), msg], deadline)?;
+        if self.rendezvous {
+            self.await_ack(deadline)?;
+        }
+        Ok(())
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.max
+    }
+}
+
+impl MessageReceiver for FramedStream {
+    fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
+        let data = match self.inbox.pop_front() {
+            Some(data) => data,
+            None => loop {
+                match self.read_frame(deadline)? {
+                    Frame::Data(data) => break data,
+                    Frame::Ack if self.stale_acks > 0 => self.stale_acks -= 1,
+                    Frame::Ack => self.acks += 1,
+                }
+            },
+        };
+        if self.rendezvous {
+            self.write_frame(&[&ack_frame()], Deadline::Never)?;
+        }
+        *buf = data;
+        Ok(self.peer)
+    }
+}
+
+impl AsFd for FramedStream {
+    /// The receiving descriptor if there is one, else the sending one (for `poll`).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.reader
+            .as_ref()
+            .or(self.writer.as_ref())
+            .expect("a framed stream has at least one descriptor")
+            .as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use crate::link::{Deadline, MessageReceiver};
+
+    /// Issue 13: a peer sending many descriptors cannot fill the receiver's table.
+    #[test]
+    fn descriptors_beyond_the_limit_are_closed_as_they_arrive() {
+        let (a, b) = crate::socket::unix::stream_pair().unwrap();
+        let (mut a, mut b) = (a, b.with_fd_limit(4));
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let fds = vec![file.as_fd(); crate::fd::MAX_FDS];
+        for _ in 0..10 {
+            a.send_with_fds(b"x", &fds, Deadline::Never).unwrap();
+        }
+        for _ in 0..10 {
+            b.recv_deadline(&mut Vec::new(), Deadline::Never).unwrap();
+        }
+        assert_eq!(b.take_fds().len(), 4);
+    }
+}

@@ -8,7 +8,7 @@ use ipckit::shm::mailbox::Mailbox;
 use ipckit::{Capacity, Deadline, MessageSender, WhenFull};
 
 use crate::transfer::{receive_each, send_each, ReceiveArgs, SendOptions};
-use crate::units::{parse_duration, parse_size, shm_footprint};
+use crate::units::{parse_duration, parse_size, refused_size, shm_footprint};
 
 /// `ipckit mailbox ...`
 #[derive(Debug, Subcommand)]
@@ -128,7 +128,11 @@ pub fn mailbox(command: MailboxCommand) -> Result<()> {
                 .max_message_size(args.max_msg_size)
                 .mode(args.mode)
                 .create()
-                .with_context(|| format!("cannot create mailbox {:?}", args.name))?;
+                .map_err(|e| {
+                    let size = refused_size(&e);
+                    anyhow::Error::new(e)
+                        .context(format!("cannot create mailbox {:?}{size}", args.name))
+                })?;
             let holds = match capacity {
                 Capacity::Bounded(1) => "1 message".into(),
                 Capacity::Bounded(n) => format!("{n} messages"),

@@ -7,7 +7,7 @@ use ipckit::MessageSender;
 
 use crate::mailbox_cmd::{parse_mode, WaitArgs};
 use crate::transfer::{receive_each, send_each, ReceiveArgs, SendOptions};
-use crate::units::{parse_size, shm_footprint};
+use crate::units::{parse_size, refused_size, shm_footprint};
 
 /// `ipckit topic ...`
 #[derive(Debug, Subcommand)]
@@ -89,7 +89,11 @@ pub fn topic(command: TopicCommand) -> Result<()> {
                 .overflow(overflow)
                 .mode(args.mode)
                 .create()
-                .with_context(|| format!("cannot create topic {:?}", args.name))?;
+                .map_err(|e| {
+                    let size = refused_size(&e);
+                    anyhow::Error::new(e)
+                        .context(format!("cannot create topic {:?}{size}", args.name))
+                })?;
             outln!(
                 "created topic {:?}: keeps the last {} messages of up to {} bytes; takes {}",
                 args.name,

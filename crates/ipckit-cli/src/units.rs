@@ -78,6 +78,23 @@ pub fn shm_footprint(kind: &str, name: &str) -> Option<String> {
     ))
 }
 
+/// For an object refused for want of room, how big it would have been, in people's units:
+/// ` (it would take 61.1 GiB; 23.5 GiB are free)`; empty for any other error.
+pub fn refused_size(err: &ipckit::Error) -> String {
+    match err {
+        ipckit::Error::NoSpace {
+            requested,
+            available,
+            ..
+        } => format!(
+            " (it would take {}; {} are free)",
+            human_bytes(*requested),
+            human_bytes(*available)
+        ),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -391,3 +391,29 @@ fn a_sender_waiting_for_room_says_so_and_create_says_how_big() {
     assert_eq!(out.status.code(), Some(4));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("waiting"));
 }
+
+#[test]
+fn a_mailbox_too_big_for_dev_shm_is_refused_saying_how_big() {
+    let name = unique("big");
+    let _cleanup = Cleanup(name.clone());
+    let shm = rustix::fs::statvfs("/dev/shm").unwrap();
+    let free = shm.f_bavail * shm.f_frsize;
+    // Twice what is free, in 64 KiB messages.
+    let capacity = (free / 65536 * 2 + 1000).to_string();
+    let out = run(&[
+        "mailbox",
+        "create",
+        &name,
+        "--max-msg-size",
+        "64k",
+        "--capacity",
+        &capacity,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("it would take") && stderr.contains("are free"),
+        "{stderr}"
+    );
+    assert!(listed(&name).is_none(), "nothing is left behind");
+}

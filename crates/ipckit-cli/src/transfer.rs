@@ -4,7 +4,7 @@
 //! mechanism.
 
 use std::borrow::Cow;
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,28 +33,45 @@ pub struct SendOptions<'a> {
 /// Sends each of `messages` in order, or, if there are none, each line of standard input
 /// (any bytes but `\n`; a trailing `\r` is dropped), or with `binary` all of standard input as
 /// one message. `send` is called with the deadline to use: first without waiting, so that a
-/// full link is noticed and said once on stderr, then with the caller's.
+/// full link is noticed (and said once on stderr), then in slices of the caller's deadline,
+/// so that SIGINT or SIGTERM end the wait (and the command, cleanly) at once.
 pub fn send_each(
     messages: &[String],
     options: SendOptions<'_>,
     mut send: impl FnMut(&[u8], Deadline) -> Result<()>,
 ) -> Result<()> {
-    let mut said = !(options.verbose || std::io::stderr().is_terminal());
+    let signals = Signals::install()?;
+    let mut say = options.verbose || std::io::stderr().is_terminal();
     let mut send_one = |msg: &[u8]| -> Result<()> {
-        if options.deadline == Deadline::Now || said {
-            return send(msg, options.deadline);
-        }
+        let full = |e: &anyhow::Error| {
+            matches!(e.downcast_ref::<ipckit::Error>(), Some(ipckit::Error::Full))
+        };
         match send(msg, Deadline::Now) {
-            Err(e) if matches!(e.downcast_ref::<ipckit::Error>(), Some(ipckit::Error::Full)) => {
-                said = true;
-                eprintln!(
-                    "ipckit: {}: waiting for room (Ctrl-C gives up; the messages sent so far \
-                     stay delivered)",
-                    options.full
-                );
-                send(msg, options.deadline)
+            Err(e) if full(&e) && options.deadline != Deadline::Now => {}
+            other => return other,
+        }
+        if say {
+            say = false;
+            eprintln!(
+                "ipckit: {}: waiting for room (Ctrl-C gives up; the messages sent so far stay \
+                 delivered)",
+                options.full
+            );
+        }
+        loop {
+            signals.check()?;
+            match send(msg, slice(options.deadline)) {
+                Err(e)
+                    if matches!(
+                        e.downcast_ref::<ipckit::Error>(),
+                        Some(ipckit::Error::Timeout)
+                    ) && !options.deadline.expired() => {}
+                Err(e) => {
+                    signals.check()?;
+                    return Err(e);
+                }
+                Ok(()) => return Ok(()),
             }
-            other => other,
         }
     };
     if !messages.is_empty() {
@@ -63,31 +80,107 @@ pub fn send_each(
         }
         return Ok(());
     }
-    let mut stdin = std::io::stdin().lock();
+    let mut input = Input::new(signals);
     if options.binary {
         let mut all = Vec::new();
-        stdin
-            .read_to_end(&mut all)
-            .context("cannot read standard input")?;
+        while input.fill()? {}
+        std::mem::swap(&mut all, &mut input.buf);
         return send_one(&all);
     }
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if stdin
-            .read_until(b'\n', &mut line)
-            .context("cannot read standard input")?
-            == 0
-        {
-            return Ok(());
-        }
-        if line.last() == Some(&b'\n') {
+    while let Some(mut line) = input.line()? {
+        if line.last() == Some(&b'\r') {
             line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
         }
         send_one(&line)?;
+    }
+    Ok(())
+}
+
+/// Standard input read straight from descriptor 0, waiting in [`LOOK_UP`] slices so that a
+/// signal is noticed while the command waits for input (a `read` would just be restarted).
+struct Input<'a> {
+    buf: Vec<u8>,
+    /// Where the unread part of `buf` starts (the lines before it were handed out).
+    pos: usize,
+    eof: bool,
+    signals: &'a Signals,
+}
+
+impl<'a> Input<'a> {
+    fn new(signals: &'a Signals) -> Input<'a> {
+        Input {
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
+            signals,
+        }
+    }
+
+    /// Reads what is there into the buffer; false at the end of input.
+    fn fill(&mut self) -> Result<bool> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        if self.eof {
+            return Ok(false);
+        }
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let stdin = std::io::stdin();
+        let wait = Timespec {
+            tv_sec: 0,
+            tv_nsec: LOOK_UP.as_nanos() as i64,
+        };
+        loop {
+            self.signals.check()?;
+            let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+            match poll(&mut fds, Some(&wait)) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                Ok(_) => break,
+                // Not pollable (a regular file is always ready anyway): just read.
+                Err(_) => break,
+            }
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        let n = loop {
+            match rustix::io::read(&stdin, &mut chunk) {
+                Ok(n) => break n,
+                Err(rustix::io::Errno::INTR) => self.signals.check()?,
+                Err(e) => {
+                    return Err(std::io::Error::from(e)).context("cannot read standard input")
+                }
+            }
+        };
+        self.buf.extend_from_slice(&chunk[..n]);
+        self.eof = n == 0;
+        Ok(!self.eof)
+    }
+
+    /// The next line without its `\n` (the last may lack one); `None` at the end.
+    fn line(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut searched = self.pos;
+        loop {
+            if let Some(i) = self.buf[searched..].iter().position(|&b| b == b'\n') {
+                let end = searched + i;
+                let line = self.buf[self.pos..end].to_vec();
+                self.pos = end + 1;
+                return Ok(Some(line));
+            }
+            // Filling moves the unread part to the front of the buffer.
+            searched = self.buf.len() - self.pos;
+            if !self.fill()? {
+                let rest = self.buf.split_off(self.pos);
+                self.pos = 0;
+                return Ok((!rest.is_empty()).then_some(rest));
+            }
+        }
+    }
+}
+
+/// The next slice of a wait that ends at `deadline`: at most [`LOOK_UP`] long.
+fn slice(deadline: Deadline) -> Deadline {
+    match deadline {
+        Deadline::Now => Deadline::Now,
+        Deadline::Never => Deadline::after(LOOK_UP),
+        Deadline::At(at) => Deadline::At(at.min(Instant::now() + LOOK_UP)),
     }
 }
 
@@ -180,7 +273,12 @@ struct Signals {
 }
 
 impl Signals {
-    fn install() -> Result<Signals> {
+    /// Catches SIGINT and SIGTERM from now on (once per process; later calls share it).
+    fn install() -> Result<&'static Signals> {
+        static SIGNALS: std::sync::OnceLock<Signals> = std::sync::OnceLock::new();
+        if let Some(signals) = SIGNALS.get() {
+            return Ok(signals);
+        }
         use signal_hook::consts::{SIGINT, SIGTERM};
         let caught = Arc::new(AtomicUsize::new(0));
         let pending = Arc::new(AtomicBool::new(false));
@@ -189,7 +287,7 @@ impl Signals {
             signal_hook::flag::register(sig, Arc::clone(&pending))?;
             signal_hook::flag::register_usize(sig, Arc::clone(&caught), sig as usize)?;
         }
-        Ok(Signals { caught })
+        Ok(SIGNALS.get_or_init(|| Signals { caught }))
     }
 
     fn check(&self) -> std::result::Result<(), Interrupted> {
@@ -231,12 +329,7 @@ fn recv_watching(
         if stdout_closed() {
             return Err(closed_stdout());
         }
-        let slice = match deadline {
-            Deadline::Now => Deadline::Now,
-            Deadline::Never => Deadline::after(LOOK_UP),
-            Deadline::At(at) => Deadline::At(at.min(Instant::now() + LOOK_UP)),
-        };
-        match rx.recv_deadline(buf, slice) {
+        match rx.recv_deadline(buf, slice(deadline)) {
             Err(ipckit::Error::Timeout) if !deadline.expired() => continue,
             // A signal that interrupted the wait is ours, not an error of the link.
             Err(e) => {
@@ -266,7 +359,7 @@ pub fn receive_each(rx: &mut impl MessageReceiver, args: &ReceiveArgs, what: &st
     let stdout = std::io::stdout();
     let mut buf = Vec::new();
     for _ in 0..limit {
-        let meta = recv_watching(rx, &mut buf, deadline, &signals)
+        let meta = recv_watching(rx, &mut buf, deadline, signals)
             .with_context(|| format!("no message from {what}"))?;
         if let Some(missed) = meta.missed.filter(|&n| n > 0) {
             if !args.json {

@@ -273,6 +273,40 @@ fn sigint_and_sigterm_leave_no_participant_behind() {
             "{entry}"
         );
     }
+    // A sender waiting for room, and one waiting for a line of input, leave cleanly too.
+    let full = format!("{name}-f");
+    let _cleanup_full = Cleanup(full.clone());
+    ok(&["mailbox", "create", &full, "--capacity", "1"]);
+    ok(&["send", &full, "filler"]);
+    for (args, signal, code) in [
+        (vec!["send", full.as_str(), "more"], "-INT", 130),
+        (vec!["send", full.as_str()], "-TERM", 143),
+    ] {
+        let child = ipckit()
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_alive(&full, 1);
+        assert!(Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let out = wait_output(child, Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(code), "{args:?} {signal}: {out:?}");
+        let entry = listed(&full).unwrap();
+        assert_eq!(
+            (
+                entry["alive"].as_u64(),
+                entry["dead"].as_u64(),
+                entry["depth"].as_u64()
+            ),
+            (Some(0), Some(0), Some(1)),
+            "{entry}"
+        );
+    }
 }
 
 #[test]

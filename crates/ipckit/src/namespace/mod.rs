@@ -164,6 +164,34 @@ pub struct ObjectInfo {
     pub dead: usize,
     /// Why the object could not be inspected, if it could not.
     pub error: Option<String>,
+    /// What a waiter on this object may be waiting for: slots and locks held by a process,
+    /// with its pid and whether it is alive (at most [`MAX_HELD_SHOWN`], then a count).
+    pub held: Vec<String>,
+}
+
+/// How many held slots or locks [`ObjectInfo::held`] lists before summing up the rest.
+pub const MAX_HELD_SHOWN: usize = 8;
+
+/// Describes what processes hold: `what` held by `pid`, alive or dead; at most
+/// [`MAX_HELD_SHOWN`] lines and one that counts the rest.
+fn held_by(items: impl IntoIterator<Item = (String, u32)>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut more = 0usize;
+    for (what, pid) in items {
+        if lines.len() == MAX_HELD_SHOWN {
+            more += 1;
+            continue;
+        }
+        let state = match crate::process::liveness(pid, None) {
+            crate::process::Liveness::Dead => "dead: `ipckit clean` frees it",
+            _ => "alive",
+        };
+        lines.push(format!("{what} held by pid {pid} ({state})"));
+    }
+    if more > 0 {
+        lines.push(format!("and {more} more"));
+    }
+    lines
 }
 
 impl ObjectInfo {
@@ -177,6 +205,7 @@ impl ObjectInfo {
             alive: 0,
             dead: 0,
             error,
+            held: Vec::new(),
         }
     }
 }
@@ -552,6 +581,11 @@ pub fn inspect() -> Result<Listing> {
                     mode: Some(info.mode),
                     alive,
                     dead: info.participants.len() - alive,
+                    held: held_by(
+                        info.held_slots
+                            .iter()
+                            .map(|&(pos, pid)| (format!("slot of message {pos}"), pid)),
+                    ),
                     ..ObjectInfo::bare(ObjectKind::Mailbox, name, None)
                 }
             }
@@ -574,6 +608,10 @@ pub fn inspect() -> Result<Listing> {
                     mode: Some(info.mode),
                     alive: info.subscribers + info.publishers,
                     dead: info.dead_subscribers,
+                    held: held_by(
+                        info.publish_lock_holder
+                            .map(|pid| ("the publish lock".to_string(), pid)),
+                    ),
                     ..ObjectInfo::bare(ObjectKind::Topic, name, None)
                 }
             }

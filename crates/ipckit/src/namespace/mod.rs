@@ -381,7 +381,7 @@ enum Registered {
     /// through a link...): why.
     Untrusted(String),
     /// It is there; a FIFO or socket file with where it was found.
-    Here(ObjectInfo, Option<Located>),
+    Here(Box<ObjectInfo>, Option<Located>),
 }
 
 /// What the kernel says of a registered FIFO, socket file or System V object, as far as the
@@ -419,7 +419,7 @@ fn registered(entry: &Entry) -> Registered {
             let mode = Some(found.seen.mode);
             if entry.kind == Kind::Fifo {
                 // A FIFO outlives its creator, like a mailbox: who made it says nothing.
-                return Registered::Here(ObjectInfo { mode, ..bare() }, Some(found));
+                return Registered::Here(Box::new(ObjectInfo { mode, ..bare() }), Some(found));
             }
             let info = ObjectInfo {
                 mode,
@@ -427,7 +427,7 @@ fn registered(entry: &Entry) -> Registered {
                 dead,
                 ..bare()
             };
-            Registered::Here(info, Some(found))
+            Registered::Here(Box::new(info), Some(found))
         }
         Kind::SysvQueue | Kind::SysvSegment => {
             // msg: perms cbytes qnum lspid lrpid uid gid cuid cgid stime rtime ctime
@@ -456,7 +456,7 @@ fn registered(entry: &Entry) -> Registered {
                     ..bare()
                 }
             };
-            Registered::Here(info, None)
+            Registered::Here(Box::new(info), None)
         }
         // Listed by `posix_queues`; only its absence matters here.
         Kind::PosixQueue => {
@@ -465,7 +465,7 @@ fn registered(entry: &Entry) -> Registered {
             }
             match crate::mq::PosixQueue::open(&entry.object) {
                 Err(crate::Error::NotFound { .. }) => Registered::Gone,
-                _ => Registered::Here(bare(), None),
+                _ => Registered::Here(Box::new(bare()), None),
             }
         }
     }
@@ -630,7 +630,7 @@ pub fn inspect() -> Result<Listing> {
             continue;
         }
         match registered(&entry) {
-            Registered::Here(info, _) => objects.push(info),
+            Registered::Here(info, _) => objects.push(*info),
             Registered::Gone => objects.push(ObjectInfo::bare(
                 entry.kind.into(),
                 entry.object.clone(),

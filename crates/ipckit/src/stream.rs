@@ -240,6 +240,12 @@ impl ByteStream {
     /// [`Error::Disconnected`] if the connection was reset; [`Error::Unsupported`] on a
     /// write-only end.
     pub fn read_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        self.read_shared(buf, deadline)
+    }
+
+    /// [`ByteStream::read_deadline`] through a shared reference: reading changes nothing in
+    /// `self`, so one thread may read while another writes (`impl Read for &ByteStream`).
+    fn read_shared(&self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         let fd = self.reader()?;
         if buf.is_empty() {
             return Ok(0);
@@ -274,6 +280,10 @@ impl ByteStream {
     /// [`Error::Disconnected`] if no reader is left; [`Error::Unsupported`] on a read-only
     /// end.
     pub fn write_deadline(&mut self, buf: &[u8], deadline: Deadline) -> Result<usize> {
+        self.write_shared(buf, deadline)
+    }
+
+    fn write_shared(&self, buf: &[u8], deadline: Deadline) -> Result<usize> {
         let fd = self.writer()?;
         if buf.is_empty() {
             return Ok(0);
@@ -330,16 +340,34 @@ fn deadline_of(timeout: Option<Duration>) -> Deadline {
 
 impl std::io::Read for ByteStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let deadline = deadline_of(self.read_timeout);
-        self.read_deadline(buf, deadline)
+        (&*self).read(buf)
+    }
+}
+
+/// Reads through a shared reference, as `&std::net::TcpStream` does: a `BufReader` over
+/// `&stream` can read lines while the same stream writes replies.
+impl std::io::Read for &ByteStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.read_shared(buf, deadline_of(self.read_timeout))
             .map_err(|e| into_io(e, std::io::ErrorKind::ConnectionReset))
     }
 }
 
 impl std::io::Write for ByteStream {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let deadline = deadline_of(self.write_timeout);
-        self.write_deadline(buf, deadline)
+        (&*self).write(buf)
+    }
+
+    /// Nothing to do: every write goes straight to the kernel.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes through a shared reference (see `impl Read for &ByteStream`).
+impl std::io::Write for &ByteStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_shared(buf, deadline_of(self.write_timeout))
             .map_err(|e| into_io(e, std::io::ErrorKind::BrokenPipe))
     }
 

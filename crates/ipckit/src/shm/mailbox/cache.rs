@@ -74,7 +74,7 @@ use super::{describe, Shared};
 use crate::error::{Error, Result};
 use crate::process::{liveness, Liveness};
 use crate::shm::ring::{Claim, Ring, MAX_MESSAGE};
-use crate::sync::primitive::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::primitive::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// Identifies a mailbox's cache area ("ipckitMC").
 const CACHE_MAGIC: u64 = u64::from_le_bytes(*b"ipckitMC");
@@ -584,6 +584,9 @@ impl Cache {
         if pending.load(Ordering::SeqCst) == 0 || pending.swap(0, Ordering::SeqCst) == 0 {
             return;
         }
+        // SYNC: orders the swap above before the ring's slot loads in `try_move` (the Dekker
+        // pairing with a receiver's SeqCst release of a slot).
+        fence(Ordering::SeqCst);
         let ring = shared.ring();
         let object = describe(&shared.name);
         let mut left = false;

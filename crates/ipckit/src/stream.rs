@@ -92,6 +92,9 @@ pub struct ByteStream {
     fifo_writer: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// `/dev/null`, standing in for a write-only end's descriptor once `close_write` closed it,
+    /// so that `as_fd` always has one.
+    closed: Option<OwnedFd>,
     peer: Metadata,
     object: String,
 }
@@ -120,6 +123,7 @@ impl ByteStream {
             fifo_writer: false,
             read_timeout: None,
             write_timeout: None,
+            closed: None,
             peer: Metadata::default(),
             object,
         })
@@ -156,6 +160,7 @@ impl ByteStream {
             fifo_writer: false,
             read_timeout: None,
             write_timeout: None,
+            closed: None,
             peer: Metadata::default(),
             object: String::new(),
         }
@@ -311,15 +316,27 @@ impl ByteStream {
     /// (a socket's `shutdown(SHUT_WR)`; a pipe or FIFO end is closed).
     ///
     /// # Errors
-    /// An OS error from `shutdown`.
+    /// An OS error from `shutdown`, or from opening `/dev/null` (which stands in for a
+    /// write-only end's closed descriptor, see `AsFd`).
     #[doc(alias = "shutdown")]
     pub fn close_write(&mut self) -> Result<()> {
-        if let Some(fd) = self.writer.take() {
-            if self.socket {
-                rustix::net::shutdown(&fd, rustix::net::Shutdown::Write)
-                    .map_err(|e| Error::os("shutdown", self.object.clone(), e))?;
-            }
+        if self.writer.is_none() {
+            return Ok(());
         }
+        if self.socket {
+            let fd = self.writer.as_ref().expect("checked above");
+            rustix::net::shutdown(fd, rustix::net::Shutdown::Write)
+                .map_err(|e| Error::os("shutdown", self.object.clone(), e))?;
+        } else if self.reader.is_none() {
+            let null = rustix::fs::open(
+                "/dev/null",
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| Error::os("open", "/dev/null", e))?;
+            self.closed = Some(null);
+        }
+        self.writer = None;
         Ok(())
     }
 }
@@ -378,16 +395,14 @@ impl std::io::Write for &ByteStream {
 }
 
 impl AsFd for ByteStream {
-    /// The receiving descriptor if there is one, else the sending one (for `poll`).
-    ///
-    /// # Panics
-    /// After [`ByteStream::close_write`] on a write-only end, which has no descriptor left.
+    /// The receiving descriptor if there is one, else the sending one (for `poll`); after
+    /// [`ByteStream::close_write`] on a write-only end, `/dev/null`, which polls ready at once
+    /// (the next read or write then says why it cannot be done).
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.reader
-            .as_ref()
-            .or(self.writer.as_ref())
-            .expect("a byte stream has a descriptor until its only one is closed")
-            .as_fd()
+        match (&self.reader, &self.writer, &self.closed) {
+            (Some(fd), _, _) | (None, Some(fd), _) | (None, None, Some(fd)) => fd.as_fd(),
+            (None, None, None) => unreachable!("close_write leaves /dev/null in place"),
+        }
     }
 }
 

@@ -189,6 +189,20 @@ fn framed_over_a_byte_stream_is_chosen_explicitly() {
 }
 
 #[test]
+fn a_closed_write_end_says_so_and_still_has_a_descriptor_to_poll() {
+    use std::os::fd::AsFd;
+    let (mut tx, mut rx) = pipe::pipe_bytes().unwrap();
+    tx.close_write().unwrap();
+    let _ = tx.as_fd();
+    assert!(matches!(
+        tx.write_deadline(b"x", Deadline::Now),
+        Err(Error::Unsupported(_))
+    ));
+    let mut buf = [0u8; 4];
+    assert_eq!(rx.read(&mut buf).unwrap(), 0, "the reader sees the end");
+}
+
+#[test]
 fn writing_to_a_pipe_without_a_reader_is_broken_pipe() {
     let (mut tx, rx) = pipe::pipe_bytes().unwrap();
     drop(rx);

@@ -37,8 +37,29 @@
 //! `mod.rs` the builder and the [`Mailbox`] handle; `participants.rs` the participant table
 //! and the single-sender/receiver tokens; `endpoint.rs` what senders and receivers share,
 //! with the private flavour enum (many, sole, chain) that picks a claim path once; `chain.rs`
-//! the unbounded chain of rings; `sender.rs` and `receiver.rs` the two endpoints and their
-//! in-place guards.
+//! the unbounded chain of rings; `cache.rs` the message cache after the ring (Mach's
+//! "temporarily cache a message", [`WhenFull::Cache`](crate::WhenFull::Cache)); `sender.rs`
+//! and `receiver.rs` the two endpoints and their in-place guards.
+//!
+//! # Caching a message when the mailbox is full
+//!
+//! ```
+//! use ipckit::shm::mailbox::{CacheState, Mailbox};
+//! use ipckit::{MessageReceiver, MessageSender, WhenFull};
+//! # let name = format!("doc-cache-{}", std::process::id());
+//!
+//! let mailbox = Mailbox::builder(&name).capacity(1).create()?;
+//! let mut tx = mailbox.sender()?.when_full(WhenFull::Cache);
+//! tx.send(b"queued")?;
+//! tx.send(b"cached")?;                          // full: kept in the mailbox, returns at once
+//! assert_eq!(tx.cache_state(), CacheState::Pending);
+//! drop(tx);                                     // the sender may even exit
+//! let mut rx = mailbox.receiver()?;
+//! assert_eq!(rx.recv()?.data, b"queued");       // making room moves the cached one in
+//! assert_eq!(rx.recv()?.data, b"cached");
+//! Mailbox::remove(&name)?;
+//! # Ok::<(), ipckit::Error>(())
+//! ```
 
 use std::fmt;
 use std::sync::Arc;

@@ -134,12 +134,13 @@ pub fn spawn_bytes(command: &mut Command) -> Result<ByteChild> {
 
 /// A pipe's (or FIFO's) write end inherited from a parent, such as this process's stdout
 /// under a shell's `|` or `>`, as a plain byte stream. The descriptor is switched to
-/// non-blocking mode, which every descriptor sharing its open file sees.
+/// non-blocking mode, which every descriptor sharing its open file sees until the stream
+/// drops and puts the mode back.
 ///
 /// # Errors
 /// An OS error if the descriptor cannot be made non-blocking.
 pub fn byte_writer_from_fd(fd: OwnedFd) -> Result<ByteStream> {
-    ByteStream::new(None, Some(fd), false, "inherited pipe (write end)".into())
+    ByteStream::inherited(None, Some(fd), "inherited pipe (write end)".into())
 }
 
 /// A pipe's (or FIFO's) read end inherited from a parent, such as this process's stdin under
@@ -148,7 +149,7 @@ pub fn byte_writer_from_fd(fd: OwnedFd) -> Result<ByteStream> {
 /// # Errors
 /// An OS error if the descriptor cannot be made non-blocking.
 pub fn byte_reader_from_fd(fd: OwnedFd) -> Result<ByteStream> {
-    ByteStream::new(Some(fd), None, false, "inherited pipe (read end)".into())
+    ByteStream::inherited(Some(fd), None, "inherited pipe (read end)".into())
 }
 
 /// A child process wired to its parent by two pipes: its stdin and its stdout.
@@ -190,8 +191,8 @@ pub fn spawn(command: &mut Command) -> Result<ChildLink> {
 
 /// This process's stdin and stdout as framed endpoints `(sender to stdout, receiver from
 /// stdin)`: the child's side of [`spawn`]. The descriptors are duplicated and switched to
-/// non-blocking mode, which stdin and stdout share with them; nothing else in the process
-/// should use stdin or stdout afterwards.
+/// non-blocking mode, which stdin and stdout share with them until the endpoints drop and put
+/// the mode back; nothing else in the process should use stdin or stdout meanwhile.
 ///
 /// # Errors
 /// An OS error if stdin or stdout cannot be duplicated or made non-blocking.
@@ -201,8 +202,16 @@ pub fn stdio() -> Result<(PipeSender, PipeReceiver)> {
     let stdout =
         rustix::io::dup(rustix::stdio::stdout()).map_err(|e| Error::os("dup", "stdout", e))?;
     Ok((
-        FramedStream::new(None, Some(stdout), false, "stdout pipe".into())?,
-        FramedStream::new(Some(stdin), None, false, "stdin pipe".into())?,
+        FramedStream::over(ByteStream::inherited(
+            None,
+            Some(stdout),
+            "stdout pipe".into(),
+        )?),
+        FramedStream::over(ByteStream::inherited(
+            Some(stdin),
+            None,
+            "stdin pipe".into(),
+        )?),
     ))
 }
 
@@ -211,7 +220,7 @@ pub fn stdio() -> Result<(PipeSender, PipeReceiver)> {
 /// # Errors
 /// An OS error if the descriptor cannot be made non-blocking.
 pub fn sender_from_fd(fd: OwnedFd) -> Result<PipeSender> {
-    FramedStream::new(None, Some(fd), false, "inherited pipe (write end)".into())
+    byte_writer_from_fd(fd).map(FramedStream::over)
 }
 
 /// A pipe's read end inherited from a parent, as a receiver.
@@ -219,5 +228,5 @@ pub fn sender_from_fd(fd: OwnedFd) -> Result<PipeSender> {
 /// # Errors
 /// An OS error if the descriptor cannot be made non-blocking.
 pub fn receiver_from_fd(fd: OwnedFd) -> Result<PipeReceiver> {
-    FramedStream::new(Some(fd), None, false, "inherited pipe (read end)".into())
+    byte_reader_from_fd(fd).map(FramedStream::over)
 }

@@ -95,6 +95,8 @@ pub struct ByteStream {
     /// `/dev/null`, standing in for a write-only end's descriptor once `close_write` closed it,
     /// so that `as_fd` always has one.
     closed: Option<OwnedFd>,
+    /// An inherited descriptor that was blocking: made blocking again on drop.
+    restore_blocking: bool,
     peer: Metadata,
     object: String,
 }
@@ -124,6 +126,7 @@ impl ByteStream {
             read_timeout: None,
             write_timeout: None,
             closed: None,
+            restore_blocking: false,
             peer: Metadata::default(),
             object,
         })
@@ -139,15 +142,18 @@ impl ByteStream {
 
     /// A reader and a writer made separately (a FIFO `Duplex`), joined into one two-way
     /// stream.
-    pub(crate) fn join(reader: ByteStream, writer: ByteStream, object: String) -> ByteStream {
-        ByteStream {
-            reader: reader.reader,
-            writer: writer.writer,
-            fifo_reader: reader.fifo_reader,
-            fifo_writer: writer.fifo_writer,
-            object,
-            ..ByteStream::empty()
-        }
+    pub(crate) fn join(
+        mut reader: ByteStream,
+        mut writer: ByteStream,
+        object: String,
+    ) -> ByteStream {
+        let mut joined = ByteStream::empty();
+        joined.reader = reader.reader.take();
+        joined.writer = writer.writer.take();
+        joined.fifo_reader = reader.fifo_reader;
+        joined.fifo_writer = writer.fifo_writer;
+        joined.object = object;
+        joined
     }
 
     fn empty() -> ByteStream {
@@ -161,6 +167,7 @@ impl ByteStream {
             read_timeout: None,
             write_timeout: None,
             closed: None,
+            restore_blocking: false,
             peer: Metadata::default(),
             object: String::new(),
         }
@@ -210,13 +217,35 @@ impl ByteStream {
     /// Takes the descriptors apart: `(receiving, sending)`, say to hand one to a child
     /// process. They are switched back to blocking mode, which every program expects of its
     /// stdin and stdout (best effort: a descriptor that refuses keeps `O_NONBLOCK`).
-    pub fn into_fds(self) -> (Option<OwnedFd>, Option<OwnedFd>) {
+    pub fn into_fds(mut self) -> (Option<OwnedFd>, Option<OwnedFd>) {
+        self.set_blocking();
+        (self.reader.take(), self.writer.take())
+    }
+
+    /// Clears `O_NONBLOCK` on the descriptors (best effort).
+    fn set_blocking(&self) {
         for fd in self.reader.iter().chain(self.writer.iter()) {
             if let Ok(flags) = rustix::fs::fcntl_getfl(fd) {
                 let _ = rustix::fs::fcntl_setfl(fd, flags - rustix::fs::OFlags::NONBLOCK);
             }
         }
-        (self.reader, self.writer)
+    }
+
+    /// A stream over a descriptor inherited from elsewhere (this process's stdin or stdout,
+    /// say): its open file is shared with others (a shell, a terminal), so the blocking mode
+    /// it had is put back when the stream drops.
+    pub(crate) fn inherited(
+        reader: Option<OwnedFd>,
+        writer: Option<OwnedFd>,
+        object: String,
+    ) -> Result<ByteStream> {
+        let blocking = reader.iter().chain(writer.iter()).all(|fd| {
+            rustix::fs::fcntl_getfl(fd)
+                .is_ok_and(|flags| !flags.contains(rustix::fs::OFlags::NONBLOCK))
+        });
+        let mut stream = ByteStream::new(reader, writer, false, object)?;
+        stream.restore_blocking = blocking;
+        Ok(stream)
     }
 
     fn writer(&self) -> Result<BorrowedFd<'_>> {
@@ -328,6 +357,9 @@ impl ByteStream {
             rustix::net::shutdown(fd, rustix::net::Shutdown::Write)
                 .map_err(|e| Error::os("shutdown", self.object.clone(), e))?;
         } else if self.reader.is_none() {
+            if self.restore_blocking {
+                self.set_blocking();
+            }
             let null = rustix::fs::open(
                 "/dev/null",
                 rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
@@ -338,6 +370,14 @@ impl ByteStream {
         }
         self.writer = None;
         Ok(())
+    }
+}
+
+impl Drop for ByteStream {
+    fn drop(&mut self) {
+        if self.restore_blocking {
+            self.set_blocking();
+        }
     }
 }
 

@@ -203,6 +203,24 @@ fn a_closed_write_end_says_so_and_still_has_a_descriptor_to_poll() {
 }
 
 #[test]
+fn an_inherited_descriptor_gets_its_blocking_mode_back() {
+    // A shell's terminal or pipe is shared: leaving it non-blocking would break the shell.
+    let (_read, write) = std::io::pipe().unwrap();
+    let nonblocking = |fd: &std::io::PipeWriter| {
+        rustix::fs::fcntl_getfl(fd)
+            .unwrap()
+            .contains(rustix::fs::OFlags::NONBLOCK)
+    };
+    let stream = pipe::byte_writer_from_fd(OwnedFd::from(write.try_clone().unwrap())).unwrap();
+    assert!(nonblocking(&write), "ipckit waits with poll");
+    drop(stream);
+    assert!(
+        !nonblocking(&write),
+        "blocking again once the stream is gone"
+    );
+}
+
+#[test]
 fn writing_to_a_pipe_without_a_reader_is_broken_pipe() {
     let (mut tx, rx) = pipe::pipe_bytes().unwrap();
     drop(rx);

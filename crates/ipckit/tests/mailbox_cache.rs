@@ -261,3 +261,31 @@ fn a_scribbled_cache_is_corrupt_or_dropped_never_a_crash() {
     scribble(&path, at + 12, &1000u32.to_le_bytes());
     assert!(matches!(Mailbox::open(&name), Err(Error::Corrupt { .. })));
 }
+
+#[test]
+fn a_message_left_moving_by_a_dead_mover_is_delivered() {
+    let name = unique_name("cache-dead-mover");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name).capacity(2).create().unwrap();
+    let (path, at) = cache_offset(&name);
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    // Entry 0, as a mover killed before it claimed a ring slot leaves it: MOVING(dead pid),
+    // no ring position; the message's bytes and its sender's sequence number are there.
+    let entry = at + 64;
+    let word: u64 = (1 << 40) | (3 << 32) | dead as u64;
+    scribble(&path, entry, &word.to_le_bytes());
+    scribble(&path, entry + 16, &7u64.to_le_bytes()); // sequence
+    scribble(&path, entry + 24, &u64::MAX.to_le_bytes()); // ring_pos: none
+    scribble(&path, entry + 32, &dead.to_le_bytes()); // owner pid
+    scribble(&path, entry + 40, &5u32.to_le_bytes()); // len
+    scribble(&path, entry + 64, b"hello");
+    scribble(&path, at + 24, &1u32.to_le_bytes()); // the pending flag
+    let mut rx = mailbox.receiver().unwrap();
+    let msg = rx.try_recv().unwrap();
+    assert_eq!(msg.data, b"hello");
+    assert_eq!(msg.meta.sequence, Some(7));
+    assert_eq!(msg.meta.sender_pid, Some(dead));
+    assert!(matches!(rx.try_recv(), Err(Error::Empty)), "once");
+}

@@ -564,8 +564,9 @@ impl Mailbox {
         }
     }
 
-    /// Repairs what dead processes left: their participant entries and the slots they held.
-    /// Unread messages are kept. Safe to run while others use the mailbox.
+    /// Repairs what dead processes left: their participant entries and the slots they held,
+    /// and moves cached messages into the mailbox if it has room. Unread messages are kept.
+    /// Safe to run while others use the mailbox.
     pub fn repair(&self) -> RepairReport {
         let shared = &self.shared;
         let mut report = RepairReport::default();
@@ -578,6 +579,10 @@ impl Mailbox {
         }
         report.dead_participants =
             super::participants::clear_dead(&shared.ring().header().participants);
+        // Cached messages a dead mover left half-moved go back in, if there is room.
+        if let Some(cache) = &shared.cache {
+            cache.deliver_pending(shared, std::process::id());
+        }
         report
     }
 

@@ -636,7 +636,9 @@ impl Cache {
             return None;
         }
         let entry = self.entry(index);
-        loop {
+        // A CAS fails only when the word changed; a neighbour flipping it forever costs this
+        // receiver the acknowledgement, never a hang.
+        for _ in 0..64 {
             let raw = entry.word.load(Ordering::Acquire);
             let word = Word::decode(raw);
             if word.generation != generation || !matches!(word.state, MOVING | QUEUED) {
@@ -656,6 +658,7 @@ impl Cache {
                 return Some(sequence);
             }
         }
+        None
     }
 
     /// Entries whose message waits for room (`PENDING` or being moved), for `ipckit ls`.

@@ -42,7 +42,8 @@
 //!
 //! Several framed writers may share one FIFO: each frame arrives whole, larger ones than
 //! `PIPE_BUF` included, because a framed end opened by [`open_write`] locks the FIFO while it
-//! writes a frame (see [`crate::stream`], "Several writers on one FIFO").
+//! writes a frame (see [`crate::stream`], "Several writers on one FIFO"). A [`Duplex`] side is
+//! its FIFO's only writer and does not lock.
 //!
 //! # References
 //! - [`mkfifo(3)`](https://man7.org/linux/man-pages/man3/mkfifo.3.html),
@@ -232,7 +233,8 @@ impl Duplex {
         };
         // Read end first, so that both sides' write opens find a reader.
         let reader = open_read(&read_path)?;
-        let writer = open_write(&write_path, deadline)?;
+        // Each side is its FIFO's only writer by construction: no lock needed.
+        let writer = FramedStream::over(open_write_bytes(&write_path, deadline)?);
         FramedStream::join(reader, writer, format!("fifo duplex {}", prefix.display()))?
             .with_capacity(capacity)
     }

@@ -24,14 +24,16 @@
 //!
 //! The kernel writes at most `PIPE_BUF` (4096) bytes into a pipe atomically; a larger write
 //! may be interleaved with other writers' writes, which would mix two frames. A framed FIFO
-//! end opened by path ([`crate::fifo::open_write`], [`crate::fifo::Duplex`]) therefore
-//! **locks**: it holds the FIFO's `flock` shared while writing a frame of at most `PIPE_BUF`
+//! end from [`crate::fifo::open_write`] therefore **locks**: it holds the FIFO's `flock`
+//! shared while writing a frame of at most `PIPE_BUF`
 //! bytes (atomic anyway, so such writers do not exclude each other) and exclusive while writing
 //! a larger one, so no other framed writer's frame lands inside it. The kernel drops the lock
 //! when its holder dies. Only writers that take the lock are ordered by it: a plain tool
 //! writing into the same FIFO is not, and ends that share one open file (descriptors inherited
 //! from one `open`, such as a shell's `> FIFO` given to several children) do not exclude each
-//! other. A plain [`ByteStream`] never locks: it is the kernel's byte stream, as `write(2)`.
+//! other. The lock costs two system calls per message, so a [`crate::fifo::Duplex`] side,
+//! its FIFO's only writer by construction, does not take it; nor does a plain [`ByteStream`],
+//! which is the kernel's byte stream, as `write(2)`.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;

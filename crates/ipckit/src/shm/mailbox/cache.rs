@@ -578,10 +578,18 @@ impl Cache {
     /// Moves cached messages into the ring while it has room, as `me`; cheap (one load) when
     /// nothing is cached. Called by receivers after they free a slot and by senders after they
     /// cache. Best effort: a scribbled entry is dropped, never reported to the caller.
+    #[inline]
     pub(super) fn deliver_pending(&self, shared: &Shared, me: u32) {
-        let pending = &self.header().pending;
         // SYNC: the load half of the Dekker pairing (see `mark_pending`).
-        if pending.load(Ordering::SeqCst) == 0 || pending.swap(0, Ordering::SeqCst) == 0 {
+        if self.header().pending.load(Ordering::SeqCst) != 0 {
+            self.deliver_pending_now(shared, me);
+        }
+    }
+
+    /// The rest of [`Cache::deliver_pending`], once the flag says something may wait.
+    #[cold]
+    fn deliver_pending_now(&self, shared: &Shared, me: u32) {
+        if self.header().pending.swap(0, Ordering::SeqCst) == 0 {
             return;
         }
         // SYNC: orders the swap above before the ring's slot loads in `try_move` (the Dekker

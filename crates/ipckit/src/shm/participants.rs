@@ -127,4 +127,7 @@ pub struct RepairReport {
     /// Slots held by dead processes handed back (for a topic: the publish lock of a publisher
     /// that died writing, with the slot it was writing).
     pub reclaimed_slots: usize,
+    /// Chained rings of an unbounded mailbox that their creator died making (no magic yet),
+    /// removed.
+    pub removed_rings: usize,
 }

@@ -346,6 +346,12 @@ pub struct MailboxInfo {
     pub participants: Vec<ParticipantInfo>,
     /// Slots currently held (being written or read) as (position, pid).
     pub held_slots: Vec<(u64, u32)>,
+    /// How many of `held_slots` are held by dead processes ([`Mailbox::repair`] hands them
+    /// back). Judged by the holders' liveness locks, so right across PID namespaces.
+    pub dead_held_slots: usize,
+    /// Chained rings of an unbounded mailbox found without their magic: being created, or
+    /// left unfinished by a creator that died ([`Mailbox::repair`] removes those).
+    pub unfinished_rings: usize,
 }
 
 impl Mailbox {
@@ -445,6 +451,10 @@ impl Mailbox {
     /// A snapshot of depth, geometry and participants.
     pub fn info(&self) -> MailboxInfo {
         let chain = chain::rings(&self.shared);
+        let held_slots: Vec<(u64, u32)> = chain
+            .iter()
+            .flat_map(|link| link.ring.held_slots())
+            .collect();
         let ring = self.shared.ring();
         let geometry = ring.geometry();
         let header = ring.header();
@@ -477,18 +487,24 @@ impl Mailbox {
             max_message_size: geometry.max_message as usize,
             mode: geometry.mode,
             participants,
-            held_slots: chain
+            held_slots: held_slots.clone(),
+            dead_held_slots: held_slots
                 .iter()
-                .flat_map(|link| link.ring.held_slots())
-                .collect(),
+                .filter(|(_, pid)| is_dead(&self.shared, *pid))
+                .count(),
+            unfinished_rings: chain::unfinished_rings(&self.shared).len(),
         }
     }
 
-    /// Repairs what dead processes left: their participant entries and the slots they held.
-    /// Unread messages are kept. Safe to run while others use the mailbox.
+    /// Repairs what dead processes left: their participant entries, the slots they held,
+    /// and the chained rings they died creating (removed, and made again where the chain
+    /// needs them). Unread messages are kept. Safe to run while others use the mailbox.
     pub fn repair(&self) -> RepairReport {
         let shared = &self.shared;
-        let mut report = RepairReport::default();
+        let mut report = RepairReport {
+            removed_rings: chain::repair(shared),
+            ..RepairReport::default()
+        };
         for link in chain::rings(shared) {
             for (pos, pid) in link.ring.held_slots() {
                 if is_dead(shared, pid) && link.ring.reclaim(pos, pid) {

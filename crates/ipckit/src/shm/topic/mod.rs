@@ -491,6 +491,7 @@ impl Topic {
         RepairReport {
             dead_participants,
             reclaimed_slots: usize::from(lock_released),
+            ..RepairReport::default()
         }
     }
 }

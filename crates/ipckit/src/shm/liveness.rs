@@ -23,9 +23,6 @@
 //! A process that forks without exec shares its descriptions with the child: the lock then
 //! lasts until both are gone (ipckit opens every descriptor close-on-exec).
 
-// The participant tables take these locks in the next change.
-#![allow(dead_code)]
-
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{Mode, OFlags};
@@ -195,9 +192,12 @@ impl Locks<'_> {
 /// with the entry's recorded start time (so a reused pid counts as dead). That fallback is
 /// wrong across PID namespaces, which is why it is only a fallback.
 pub(crate) fn entry_alive(locks: &Locks<'_>, index: usize, entry: &impl Entry, pid: u32) -> bool {
-    if locks.held(index) == Some(true) {
-        return true;
-    }
+    locks.held(index) == Some(true) || proc_alive(entry, pid)
+}
+
+/// The fallback: whether `/proc` shows `pid` alive with the start time `entry` recorded.
+/// Wrong across PID namespaces (the pid is another process's, or nobody's, here).
+pub(crate) fn proc_alive(entry: &impl Entry, pid: u32) -> bool {
     let start = entry.start_time().load(Ordering::Acquire);
     liveness(pid, Some(start)) == Liveness::Alive
 }

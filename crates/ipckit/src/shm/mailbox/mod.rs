@@ -325,7 +325,8 @@ pub struct ParticipantInfo {
     pub pid: u32,
     /// `"sender"` or `"receiver"`.
     pub role: &'static str,
-    /// Whether the process is still alive (a reused pid counts as dead).
+    /// Whether the process is still alive: its liveness lock is held (right across PID
+    /// namespaces; a reused pid counts as dead).
     pub alive: bool,
 }
 
@@ -461,8 +462,9 @@ impl Mailbox {
         let participants = header
             .participants
             .iter()
-            .filter_map(|entry| {
-                let (pid, alive) = super::participants::occupant(entry)?;
+            .enumerate()
+            .filter_map(|(index, entry)| {
+                let (pid, alive) = participants::entry_alive(&self.shared, index)?;
                 let role = match entry.role.load(Ordering::Relaxed) {
                     1 => Role::Sender,
                     _ => Role::Receiver,
@@ -512,8 +514,10 @@ impl Mailbox {
                 }
             }
         }
-        report.dead_participants =
-            super::participants::clear_dead(&shared.ring().header().participants);
+        report.dead_participants = super::participants::clear_dead(
+            &shared.ring().header().participants,
+            &participants::locks(shared),
+        );
         report
     }
 

@@ -2,6 +2,11 @@
 //! (compare-and-swap of its `chain_next` from 0 to the next index) and, as the sealer, creates
 //! the next ring (`/dev/shm/ipckit.mailbox-chain.INDEX.NAME`); receivers drain the rings in
 //! order, move the root's `chain_head` on, and remove each ring they have emptied.
+//!
+//! A ring's creator holds an OFD lock on its file until the ring's magic is published, so a
+//! ring left without magic by a creator that was killed is recognised and replaced
+//! ([`open_link`]); every ring mapped or made is checked against the head, so nothing is
+//! written into a ring the receivers have already passed ([`behind_receivers`]).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -22,7 +27,8 @@ use crate::sync::primitive::{fence, Ordering};
 /// `/dev/shm/ipckit.mailbox-chain.INDEX.NAME`.
 pub const CHAIN_KIND: &str = "mailbox-chain";
 
-/// Hops along a chain one operation may make before the chain is called corrupt.
+/// Hops along a chain one operation may make before it waits a turn (if each hop reached a
+/// newer ring) or calls the chain corrupt (if not).
 const MAX_HOPS: usize = 64;
 
 /// Rings of a chain that `info` and `repair` look at.

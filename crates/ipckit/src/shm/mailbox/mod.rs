@@ -37,8 +37,29 @@
 //! `mod.rs` the builder and the [`Mailbox`] handle; `participants.rs` the participant table
 //! and the single-sender/receiver tokens; `endpoint.rs` what senders and receivers share,
 //! with the private flavour enum (many, sole, chain) that picks a claim path once; `chain.rs`
-//! the unbounded chain of rings; `sender.rs` and `receiver.rs` the two endpoints and their
-//! in-place guards.
+//! the unbounded chain of rings; `cache.rs` the message cache after the ring (Mach's
+//! "temporarily cache a message", [`WhenFull::Cache`](crate::WhenFull::Cache)); `sender.rs`
+//! and `receiver.rs` the two endpoints and their in-place guards.
+//!
+//! # Caching a message when the mailbox is full
+//!
+//! ```
+//! use ipckit::shm::mailbox::{CacheState, Mailbox};
+//! use ipckit::{MessageReceiver, MessageSender, WhenFull};
+//! # let name = format!("doc-cache-{}", std::process::id());
+//!
+//! let mailbox = Mailbox::builder(&name).capacity(1).create()?;
+//! let mut tx = mailbox.sender()?.when_full(WhenFull::Cache);
+//! tx.send(b"queued")?;
+//! tx.send(b"cached")?;                          // full: kept in the mailbox, returns at once
+//! assert_eq!(tx.cache_state(), CacheState::Pending);
+//! drop(tx);                                     // the sender may even exit
+//! let mut rx = mailbox.receiver()?;
+//! assert_eq!(rx.recv()?.data, b"queued");       // making room moves the cached one in
+//! assert_eq!(rx.recv()?.data, b"cached");
+//! Mailbox::remove(&name)?;
+//! # Ok::<(), ipckit::Error>(())
+//! ```
 
 use std::fmt;
 use std::sync::Arc;
@@ -55,6 +76,7 @@ use crate::link::Capacity;
 use crate::sync::primitive::Ordering;
 use participants::{is_dead, Role};
 
+mod cache;
 mod chain;
 mod endpoint;
 mod participants;
@@ -63,6 +85,7 @@ mod sender;
 
 pub use super::named::DEFAULT_MAX_MESSAGE;
 pub use super::participants::RepairReport;
+pub use cache::{CacheState, DEFAULT_CACHE_SLOTS};
 pub use chain::CHAIN_KIND;
 pub use receiver::{MailboxReceiver, MailboxSample};
 pub use sender::{MailboxLoan, MailboxSender};
@@ -83,8 +106,12 @@ pub const KIND: &str = "mailbox";
 
 /// Default capacity, in messages.
 pub const DEFAULT_CAPACITY: usize = 64;
-/// Default bound of a sender's overflow cache ([`WhenFull::Cache`](crate::WhenFull::Cache)),
-/// in messages.
+/// The old bound of a sender's heap overflow cache. The cache is now one message per sender,
+/// kept in the mailbox ([`WhenFull::Cache`](crate::WhenFull::Cache)).
+#[deprecated(
+    since = "0.3.0",
+    note = "a sender caches one message at a time, in the mailbox; see DEFAULT_CACHE_SLOTS"
+)]
 pub const DEFAULT_CACHE_LIMIT: usize = 1024;
 
 /// Builds, creates or opens a [`Mailbox`]: `Mailbox::builder(name).capacity(64).create()`.
@@ -94,6 +121,7 @@ pub struct MailboxBuilder {
     capacity: Capacity,
     unbounded_ring: usize,
     single: u32,
+    cache_slots: usize,
 }
 
 impl MailboxBuilder {
@@ -118,8 +146,31 @@ impl MailboxBuilder {
         capacity_kind(capacity: Capacity) |b| b.capacity = capacity;
         /// Messages per ring of an unbounded mailbox (default 64).
         unbounded_ring_capacity(n: usize) |b| b.unbounded_ring = n;
+        /// Entries of the mailbox's message cache ([`WhenFull::Cache`](crate::WhenFull::Cache)):
+        /// how many senders may have a cached message waiting at once (default
+        /// [`DEFAULT_CACHE_SLOTS`], at most 1024; each takes one slot's size of memory). `0`
+        /// creates no cache. Single-sender, rendezvous and unbounded mailboxes have none.
+        cache_slots(n: usize) |b| b.cache_slots = n;
     }
     option_setters!();
+
+    /// Validates the requested geometry: what to create, the ring's size in bytes, and the
+    /// cache entries that follow it.
+    fn geometry_with_cache(&self) -> Result<(Spec, usize, u32)> {
+        let (spec, len) = self.geometry()?;
+        let eligible = spec.flags & (FLAG_RENDEZVOUS | FLAG_UNBOUNDED | FLAG_SINGLE_SENDER) == 0;
+        let slots = if eligible { self.cache_slots } else { 0 };
+        let slots = u32::try_from(slots)
+            .ok()
+            .filter(|&n| n <= cache::MAX_CACHE_SLOTS)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{slots} cache entries exceed the limit of {}",
+                    cache::MAX_CACHE_SLOTS
+                ))
+            })?;
+        Ok((spec, len, slots))
+    }
 
     /// Validates the requested geometry: what to create, and its size in bytes.
     fn geometry(&self) -> Result<(Spec, usize)> {
@@ -153,15 +204,32 @@ impl MailboxBuilder {
     /// (`Capacity::Bounded(0)` included), [`Error::PermissionDenied`], or an OS error.
     pub fn create(&self) -> Result<Mailbox> {
         let name = &self.options.name;
-        let (spec, len) = self.geometry()?;
-        let segment = Segment::create(KIND, name, len, spec.mode)?;
+        let (spec, len, cache_slots) = self.geometry_with_cache()?;
+        let total = cache::payload_len(len, cache_slots, spec.max_message).ok_or_else(|| {
+            Error::InvalidArgument("the mailbox with its message cache is too large".into())
+        })?;
+        let segment = Segment::create(KIND, name, total, spec.mode)?;
         // Rings left by an earlier mailbox of this name would be taken for ours.
         chain::remove_chain(name);
+        // SAFETY: a freshly created, zeroed segment of at least `total` bytes, invisible to
+        // openers until the ring magic below; the cache area is written first, so an opener
+        // that sees the ring sees the cache too.
+        unsafe {
+            cache::Cache::init(
+                segment.payload(),
+                segment.payload_len(),
+                len,
+                cache_slots,
+                spec.max_message,
+            )
+        };
         // SAFETY: a freshly created segment, invisible to openers until Segment::create
         // published its header (and openers also wait for the ring magic); the Shared built
         // below owns both.
-        match unsafe { init_ring(&segment, spec, &describe(name)) } {
-            Ok(ring) => Ok(Mailbox::from_parts(name, segment, ring, self.options.wait)),
+        let built = unsafe { init_ring(&segment, spec, &describe(name)) }
+            .and_then(|ring| Mailbox::from_parts(name, segment, ring, self.options.wait));
+        match built {
+            Ok(mailbox) => Ok(mailbox),
             Err(err) => {
                 let _ = Segment::unlink(KIND, name);
                 Err(err)
@@ -181,12 +249,7 @@ impl MailboxBuilder {
             &describe(&self.options.name),
             self.options.trust,
         )?;
-        Ok(Mailbox::from_parts(
-            &self.options.name,
-            segment,
-            ring,
-            self.options.wait,
-        ))
+        Mailbox::from_parts(&self.options.name, segment, ring, self.options.wait)
     }
 
     /// Creates an anonymous mailbox (`memfd`): no name anyone could open; hand
@@ -210,12 +273,7 @@ impl MailboxBuilder {
         };
         // SAFETY: a fresh anonymous segment nobody else has; the Shared built below owns both.
         let ring = unsafe { init_ring(&segment, spec, "anonymous mailbox")? };
-        Ok(Mailbox::from_parts(
-            "(anonymous)",
-            segment,
-            ring,
-            self.options.wait,
-        ))
+        Mailbox::from_parts("(anonymous)", segment, ring, self.options.wait)
     }
 
     /// Opens the mailbox, creating it first if it does not exist (then with this builder's
@@ -288,6 +346,8 @@ struct Shared {
     name: String,
     wait: WaitStrategy,
     root: Arc<Link>,
+    /// The message cache after the root ring, if the mailbox has one (`cache.rs`).
+    cache: Option<cache::Cache>,
 }
 
 impl Shared {
@@ -325,7 +385,8 @@ pub struct ParticipantInfo {
     pub pid: u32,
     /// `"sender"` or `"receiver"`.
     pub role: &'static str,
-    /// Whether the process is still alive (a reused pid counts as dead).
+    /// Whether the process is still alive: its liveness lock is held (right across PID
+    /// namespaces; a reused pid counts as dead).
     pub alive: bool,
 }
 
@@ -346,6 +407,15 @@ pub struct MailboxInfo {
     pub participants: Vec<ParticipantInfo>,
     /// Slots currently held (being written or read) as (position, pid).
     pub held_slots: Vec<(u64, u32)>,
+    /// Messages waiting in the mailbox's cache for room ([`WhenFull::Cache`](crate::WhenFull::Cache)),
+    /// not counted in `depth`.
+    pub cached: usize,
+    /// How many of `held_slots` are held by dead processes ([`Mailbox::repair`] hands them
+    /// back). Judged by the holders' liveness locks, so right across PID namespaces.
+    pub dead_held_slots: usize,
+    /// Chained rings of an unbounded mailbox found without their magic: being created, or
+    /// left unfinished by a creator that died ([`Mailbox::repair`] removes those).
+    pub unfinished_rings: usize,
 }
 
 impl Mailbox {
@@ -356,6 +426,7 @@ impl Mailbox {
             capacity: Capacity::Bounded(DEFAULT_CAPACITY),
             unbounded_ring: DEFAULT_CAPACITY,
             single: 0,
+            cache_slots: DEFAULT_CACHE_SLOTS,
         }
     }
 
@@ -376,8 +447,18 @@ impl Mailbox {
         Ok(())
     }
 
-    fn from_parts(name: &str, segment: Segment, ring: Ring, wait: WaitStrategy) -> Mailbox {
-        Mailbox {
+    fn from_parts(name: &str, segment: Segment, ring: Ring, wait: WaitStrategy) -> Result<Mailbox> {
+        // SAFETY: the segment maps payload_len() bytes at payload(), page-aligned, and is
+        // stored in the same Shared as the cache; the contents are validated by attach.
+        let cache = unsafe {
+            cache::Cache::attach(
+                segment.payload(),
+                segment.payload_len(),
+                &ring,
+                &describe(name),
+            )?
+        };
+        Ok(Mailbox {
             shared: Arc::new(Shared {
                 name: name.to_string(),
                 wait,
@@ -387,8 +468,9 @@ impl Mailbox {
                     _root: None,
                     _segment: segment,
                 }),
+                cache,
             }),
-        }
+        })
     }
 
     /// Maps an anonymous mailbox received as a descriptor, validating it.
@@ -406,7 +488,7 @@ impl Mailbox {
                 "anonymous mailbox",
             )?
         };
-        Ok(Mailbox::from_parts("(anonymous)", segment, ring, wait))
+        Mailbox::from_parts("(anonymous)", segment, ring, wait)
     }
 
     /// The descriptor of an anonymous mailbox, to pass to another process.
@@ -445,14 +527,19 @@ impl Mailbox {
     /// A snapshot of depth, geometry and participants.
     pub fn info(&self) -> MailboxInfo {
         let chain = chain::rings(&self.shared);
+        let held_slots: Vec<(u64, u32)> = chain
+            .iter()
+            .flat_map(|link| link.ring.held_slots())
+            .collect();
         let ring = self.shared.ring();
         let geometry = ring.geometry();
         let header = ring.header();
         let participants = header
             .participants
             .iter()
-            .filter_map(|entry| {
-                let (pid, alive) = super::participants::occupant(entry)?;
+            .enumerate()
+            .filter_map(|(index, entry)| {
+                let (pid, alive) = participants::entry_alive(&self.shared, index)?;
                 let role = match entry.role.load(Ordering::Relaxed) {
                     1 => Role::Sender,
                     _ => Role::Receiver,
@@ -477,18 +564,30 @@ impl Mailbox {
             max_message_size: geometry.max_message as usize,
             mode: geometry.mode,
             participants,
-            held_slots: chain
+            held_slots: held_slots.clone(),
+            dead_held_slots: held_slots
                 .iter()
-                .flat_map(|link| link.ring.held_slots())
-                .collect(),
+                .filter(|(_, pid)| is_dead(&self.shared, *pid))
+                .count(),
+            unfinished_rings: chain::unfinished_rings(&self.shared).len(),
+            cached: self
+                .shared
+                .cache
+                .as_ref()
+                .map_or(0, |cache| cache.pending_count()),
         }
     }
 
-    /// Repairs what dead processes left: their participant entries and the slots they held.
-    /// Unread messages are kept. Safe to run while others use the mailbox.
+    /// Repairs what dead processes left: their participant entries, the slots they held,
+    /// and the chained rings they died creating (removed, and made again where the chain
+    /// needs them); moves cached messages into the mailbox if it has room. Unread messages
+    /// are kept. Safe to run while others use the mailbox.
     pub fn repair(&self) -> RepairReport {
         let shared = &self.shared;
-        let mut report = RepairReport::default();
+        let mut report = RepairReport {
+            removed_rings: chain::repair(shared),
+            ..RepairReport::default()
+        };
         for link in chain::rings(shared) {
             for (pos, pid) in link.ring.held_slots() {
                 if is_dead(shared, pid) && link.ring.reclaim(pos, pid) {
@@ -496,8 +595,14 @@ impl Mailbox {
                 }
             }
         }
-        report.dead_participants =
-            super::participants::clear_dead(&shared.ring().header().participants);
+        report.dead_participants = super::participants::clear_dead(
+            &shared.ring().header().participants,
+            &participants::locks(shared),
+        );
+        // Cached messages a dead mover left half-moved go back in, if there is room.
+        if let Some(cache) = &shared.cache {
+            cache.deliver_pending(shared, std::process::id());
+        }
         report
     }
 

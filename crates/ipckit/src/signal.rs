@@ -61,7 +61,7 @@ impl Signal {
     /// Real-time signal `SIGRTMIN + n`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] past `SIGRTMAX`.
+    /// [`Error::InvalidArgument`] for a negative `n` or one past `SIGRTMAX`.
     pub fn realtime(n: i32) -> Result<Signal> {
         let signal = libc::SIGRTMIN() + n;
         if n < 0 || signal > libc::SIGRTMAX() {
@@ -77,8 +77,9 @@ impl Signal {
 /// Sends `signal` to process `pid` (`kill`).
 ///
 /// # Errors
-/// [`Error::NotFound`]-like `Os` error (`ESRCH`) for no such process,
-/// [`Error::PermissionDenied`] for another user's process.
+/// [`Error::InvalidArgument`] for pid 0; [`Error::NotFound`] if there is no such process;
+/// [`Error::PermissionDenied`] for another user's process; [`Error::Os`] (`EINVAL`) for a
+/// number that is not a signal.
 pub fn send(pid: u32, signal: Signal) -> Result<()> {
     let object = format!("process {pid}");
     let target = rustix::process::Pid::from_raw(pid as i32)
@@ -98,8 +99,8 @@ pub fn send(pid: u32, signal: Signal) -> Result<()> {
 /// Sends real-time `signal` with `value` to `pid` (`sigqueue`); queued, not merged.
 ///
 /// # Errors
-/// As [`send`]; [`Error::LimitReached`] when the receiver's queue of pending signals is full
-/// (`RLIMIT_SIGPENDING`).
+/// As [`send`], except that pid 0 is [`Error::NotFound`]; [`Error::LimitReached`] when the
+/// receiver's queue of pending signals is full (`RLIMIT_SIGPENDING`).
 pub fn queue(pid: u32, signal: Signal, value: i32) -> Result<()> {
     let object = format!("process {pid}");
     let sigval = libc::sigval {
@@ -209,6 +210,12 @@ pub struct RealtimeReceiver {
 impl RealtimeReceiver {
     /// Blocks `signals` in the calling thread and opens a `signalfd` for them. See the module
     /// docs: do this in the main thread before starting other threads.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a number that is not a signal a program may use (0,
+    /// past the last signal, or one the C library keeps for itself: 32 and 33 with glibc);
+    /// [`Error::Os`] if the `signalfd` cannot be made (the descriptor limit, say). `KILL` and
+    /// `STOP` are accepted but never received.
     pub fn new(signals: &[Signal]) -> Result<RealtimeReceiver> {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -261,7 +268,8 @@ impl RealtimeReceiver {
     /// Takes the next signal, waiting until `deadline`.
     ///
     /// # Errors
-    /// [`Error::Empty`]/[`Error::Timeout`] when none arrives in time.
+    /// [`Error::Empty`] (for [`Deadline::Now`]) or [`Error::Timeout`] when none arrives in
+    /// time; another OS error as [`Error::Os`] (none is expected).
     pub fn recv_deadline(&mut self, deadline: Deadline) -> Result<QueuedSignal> {
         loop {
             // SAFETY: signalfd_siginfo is plain data.
@@ -297,6 +305,9 @@ impl RealtimeReceiver {
     }
 
     /// Takes the next signal, waiting as long as needed.
+    ///
+    /// # Errors
+    /// An OS error as [`Error::Os`] (none is expected).
     pub fn recv(&mut self) -> Result<QueuedSignal> {
         self.recv_deadline(Deadline::Never)
     }
@@ -341,6 +352,10 @@ impl Drop for RealtimeReceiver {
 /// ignored.restore()?;                                // SIGUSR2's default action is back
 /// # Ok::<(), ipckit::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for `KILL`, `STOP`, or a number that is not a signal; another
+/// OS error as [`Error::Os`].
 #[doc(alias = "sigaction")]
 #[doc(alias = "SIG_IGN")]
 pub fn ignore(signal: Signal) -> Result<Ignored> {

@@ -74,18 +74,31 @@ impl Signal {
     }
 }
 
+/// The kernel's pid for process `pid`: one process, never a group or "every process".
+/// `kill` reads 0 as the caller's process group and a negative number (a `u32` above
+/// `i32::MAX`) as a group, or as every process for -1: ipckit only ever names one process.
+fn one_process(pid: u32) -> Result<libc::pid_t> {
+    match libc::pid_t::try_from(pid) {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err(Error::InvalidArgument(format!(
+            "{pid} is not a process id (1..={})",
+            libc::pid_t::MAX
+        ))),
+    }
+}
+
 /// Sends `signal` to process `pid` (`kill`).
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for pid 0; [`Error::NotFound`] if there is no such process;
+/// [`Error::InvalidArgument`] for pid 0 or a pid above `i32::MAX` (which the kernel would
+/// read as a process group); [`Error::NotFound`] if there is no such process;
 /// [`Error::PermissionDenied`] for another user's process; [`Error::Os`] (`EINVAL`) for a
 /// number that is not a signal.
 pub fn send(pid: u32, signal: Signal) -> Result<()> {
+    let target = one_process(pid)?;
     let object = format!("process {pid}");
-    let target = rustix::process::Pid::from_raw(pid as i32)
-        .ok_or_else(|| Error::InvalidArgument("pid 0 is not a process".into()))?;
     // SAFETY: sending a signal has no memory effects in this process.
-    let rc = unsafe { libc::kill(target.as_raw_nonzero().get(), signal.0) };
+    let rc = unsafe { libc::kill(target, signal.0) };
     if rc == -1 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::ESRCH) {
@@ -99,15 +112,16 @@ pub fn send(pid: u32, signal: Signal) -> Result<()> {
 /// Sends real-time `signal` with `value` to `pid` (`sigqueue`); queued, not merged.
 ///
 /// # Errors
-/// As [`send`], except that pid 0 is [`Error::NotFound`]; [`Error::LimitReached`] when the
-/// receiver's queue of pending signals is full (`RLIMIT_SIGPENDING`).
+/// As [`send`]; [`Error::LimitReached`] when the receiver's queue of pending signals is full
+/// (`RLIMIT_SIGPENDING`).
 pub fn queue(pid: u32, signal: Signal, value: i32) -> Result<()> {
+    let target = one_process(pid)?;
     let object = format!("process {pid}");
     let sigval = libc::sigval {
         sival_ptr: value as isize as *mut libc::c_void,
     };
     // SAFETY: plain system call; the sigval is passed by value.
-    let rc = unsafe { libc::sigqueue(pid as libc::pid_t, signal.0, sigval) };
+    let rc = unsafe { libc::sigqueue(target, signal.0, sigval) };
     if rc == -1 {
         let err = std::io::Error::last_os_error();
         return Err(match err.raw_os_error() {

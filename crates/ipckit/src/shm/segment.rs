@@ -241,6 +241,30 @@ fn map(fd: BorrowedFd<'_>, len: usize, object: &str) -> Result<(NonNull<u8>, fau
     }
 }
 
+/// Memory the kernel could give without swapping (`MemAvailable` in `/proc/meminfo`), in
+/// bytes; `None` where it does not say.
+fn memory_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// Refuses an anonymous (memfd) segment larger than the memory available: nothing else bounds
+/// a memfd, and reserving more than there is runs the machine out of memory (the OOM killer
+/// then ends processes, not necessarily this one) instead of failing.
+fn check_memory(len: usize, object: &str) -> Result<()> {
+    match memory_available() {
+        Some(available) if len as u64 > available => Err(Error::NoSpace {
+            object: object.to_string(),
+            requested: len as u64,
+            available,
+            path: "memory (memfd)".to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Reserves `len` bytes for a new segment file (`fallocate`: tmpfs allocates pages on first
 /// touch, so without this a file bigger than the free space is created fine and every
 /// process touching it later dies of SIGBUS).
@@ -437,9 +461,10 @@ impl Segment {
     /// F_SEAL_GROW | F_SEAL_SEAL`): a process it is handed to cannot truncate it under the
     /// creator's mapping (that would be SIGBUS), its `ftruncate` fails with `EPERM`.
     ///
-    /// Nothing but memory bounds a memfd: a `payload_len` beyond the machine's free memory is
-    /// not refused up front: its reservation runs the kernel out of memory, and the OOM killer
-    /// ends processes, not necessarily this one. Ask only for what the machine has.
+    /// Nothing but memory bounds a memfd, so a `payload_len` beyond the memory available
+    /// (`MemAvailable`) is refused up front with [`Error::NoSpace`]: reserving it would run the
+    /// machine out of memory and the OOM killer would end processes, not necessarily this one.
+    /// A size just under it can still crowd out other processes: ask for what you need.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad `kind` (as [`check_name`], at most 24 bytes and
@@ -478,6 +503,9 @@ impl Segment {
             .checked_add(HEADER_LEN)
             .ok_or_else(|| Error::InvalidArgument(format!("{object}: size overflows")))?;
         let place = if keep_fd { "memory (memfd)" } else { SHM_DIR };
+        if keep_fd {
+            check_memory(map_len, object)?;
+        }
         reserve(&fd, map_len, object, place)?;
         let (base, guard) = map(fd.as_fd(), map_len, object)?;
         // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned, and nobody accepts
@@ -1158,6 +1186,25 @@ mod tests {
             matches!(&sparse, Err(Error::Corrupt { detail, .. }) if detail.contains("sparse")),
             "{sparse:?}"
         );
+    }
+
+    /// A memfd larger than the memory available is refused before anything is reserved
+    /// (reserving it would call the OOM killer on the whole machine).
+    #[test]
+    fn an_anonymous_segment_beyond_memory_is_no_space() {
+        // Without MemAvailable the check cannot run, and reserving 32 TiB must not be tried.
+        let available = memory_available().expect("/proc/meminfo says MemAvailable");
+        let huge = 1usize << 45;
+        assert!(huge as u64 > available);
+        match Segment::anonymous("anon", huge) {
+            Err(Error::NoSpace {
+                requested, path, ..
+            }) => {
+                assert!(requested >= huge as u64);
+                assert_eq!(path, "memory (memfd)");
+            }
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
     }
 
     #[test]

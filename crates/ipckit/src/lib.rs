@@ -32,8 +32,12 @@ pub mod frame;
 pub mod link;
 pub mod mq;
 pub mod namespace;
+#[cfg(not(loom))]
+pub mod pidfd;
 pub mod pipe;
 pub mod process;
+#[cfg(not(loom))]
+mod reactor;
 mod registry;
 pub mod service;
 pub mod shm;
@@ -41,6 +45,8 @@ pub mod signal;
 pub mod socket;
 pub mod stream;
 pub mod sync;
+#[cfg(not(loom))]
+pub mod waitset;
 
 pub use error::{Error, Result};
 pub use link::{

@@ -83,6 +83,12 @@ impl Connection {
         })
     }
 
+    /// What a `WaitSet` or an async receive waits on: the receiving channel, and the
+    /// connection socket (which reports the peer's hang-up).
+    pub(crate) fn wait_parts(&self) -> (&crate::shm::MailboxReceiver, BorrowedFd<'_>) {
+        (&self.ends.rx, self.ends.control.as_fd())
+    }
+
     /// The other side's credentials.
     pub fn peer(&self) -> PeerCredentials {
         self.ends.peer

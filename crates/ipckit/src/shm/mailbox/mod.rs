@@ -60,12 +60,16 @@ mod endpoint;
 mod participants;
 mod receiver;
 mod sender;
+#[cfg(not(loom))]
+mod watch;
 
 pub use super::named::DEFAULT_MAX_MESSAGE;
 pub use super::participants::RepairReport;
 pub use chain::CHAIN_KIND;
 pub use receiver::{MailboxReceiver, MailboxSample};
 pub use sender::{MailboxLoan, MailboxSender};
+#[cfg(not(loom))]
+pub use watch::UntilSendersGone;
 
 /// The old name of [`MailboxLoan`].
 #[deprecated(since = "0.2.0", note = "renamed MailboxLoan, parallel to TopicLoan")]

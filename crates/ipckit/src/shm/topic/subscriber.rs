@@ -27,6 +27,13 @@ pub struct Subscriber {
     missed: u64,
 }
 
+impl Subscriber {
+    /// The topic and our entry in its subscriber table (for `watch.rs`: WaitSet, async).
+    pub(super) fn wait_parts(&self) -> (&Arc<Shared>, usize) {
+        (&self.shared, self.index)
+    }
+}
+
 impl fmt::Debug for Subscriber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscriber")

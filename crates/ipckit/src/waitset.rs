@@ -1,0 +1,436 @@
+//! [`WaitSet`]: one blocking call that waits on many endpoints, processes and a deadline at
+//! once, and says which are ready — the `select`/`poll` of ipckit, for programs without an
+//! executor.
+//!
+//! ```
+//! use ipckit::shm::Mailbox;
+//! use ipckit::waitset::WaitSet;
+//! use ipckit::{Deadline, MessageReceiver, MessageSender};
+//! use std::time::Duration;
+//! # let (a, b) = (format!("ws-doc-a-{}", std::process::id()), format!("ws-doc-b-{}", std::process::id()));
+//!
+//! let (ma, mb) = (Mailbox::create(&a)?, Mailbox::create(&b)?);
+//! let (mut rx_a, mut rx_b) = (ma.receiver()?, mb.receiver()?);
+//! let mut set = WaitSet::new();
+//! let key_a = set.add(&rx_a)?;
+//! let key_b = set.add(&rx_b)?;
+//! mb.sender()?.send(b"to b")?;
+//! let ready = set.wait(Deadline::after(Duration::from_secs(5)))?;
+//! assert_eq!(ready, vec![key_b]);
+//! assert_eq!(rx_b.try_recv()?.data, b"to b");
+//! # let _ = (&mut rx_a, key_a);
+//! # Mailbox::remove(&a)?; Mailbox::remove(&b)?;
+//! # Ok::<(), ipckit::Error>(())
+//! ```
+//!
+//! # How it waits
+//!
+//! Shared-memory endpoints (mailbox receivers and senders, topic subscribers) announce
+//! themselves as sleepers on their futex words, exactly like a blocking receiver, so their
+//! senders make the wake call; descriptors (sockets, pipes, FIFOs, service connections,
+//! pidfds) are polled. A set of only shared-memory endpoints sleeps in one `futex_waitv`; a
+//! set that mixes both sleeps in `poll`, with the futex words watched by the process's
+//! reactor thread (see `docs/ARCHITECTURE.md`). Every sleep lasts at most a second, after
+//! which readiness is checked again: a lost wake-up costs time, never a hang.
+//!
+//! "Ready" is a promise that the next non-blocking operation is *likely* to succeed: another
+//! receiver may take the message first, so `try_recv` can still report
+//! [`Error::Empty`]. Receive until `Empty`, then wait again.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags};
+
+use crate::error::{Error, Result};
+use crate::link::Deadline;
+use crate::pidfd::PidFd;
+use crate::reactor::{WordSource, WordWait};
+use crate::sync::futex::MAX_SLEEP;
+use crate::sync::waitv::{self, WaitvWord, MAX_WORDS};
+
+pub(crate) mod private {
+    use std::os::fd::BorrowedFd;
+    use std::sync::Arc;
+
+    /// What an endpoint waits on: a futex word in shared memory, or a descriptor.
+    pub enum SourceRef<'a> {
+        /// A futex word (mailbox, topic).
+        Word(Arc<dyn crate::reactor::WordSource>),
+        /// A descriptor to poll (`true`: for writing).
+        Fd(BorrowedFd<'a>, bool),
+    }
+
+    impl std::fmt::Debug for SourceRef<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                SourceRef::Word(_) => f.write_str("SourceRef::Word"),
+                SourceRef::Fd(fd, write) => write!(f, "SourceRef::Fd({fd:?}, {write})"),
+            }
+        }
+    }
+
+    /// Implemented by ipckit's endpoints only.
+    pub trait Sealed {
+        /// What to wait on until a receive would succeed (for senders: a send).
+        fn source(&self) -> crate::Result<SourceRef<'_>>;
+    }
+}
+pub(crate) use private::{Sealed, SourceRef};
+
+/// An endpoint a [`WaitSet`] (and, with the `tokio` feature, an async method) can wait on:
+/// every receiving endpoint of ipckit, mailbox senders (ready when there is room), and
+/// [`PidFd`] (ready when the process has died).
+pub trait Waitable: Sealed {}
+impl<T: Sealed> Waitable for T {}
+
+/// Identifies a member of a [`WaitSet`]: what [`WaitSet::add`] returned.
+pub type Key = usize;
+
+enum Member {
+    Word(Arc<dyn WordSource>),
+    Fd(OwnedFd, bool),
+    Removed,
+}
+
+/// Waits on many endpoints, processes and a deadline at once (see the [module](self) docs).
+#[derive(Default)]
+pub struct WaitSet {
+    members: Vec<Member>,
+}
+
+impl std::fmt::Debug for WaitSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitSet")
+            .field("members", &self.len())
+            .finish()
+    }
+}
+
+impl WaitSet {
+    /// An empty set.
+    pub fn new() -> WaitSet {
+        WaitSet::default()
+    }
+
+    /// How many members the set has.
+    pub fn len(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|m| !matches!(m, Member::Removed))
+            .count()
+    }
+
+    /// Whether the set has no members.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds an endpoint (a mailbox receiver or sender, a topic subscriber, a socket, pipe,
+    /// FIFO, queue or service connection, a [`PidFd`]). The set keeps its own reference to
+    /// what it waits on (the mapping, or a duplicate descriptor), so the endpoint stays free
+    /// for receiving.
+    ///
+    /// # Errors
+    /// An OS error duplicating a descriptor.
+    pub fn add<W: Waitable + ?Sized>(&mut self, endpoint: &W) -> Result<Key> {
+        let member = match endpoint.source()? {
+            SourceRef::Word(word) => Member::Word(word),
+            SourceRef::Fd(fd, write) => Member::Fd(dup(fd)?, write),
+        };
+        self.members.push(member);
+        Ok(self.members.len() - 1)
+    }
+
+    /// Adds any descriptor, ready when readable (a hang-up counts as readable).
+    ///
+    /// # Errors
+    /// An OS error duplicating the descriptor.
+    pub fn add_fd(&mut self, fd: impl AsFd) -> Result<Key> {
+        self.members.push(Member::Fd(dup(fd.as_fd())?, false));
+        Ok(self.members.len() - 1)
+    }
+
+    /// Adds the death of process `pid`: ready once it has exited. A pid nobody holds is
+    /// ready at once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for pid 0 or an out-of-range pid, [`Error::Unsupported`]
+    /// before Linux 5.3, or an OS error.
+    pub fn add_pid(&mut self, pid: u32) -> Result<Key> {
+        match PidFd::open(pid) {
+            Ok(watch) => self.add(&watch),
+            Err(Error::NotFound { .. }) => {
+                // Already gone: an eventfd with a count is always readable.
+                let fd = rustix::event::eventfd(1, rustix::event::EventfdFlags::CLOEXEC)
+                    .map_err(|e| Error::os("eventfd", "a death notice", e))?;
+                self.members.push(Member::Fd(fd, false));
+                Ok(self.members.len() - 1)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a member; its key is not reused.
+    pub fn remove(&mut self, key: Key) {
+        if let Some(member) = self.members.get_mut(key) {
+            *member = Member::Removed;
+        }
+    }
+
+    /// Waits until at least one member is ready or `deadline` passes, and returns the keys
+    /// of the ready members, in key order.
+    ///
+    /// # Errors
+    /// [`Error::Empty`] for [`Deadline::Now`] and [`Error::Timeout`] for another deadline
+    /// when nothing became ready; [`Error::InvalidArgument`] for an empty set waited on
+    /// without a deadline (it would never return); an OS error from `poll`.
+    pub fn wait(&mut self, deadline: Deadline) -> Result<Vec<Key>> {
+        if self.is_empty() && deadline == Deadline::Never {
+            return Err(Error::InvalidArgument(
+                "waiting on an empty WaitSet with no deadline would never return".into(),
+            ));
+        }
+        let words: Vec<Arc<dyn WordSource>> = self
+            .members
+            .iter()
+            .filter_map(|m| match m {
+                Member::Word(w) => Some(Arc::clone(w)),
+                _ => None,
+            })
+            .collect();
+        let fds: Vec<(BorrowedFd<'_>, bool)> = self
+            .members
+            .iter()
+            .filter_map(|m| match m {
+                Member::Fd(fd, write) => Some((fd.as_fd(), *write)),
+                _ => None,
+            })
+            .collect();
+        loop {
+            let ready = self.ready()?;
+            if !ready.is_empty() {
+                return Ok(ready);
+            }
+            if deadline.expired() {
+                return Err(deadline.recv_expired());
+            }
+            sleep_on(&words, &fds, deadline, || words.iter().any(|w| w.ready()))?;
+        }
+    }
+
+    /// The members ready now.
+    fn ready(&self) -> Result<Vec<Key>> {
+        let mut polled: Vec<(Key, PollFd<'_>)> = Vec::new();
+        let mut ready = Vec::new();
+        for (key, member) in self.members.iter().enumerate() {
+            match member {
+                Member::Word(w) if w.ready() => ready.push(key),
+                Member::Fd(fd, write) => polled.push((key, PollFd::new(fd, interest(*write)))),
+                _ => {}
+            }
+        }
+        if !polled.is_empty() {
+            let mut fds: Vec<PollFd<'_>> = polled.iter().map(|(_, p)| p.clone()).collect();
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            match rustix::event::poll(&mut fds, Some(&zero)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Error::os("poll", "a WaitSet", e)),
+            }
+            for ((key, _), fd) in polled.iter().zip(&fds) {
+                if !fd.revents().is_empty() {
+                    ready.push(*key);
+                }
+            }
+        }
+        ready.sort_unstable();
+        Ok(ready)
+    }
+}
+
+fn interest(write: bool) -> PollFlags {
+    if write {
+        PollFlags::OUT
+    } else {
+        PollFlags::IN
+    }
+}
+
+fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Error::os("dup", "a WaitSet member", e))
+}
+
+/// Wakes a `poll` through an eventfd: how the reactor's futex shards reach a thread asleep
+/// in `poll`.
+struct EventFdWake(OwnedFd);
+
+impl Wake for EventFdWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
+    }
+}
+
+thread_local! {
+    /// This thread's doorbell for mixed sleeps, made on first use.
+    static DOORBELL: std::cell::OnceCell<Option<(Arc<EventFdWake>, Waker)>> =
+        const { std::cell::OnceCell::new() };
+}
+
+/// Sleeps once (at most [`MAX_SLEEP`], at most until `deadline`) until a word of `words`
+/// moves or a descriptor of `fds` is ready. `recheck` is called after the words are
+/// announced and before sleeping: if it says the awaited condition already holds, no sleep.
+///
+/// # Errors
+/// An OS error from `poll` or making the thread's eventfd; [`Error::Unsupported`] if the
+/// reactor thread could not be started.
+pub(crate) fn sleep_on(
+    words: &[Arc<dyn WordSource>],
+    fds: &[(BorrowedFd<'_>, bool)],
+    deadline: Deadline,
+    mut recheck: impl FnMut() -> bool,
+) -> Result<()> {
+    let turn = deadline.remaining().map_or(MAX_SLEEP, |d| d.min(MAX_SLEEP));
+    if turn.is_zero() {
+        return Ok(());
+    }
+    if fds.is_empty() && !words.is_empty() && words.len() <= MAX_WORDS && waitv::supported() {
+        let tickets: Vec<_> = words.iter().map(|w| w.event().announce()).collect();
+        if !recheck() {
+            let list: Vec<WaitvWord<'_>> = words
+                .iter()
+                .zip(&tickets)
+                .map(|(w, t)| WaitvWord {
+                    word: w.event().word(),
+                    expected: t.value(),
+                    private: false,
+                })
+                .collect();
+            waitv::waitv(&list, Some(turn));
+        }
+        for w in words {
+            w.event().withdraw();
+        }
+        return Ok(());
+    }
+    if words.is_empty() {
+        return poll_fds(fds, None, turn);
+    }
+    let doorbell = DOORBELL.with(|cell| {
+        cell.get_or_init(|| {
+            let fd = rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )
+            .ok()?;
+            let wake = Arc::new(EventFdWake(fd));
+            let waker = Waker::from(Arc::clone(&wake));
+            Some((wake, waker))
+        })
+        .clone()
+    });
+    let Some((bell, waker)) = doorbell else {
+        return Err(Error::Unsupported(
+            "no eventfd for a WaitSet that mixes endpoints".into(),
+        ));
+    };
+    let waits = words
+        .iter()
+        .map(|w| WordWait::register(Arc::clone(w), &waker))
+        .collect::<Result<Vec<_>>>()?;
+    if !recheck() {
+        poll_fds(fds, Some(bell.0.as_fd()), turn)?;
+    }
+    drop(waits);
+    // Drained after the waits are gone, so a ring left by them does not wake the next sleep.
+    let mut buf = [0u8; 8];
+    let _ = rustix::io::read(&bell.0, &mut buf);
+    Ok(())
+}
+
+fn poll_fds(
+    fds: &[(BorrowedFd<'_>, bool)],
+    bell: Option<BorrowedFd<'_>>,
+    turn: Duration,
+) -> Result<()> {
+    let mut polled: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(fd, write)| PollFd::new(fd, interest(*write)))
+        .collect();
+    if let Some(bell) = &bell {
+        polled.push(PollFd::new(bell, PollFlags::IN));
+    }
+    let timeout = rustix::time::Timespec {
+        tv_sec: turn.as_secs() as i64,
+        tv_nsec: turn.subsec_nanos().into(),
+    };
+    match rustix::event::poll(&mut polled, Some(&timeout)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(Error::os("poll", "a WaitSet", e)),
+    }
+}
+
+impl Sealed for PidFd {
+    fn source(&self) -> Result<SourceRef<'_>> {
+        Ok(SourceRef::Fd(self.as_fd(), false))
+    }
+}
+
+impl Sealed for crate::stream::FramedStream {
+    fn source(&self) -> Result<SourceRef<'_>> {
+        Ok(SourceRef::Fd(self.as_fd(), false))
+    }
+}
+
+impl Sealed for crate::socket::DatagramLink {
+    fn source(&self) -> Result<SourceRef<'_>> {
+        Ok(SourceRef::Fd(self.as_fd(), false))
+    }
+}
+
+/// A service connection's messages come through a mailbox (whose senders wake its futex
+/// word), its peer's hang-up through the connection socket: ready on either.
+struct WithHangup {
+    word: Arc<dyn WordSource>,
+    control: OwnedFd,
+}
+
+impl WordSource for WithHangup {
+    fn event(&self) -> &crate::sync::Event {
+        self.word.event()
+    }
+
+    fn ready(&self) -> bool {
+        self.word.ready()
+            || crate::fd::wait_ready(self.control.as_fd(), PollFlags::IN, Deadline::Now)
+                .unwrap_or(true)
+    }
+}
+
+impl Sealed for crate::service::Connection {
+    fn source(&self) -> Result<SourceRef<'_>> {
+        let (rx, control) = self.wait_parts();
+        let SourceRef::Word(word) = rx.source()? else {
+            return Err(Error::Unsupported(
+                "a service channel that is not a mailbox".into(),
+            ));
+        };
+        Ok(SourceRef::Word(Arc::new(WithHangup {
+            word,
+            control: dup(control)?,
+        })))
+    }
+}
+
+impl Sealed for crate::signal::RealtimeReceiver {
+    fn source(&self) -> Result<SourceRef<'_>> {
+        Ok(SourceRef::Fd(self.as_fd(), false))
+    }
+}

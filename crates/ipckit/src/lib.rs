@@ -24,6 +24,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+#[cfg(all(feature = "tokio", not(loom)))]
+pub mod async_io;
 pub mod direct;
 pub mod error;
 mod fd;

@@ -238,6 +238,17 @@ impl UntilSendersGone {
     }
 }
 
+#[cfg(feature = "tokio")]
+impl UntilSendersGone {
+    /// What an async receive waits on: the `not_empty` word, the live senders' pidfds, and
+    /// whether the table must be read again now and then (no sender process to watch).
+    pub(crate) fn wait_parts(&self) -> (Arc<dyn WordSource>, Vec<BorrowedFd<'_>>, bool) {
+        let fds = self.watch.fds().into_iter().map(|(fd, _)| fd).collect();
+        let rescan = self.watch.live.is_empty() || self.watch.own;
+        (Arc::clone(&self.not_empty), fds, rescan)
+    }
+}
+
 impl MessageReceiver for UntilSendersGone {
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
         loop {

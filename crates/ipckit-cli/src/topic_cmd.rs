@@ -54,8 +54,10 @@ pub struct PublishArgs {
 /// Options of `ipckit subscribe`.
 #[derive(Debug, Args)]
 pub struct SubscribeArgs {
-    /// The topic's name.
-    pub name: String,
+    /// The topic's name; with several, one wait on all of them, each message printed as
+    /// `NAME: message` (`"name"` in `--json`), `--count` counting them all together.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
     /// Start with (up to) the last N messages.
     #[arg(long, default_value_t = 0)]
     pub history: usize,
@@ -105,10 +107,19 @@ pub fn publish(args: PublishArgs) -> Result<()> {
 
 /// Runs `ipckit subscribe`.
 pub fn subscribe(args: SubscribeArgs) -> Result<()> {
-    let mut subscriber = open(&args.name)?.subscriber_with_history(args.history)?;
-    receive_each(
-        &mut subscriber,
-        &args.receive,
-        &format!("topic {:?}", args.name),
-    )
+    if let [name] = &args.names[..] {
+        let mut subscriber = open(name)?.subscriber_with_history(args.history)?;
+        return receive_each(&mut subscriber, &args.receive, &format!("topic {name:?}"));
+    }
+    let endpoints = args
+        .names
+        .iter()
+        .map(|name| {
+            Ok((
+                name.clone(),
+                open(name)?.subscriber_with_history(args.history)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    crate::multi::receive_many(endpoints, &args.receive, "topic")
 }

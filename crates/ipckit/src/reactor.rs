@@ -117,10 +117,12 @@ impl Shard {
             let interests: Vec<Arc<Interest>> =
                 lock(&self.state).interests.values().cloned().collect();
             let mut seen = HashSet::new();
+            // Not `private`, although the word is: `futex::wake_all` makes shared wakes,
+            // and the kernel keys a private sleep differently, so it would never be woken.
             let mut words = vec![WaitvWord {
                 word: &self.control,
                 expected: control,
-                private: true,
+                private: false,
             }];
             for interest in &interests {
                 if interest.fired.load(StdOrdering::Acquire) {

@@ -5,6 +5,7 @@
 mod harness;
 mod mechanisms;
 mod report;
+mod waiting;
 
 use std::time::Duration;
 

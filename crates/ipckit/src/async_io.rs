@@ -31,8 +31,7 @@ use std::task::{Context, Poll};
 
 use crate::error::{Error, Result};
 use crate::link::{Deadline, Message, MessageReceiver, MessageSender};
-use crate::reactor::{FdWait, WordSource, WordWait};
-use crate::waitset::{Sealed, SourceRef};
+use crate::reactor::{FdWait, Sealed, SourceRef, WordSource, WordWait};
 
 /// A registration with the reactor: what a pending future waits on.
 enum Parked {

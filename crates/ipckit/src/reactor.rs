@@ -29,14 +29,16 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as StdOrdering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::Waker;
+use std::task::{Wake, Waker};
+use std::time::Duration;
 
-use rustix::event::epoll;
+use rustix::event::{epoll, PollFd, PollFlags};
 
 use crate::error::{Error, Result};
-use crate::sync::futex;
+use crate::link::Deadline;
+use crate::sync::futex::{self, MAX_SLEEP};
 use crate::sync::primitive::{AtomicU32, Ordering};
-use crate::sync::waitv::{self, WaitvOutcome, WaitvWord};
+use crate::sync::waitv::{self, WaitvOutcome, WaitvWord, MAX_WORDS};
 use crate::sync::{Event, Ticket};
 
 /// Distinct words one shard waits on (one more `futex_waitv` slot is its control word).
@@ -408,5 +410,157 @@ impl Drop for FdWait {
         // copy of it is closed, and the caller's copy lives on.
         let _ = epoll::delete(&self.reactor.epoll, &self.dup);
         lock(&self.reactor.waiting).remove(&self.id);
+    }
+}
+
+/// The endpoint side of waiting: what an endpoint waits on (`watch.rs` files implement it
+/// next to each endpoint; `waitset.rs` for the descriptor-based ones).
+pub(crate) mod private {
+    use std::os::fd::BorrowedFd;
+    use std::sync::Arc;
+
+    /// What an endpoint waits on: a futex word in shared memory, or a descriptor.
+    pub enum SourceRef<'a> {
+        /// A futex word (mailbox, topic).
+        Word(Arc<dyn crate::reactor::WordSource>),
+        /// A descriptor to poll (`true`: for writing).
+        Fd(BorrowedFd<'a>, bool),
+    }
+
+    impl std::fmt::Debug for SourceRef<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                SourceRef::Word(_) => f.write_str("SourceRef::Word"),
+                SourceRef::Fd(fd, write) => write!(f, "SourceRef::Fd({fd:?}, {write})"),
+            }
+        }
+    }
+
+    /// Implemented by ipckit's endpoints only.
+    pub trait Sealed {
+        /// What to wait on until a receive would succeed (for senders: a send).
+        fn source(&self) -> crate::Result<SourceRef<'_>>;
+    }
+}
+pub(crate) use private::{Sealed, SourceRef};
+
+/// The poll events of a read (`write` false) or write wait.
+pub(crate) fn interest(write: bool) -> PollFlags {
+    if write {
+        PollFlags::OUT
+    } else {
+        PollFlags::IN
+    }
+}
+
+/// Wakes a `poll` through an eventfd: how the reactor's futex shards reach a thread asleep
+/// in `poll`.
+struct EventFdWake(OwnedFd);
+
+impl Wake for EventFdWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
+    }
+}
+
+thread_local! {
+    /// This thread's doorbell for mixed sleeps, made on first use.
+    static DOORBELL: std::cell::OnceCell<Option<(Arc<EventFdWake>, Waker)>> =
+        const { std::cell::OnceCell::new() };
+}
+
+/// Sleeps once (at most [`MAX_SLEEP`], at most until `deadline`) until a word of `words`
+/// moves or a descriptor of `fds` is ready. `recheck` is called after the words are
+/// announced and before sleeping: if it says the awaited condition already holds, no sleep.
+///
+/// # Errors
+/// An OS error from `poll` or making the thread's eventfd; [`Error::Unsupported`] if the
+/// reactor thread could not be started.
+pub(crate) fn sleep_on(
+    words: &[Arc<dyn WordSource>],
+    fds: &[(BorrowedFd<'_>, bool)],
+    deadline: Deadline,
+    mut recheck: impl FnMut() -> bool,
+) -> Result<()> {
+    let turn = deadline.remaining().map_or(MAX_SLEEP, |d| d.min(MAX_SLEEP));
+    if turn.is_zero() {
+        return Ok(());
+    }
+    if fds.is_empty() && !words.is_empty() && words.len() <= MAX_WORDS && waitv::supported() {
+        let tickets: Vec<_> = words.iter().map(|w| w.event().announce()).collect();
+        if !recheck() {
+            let list: Vec<WaitvWord<'_>> = words
+                .iter()
+                .zip(&tickets)
+                .map(|(w, t)| WaitvWord {
+                    word: w.event().word(),
+                    expected: t.value(),
+                    private: false,
+                })
+                .collect();
+            waitv::waitv(&list, Some(turn));
+        }
+        for w in words {
+            w.event().withdraw();
+        }
+        return Ok(());
+    }
+    if words.is_empty() {
+        return poll_fds(fds, None, turn);
+    }
+    let doorbell = DOORBELL.with(|cell| {
+        cell.get_or_init(|| {
+            let fd = rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )
+            .ok()?;
+            let wake = Arc::new(EventFdWake(fd));
+            let waker = Waker::from(Arc::clone(&wake));
+            Some((wake, waker))
+        })
+        .clone()
+    });
+    let Some((bell, waker)) = doorbell else {
+        return Err(Error::Unsupported(
+            "no eventfd for a WaitSet that mixes endpoints".into(),
+        ));
+    };
+    let waits = words
+        .iter()
+        .map(|w| WordWait::register(Arc::clone(w), &waker))
+        .collect::<Result<Vec<_>>>()?;
+    if !recheck() {
+        poll_fds(fds, Some(bell.0.as_fd()), turn)?;
+    }
+    drop(waits);
+    // Drained after the waits are gone, so a ring left by them does not wake the next sleep.
+    let mut buf = [0u8; 8];
+    let _ = rustix::io::read(&bell.0, &mut buf);
+    Ok(())
+}
+
+fn poll_fds(
+    fds: &[(BorrowedFd<'_>, bool)],
+    bell: Option<BorrowedFd<'_>>,
+    turn: Duration,
+) -> Result<()> {
+    let mut polled: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(fd, write)| PollFd::new(fd, interest(*write)))
+        .collect();
+    if let Some(bell) = &bell {
+        polled.push(PollFd::new(bell, PollFlags::IN));
+    }
+    let timeout = rustix::time::Timespec {
+        tv_sec: turn.as_secs() as i64,
+        tv_nsec: turn.subsec_nanos().into(),
+    };
+    match rustix::event::poll(&mut polled, Some(&timeout)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(Error::os("poll", "descriptors to wait on", e)),
     }
 }

@@ -24,8 +24,10 @@
 //!
 //! Because a mailbox is persistent, like a POSIX queue, a receiver waiting on an empty mailbox
 //! keeps waiting when every sender has died: a restarted sender simply carries on the stream.
-//! A receiver that must notice a dead producer waits with a deadline and looks at
-//! [`Mailbox::info`]'s participants; the [`service`](crate::service) layer and
+//! A receiver that must notice that its producers are gone opts in with
+//! [`MailboxReceiver::until_senders_gone`]: it then gets [`Error::Disconnected`] once every
+//! message is received and no live sender remains (senders' deaths are watched through
+//! pidfds). The [`service`](crate::service) layer and
 //! [`direct`](crate::direct) inboxes, which are connections rather than places, report a
 //! vanished peer as [`Error::Disconnected`].
 //!

@@ -18,10 +18,9 @@ use super::{chain, Mailbox, Shared};
 use crate::error::{Error, Result};
 use crate::link::{Deadline, MessageReceiver, Metadata};
 use crate::pidfd::PidFd;
-use crate::reactor::WordSource;
+use crate::reactor::{sleep_on, Sealed, SourceRef, WordSource};
 use crate::shm::ring::{FLAG_RENDEZVOUS, FLAG_UNBOUNDED};
 use crate::sync::Event;
-use crate::waitset::{sleep_on, Sealed, SourceRef};
 
 /// How often the participant table is read again when no sender process can be watched.
 pub(crate) const RESCAN: Duration = Duration::from_millis(100);

@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use super::subscriber::Subscriber;
 use super::Shared;
-use crate::reactor::WordSource;
+use crate::reactor::{Sealed, SourceRef, WordSource};
 use crate::sync::primitive::Ordering;
 use crate::sync::Event;
-use crate::waitset::{Sealed, SourceRef};
 use crate::Result;
 
 /// A subscriber's view of `new_message`: ready when a message lies past the cursor the

@@ -115,10 +115,14 @@ fn sources_of<E: Sealed + ?Sized>(
     cx: &Context<'_>,
     write: bool,
 ) -> Result<Vec<Source>> {
-    Ok(vec![match endpoint.source()? {
-        SourceRef::Word(word) => Source::Word(word),
-        SourceRef::Fd(fd, _) => Source::Fd(FdWait::register(fd, write, cx.waker())?),
-    }])
+    Ok(match endpoint.source()? {
+        SourceRef::Word(word) => vec![Source::Word(word)],
+        SourceRef::Fd(fd, _) => vec![Source::Fd(FdWait::register(fd, write, cx.waker())?)],
+        SourceRef::Both(word, fd) => vec![
+            Source::Word(word),
+            Source::Fd(FdWait::register(fd, false, cx.waker())?),
+        ],
+    })
 }
 
 fn is_empty(e: &Error) -> bool {
@@ -230,12 +234,14 @@ recv_async!(
     crate::stream::FramedStream,
     crate::socket::DatagramLink,
     crate::service::Connection,
+    crate::mq::PosixQueue,
 );
 
 send_async!(
     crate::shm::MailboxSender,
     crate::stream::FramedStream,
     crate::socket::DatagramLink,
+    crate::mq::PosixQueue,
 );
 
 /// The future of [`Connection::call_async`](crate::service::Connection::call_async): the
@@ -272,7 +278,7 @@ impl Future for CallFuture<'_> {
                         cx,
                         |conn, _| match conn.sending_channel().source()? {
                             SourceRef::Word(word) => Ok(vec![Source::Word(word)]),
-                            SourceRef::Fd(..) => Err(Error::Unsupported(
+                            _ => Err(Error::Unsupported(
                                 "a service channel that is not a mailbox".into(),
                             )),
                         },

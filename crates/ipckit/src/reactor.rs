@@ -425,6 +425,9 @@ pub(crate) mod private {
         Word(Arc<dyn crate::reactor::WordSource>),
         /// A descriptor to poll (`true`: for writing).
         Fd(BorrowedFd<'a>, bool),
+        /// A futex word for the messages, and a descriptor to read for the peer's hang-up
+        /// (a service connection).
+        Both(Arc<dyn crate::reactor::WordSource>, BorrowedFd<'a>),
     }
 
     impl std::fmt::Debug for SourceRef<'_> {
@@ -432,6 +435,7 @@ pub(crate) mod private {
             match self {
                 SourceRef::Word(_) => f.write_str("SourceRef::Word"),
                 SourceRef::Fd(fd, write) => write!(f, "SourceRef::Fd({fd:?}, {write})"),
+                SourceRef::Both(_, fd) => write!(f, "SourceRef::Both({fd:?})"),
             }
         }
     }

@@ -40,7 +40,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use rustix::event::{PollFd, PollFlags};
+use rustix::event::PollFd;
 
 use crate::error::{Error, Result};
 use crate::link::Deadline;
@@ -58,10 +58,18 @@ impl<T: Sealed> Waitable for T {}
 /// Identifies a member of a [`WaitSet`]: what [`WaitSet::add`] returned.
 pub type Key = usize;
 
-enum Member {
-    Word(Arc<dyn WordSource>),
-    Fd(OwnedFd, bool),
-    Removed,
+/// What a member waits on: a futex word, a descriptor, or both (a service connection: its
+/// channel's word, and its socket for the peer's hang-up). Neither: removed.
+#[derive(Default)]
+struct Member {
+    word: Option<Arc<dyn WordSource>>,
+    fd: Option<(OwnedFd, bool)>,
+}
+
+impl Member {
+    fn is_removed(&self) -> bool {
+        self.word.is_none() && self.fd.is_none()
+    }
 }
 
 /// Waits on many endpoints, processes and a deadline at once (see the [module](self) docs).
@@ -86,10 +94,7 @@ impl WaitSet {
 
     /// How many members the set has.
     pub fn len(&self) -> usize {
-        self.members
-            .iter()
-            .filter(|m| !matches!(m, Member::Removed))
-            .count()
+        self.members.iter().filter(|m| !m.is_removed()).count()
     }
 
     /// Whether the set has no members.
@@ -106,8 +111,18 @@ impl WaitSet {
     /// An OS error duplicating a descriptor.
     pub fn add<W: Waitable + ?Sized>(&mut self, endpoint: &W) -> Result<Key> {
         let member = match endpoint.source()? {
-            SourceRef::Word(word) => Member::Word(word),
-            SourceRef::Fd(fd, write) => Member::Fd(dup(fd)?, write),
+            SourceRef::Word(word) => Member {
+                word: Some(word),
+                fd: None,
+            },
+            SourceRef::Fd(fd, write) => Member {
+                word: None,
+                fd: Some((dup(fd)?, write)),
+            },
+            SourceRef::Both(word, fd) => Member {
+                word: Some(word),
+                fd: Some((dup(fd)?, false)),
+            },
         };
         self.members.push(member);
         Ok(self.members.len() - 1)
@@ -118,7 +133,10 @@ impl WaitSet {
     /// # Errors
     /// An OS error duplicating the descriptor.
     pub fn add_fd(&mut self, fd: impl AsFd) -> Result<Key> {
-        self.members.push(Member::Fd(dup(fd.as_fd())?, false));
+        self.members.push(Member {
+            word: None,
+            fd: Some((dup(fd.as_fd())?, false)),
+        });
         Ok(self.members.len() - 1)
     }
 
@@ -135,7 +153,10 @@ impl WaitSet {
                 // Already gone: an eventfd with a count is always readable.
                 let fd = rustix::event::eventfd(1, rustix::event::EventfdFlags::CLOEXEC)
                     .map_err(|e| Error::os("eventfd", "a death notice", e))?;
-                self.members.push(Member::Fd(fd, false));
+                self.members.push(Member {
+                    word: None,
+                    fd: Some((fd, false)),
+                });
                 Ok(self.members.len() - 1)
             }
             Err(e) => Err(e),
@@ -145,7 +166,7 @@ impl WaitSet {
     /// Removes a member; its key is not reused.
     pub fn remove(&mut self, key: Key) {
         if let Some(member) = self.members.get_mut(key) {
-            *member = Member::Removed;
+            *member = Member::default();
         }
     }
 
@@ -162,21 +183,12 @@ impl WaitSet {
                 "waiting on an empty WaitSet with no deadline would never return".into(),
             ));
         }
-        let words: Vec<Arc<dyn WordSource>> = self
-            .members
-            .iter()
-            .filter_map(|m| match m {
-                Member::Word(w) => Some(Arc::clone(w)),
-                _ => None,
-            })
-            .collect();
+        let words: Vec<Arc<dyn WordSource>> =
+            self.members.iter().filter_map(|m| m.word.clone()).collect();
         let fds: Vec<(BorrowedFd<'_>, bool)> = self
             .members
             .iter()
-            .filter_map(|m| match m {
-                Member::Fd(fd, write) => Some((fd.as_fd(), *write)),
-                _ => None,
-            })
+            .filter_map(|m| m.fd.as_ref().map(|(fd, write)| (fd.as_fd(), *write)))
             .collect();
         loop {
             let ready = self.ready()?;
@@ -195,10 +207,10 @@ impl WaitSet {
         let mut polled: Vec<(Key, PollFd<'_>)> = Vec::new();
         let mut ready = Vec::new();
         for (key, member) in self.members.iter().enumerate() {
-            match member {
-                Member::Word(w) if w.ready() => ready.push(key),
-                Member::Fd(fd, write) => polled.push((key, PollFd::new(fd, interest(*write)))),
-                _ => {}
+            if member.word.as_ref().is_some_and(|w| w.ready()) {
+                ready.push(key);
+            } else if let Some((fd, write)) = &member.fd {
+                polled.push((key, PollFd::new(fd, interest(*write))));
             }
         }
         if !polled.is_empty() {
@@ -245,24 +257,7 @@ impl Sealed for crate::socket::DatagramLink {
 }
 
 /// A service connection's messages come through a mailbox (whose senders wake its futex
-/// word), its peer's hang-up through the connection socket: ready on either.
-struct WithHangup {
-    word: Arc<dyn WordSource>,
-    control: OwnedFd,
-}
-
-impl WordSource for WithHangup {
-    fn event(&self) -> &crate::sync::Event {
-        self.word.event()
-    }
-
-    fn ready(&self) -> bool {
-        self.word.ready()
-            || crate::fd::wait_ready(self.control.as_fd(), PollFlags::IN, Deadline::Now)
-                .unwrap_or(true)
-    }
-}
-
+/// word), its peer's hang-up through the connection socket: both are waited on.
 impl Sealed for crate::service::Connection {
     fn source(&self) -> Result<SourceRef<'_>> {
         let (rx, control) = self.wait_parts();
@@ -271,10 +266,13 @@ impl Sealed for crate::service::Connection {
                 "a service channel that is not a mailbox".into(),
             ));
         };
-        Ok(SourceRef::Word(Arc::new(WithHangup {
-            word,
-            control: dup(control)?,
-        })))
+        Ok(SourceRef::Both(word, control))
+    }
+}
+
+impl Sealed for crate::mq::PosixQueue {
+    fn source(&self) -> Result<SourceRef<'_>> {
+        Ok(SourceRef::Fd(self.as_fd(), false))
     }
 }
 

@@ -60,6 +60,7 @@ fn awaiting_endpoints_get_what_another_process_sends() {
     if let Some((_, arg)) = role() {
         let parts: Vec<&str> = arg.split(' ').collect();
         let (mailbox, topic, socket, service) = (parts[0], parts[1], parts[2], parts[3]);
+        let mut queue = ipckit::mq::PosixQueue::open(&format!("{mailbox}-mq")).unwrap();
         let mut tx = Mailbox::open(mailbox).unwrap().sender().unwrap();
         let mut publisher = Topic::open(topic).unwrap().publisher().unwrap();
         let mut stream = unix::connect_stream(socket).unwrap();
@@ -74,6 +75,8 @@ fn awaiting_endpoints_get_what_another_process_sends() {
         stream.send(b"socket").unwrap();
         pause();
         conn.send(b"request").unwrap();
+        pause();
+        queue.send(b"queue").unwrap();
         // Stays until the parent hangs up.
         let _ = conn.recv_callback(Deadline::after(WATCHDOG));
         return;
@@ -89,6 +92,16 @@ fn awaiting_endpoints_get_what_another_process_sends() {
         let mut sub = topic.subscriber().unwrap();
         let listener = unix::StreamListener::bind(&socket).unwrap();
         let server = Server::bind(&service, 0o600).unwrap();
+        let mut queue = ipckit::mq::PosixQueue::builder(&format!("{mb}-mq"))
+            .create()
+            .unwrap();
+        struct RemoveQueue(String);
+        impl Drop for RemoveQueue {
+            fn drop(&mut self) {
+                let _ = ipckit::mq::PosixQueue::remove(&self.0);
+            }
+        }
+        let _queue_cleanup = RemoveQueue(format!("{mb}-mq"));
         let arg = format!("{mb} {tp} {} {service}", socket.display());
         let mut child = spawn_role(TEST, "peer", &arg);
         let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -103,6 +116,7 @@ fn awaiting_endpoints_get_what_another_process_sends() {
             assert_eq!(sub.recv_async().await.unwrap().data, b"topic");
             assert_eq!(stream.recv_async().await.unwrap().data, b"socket");
             assert_eq!(conn.recv_async().await.unwrap().data, b"request");
+            assert_eq!(queue.recv_async().await.unwrap().data, b"queue");
         });
         drop(conn);
         let _ = std::fs::remove_file(&socket);

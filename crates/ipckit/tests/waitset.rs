@@ -259,3 +259,39 @@ fn an_empty_waitset_without_deadline_is_refused() {
     let key = set.add_pid((1 << 22) + 7).unwrap();
     assert_eq!(set.wait(after(1000)).unwrap(), vec![key]);
 }
+
+#[test]
+fn a_waitset_sees_a_service_request_and_the_clients_death() {
+    const TEST: &str = "a_waitset_sees_a_service_request_and_the_clients_death";
+    if let Some((_, name)) = role() {
+        let (mut conn, _) =
+            ipckit::service::Client::connect(&name, b"hi", Deadline::after(WATCHDOG)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        conn.send(b"request").unwrap();
+        println!("@@sent");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    with_watchdog(WATCHDOG, || {
+        let name = unique_name("ws-svc");
+        let server = ipckit::service::Server::bind(&name, 0o600).unwrap();
+        let mut child = spawn_role(TEST, "client", &name);
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut child = Reap(child);
+        let mut conn = server.accept().unwrap().accept(b"ok").unwrap();
+        let mut set = WaitSet::new();
+        let key = set.add(&conn).unwrap();
+        assert_eq!(set.wait(after(5000)).unwrap(), vec![key]);
+        assert_eq!(conn.try_recv().unwrap().data, b"request");
+        wait_for_line(&mut out, "sent");
+        assert!(matches!(set.wait(after(50)), Err(Error::Timeout)));
+        child.0.kill().unwrap();
+        let killed = Instant::now();
+        assert_eq!(set.wait(after(5000)).unwrap(), vec![key]);
+        let noticed = killed.elapsed();
+        println!("hang-up noticed {noticed:?} after SIGKILL");
+        assert!(noticed < Duration::from_millis(100), "{noticed:?}");
+        assert!(matches!(conn.try_recv(), Err(Error::Disconnected)));
+        let _ = child.0.wait();
+    });
+}

@@ -5,6 +5,10 @@
 //!
 //! Every message endpoint implements [`MessageSender`] and/or [`MessageReceiver`]: blocking
 //! `send`/`recv`, non-blocking `try_send`/`try_recv`, timed `send_timeout`/`recv_timeout`.
+//! One thread waits on many endpoints and processes at once with
+//! [`WaitSet`](waitset::WaitSet); [`PidFd`](pidfd::PidFd) tells of a process's death; with the
+//! `tokio` feature, `recv_async`, `send_async` and `call_async` (module `async_io`) await
+//! without blocking a thread, on any executor.
 //!
 //! ```
 //! use ipckit::shm::Mailbox;

@@ -78,7 +78,10 @@ impl Interest {
 
     fn fire(&self) {
         self.fired.store(true, StdOrdering::Release);
-        if let Some(waker) = lock(&self.waker).take() {
+        // Taken out of the lock first: an executor may poll the task inside `wake`, and
+        // that poll locks this waker slot again.
+        let waker = lock(&self.waker).take();
+        if let Some(waker) = waker {
             waker.wake();
         }
     }
@@ -322,14 +325,21 @@ impl FdReactor {
             {
                 continue; // EINTR
             }
-            let waiting = lock(&self.waiting);
-            for event in &events {
-                if let Some(interest) = waiting.get(&event.data.u64()) {
-                    interest.fired.store(true, StdOrdering::Release);
-                    if let Some(waker) = lock(&interest.waker).take() {
-                        waker.wake();
-                    }
-                }
+            // Woken outside the lock: an executor may poll the task inside `wake`, and a
+            // finished wait removes itself from `waiting`.
+            let wakers: Vec<Waker> = {
+                let waiting = lock(&self.waiting);
+                events
+                    .iter()
+                    .filter_map(|event| waiting.get(&event.data.u64()))
+                    .filter_map(|interest| {
+                        interest.fired.store(true, StdOrdering::Release);
+                        lock(&interest.waker).take()
+                    })
+                    .collect()
+            };
+            for waker in wakers {
+                waker.wake();
             }
         }
     }

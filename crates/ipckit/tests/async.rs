@@ -61,6 +61,9 @@ fn awaiting_endpoints_get_what_another_process_sends() {
         let parts: Vec<&str> = arg.split(' ').collect();
         let (mailbox, topic, socket, service) = (parts[0], parts[1], parts[2], parts[3]);
         let mut queue = ipckit::mq::PosixQueue::open(&format!("{mailbox}-mq")).unwrap();
+        let (udp, _) = ipckit::socket::udp::bind("127.0.0.1:0").unwrap();
+        ipckit::socket::udp::connect(&udp, parts[4].parse().unwrap()).unwrap();
+        let mut udp = udp;
         let mut tx = Mailbox::open(mailbox).unwrap().sender().unwrap();
         let mut publisher = Topic::open(topic).unwrap().publisher().unwrap();
         let mut stream = unix::connect_stream(socket).unwrap();
@@ -77,6 +80,8 @@ fn awaiting_endpoints_get_what_another_process_sends() {
         conn.send(b"request").unwrap();
         pause();
         queue.send(b"queue").unwrap();
+        pause();
+        udp.send(b"datagram").unwrap();
         // Stays until the parent hangs up.
         let _ = conn.recv_callback(Deadline::after(WATCHDOG));
         return;
@@ -102,7 +107,8 @@ fn awaiting_endpoints_get_what_another_process_sends() {
             }
         }
         let _queue_cleanup = RemoveQueue(format!("{mb}-mq"));
-        let arg = format!("{mb} {tp} {} {service}", socket.display());
+        let (mut udp, udp_addr) = ipckit::socket::udp::bind("127.0.0.1:0").unwrap();
+        let arg = format!("{mb} {tp} {} {service} {udp_addr}", socket.display());
         let mut child = spawn_role(TEST, "peer", &arg);
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let _child = Reap(child);
@@ -117,6 +123,7 @@ fn awaiting_endpoints_get_what_another_process_sends() {
             assert_eq!(stream.recv_async().await.unwrap().data, b"socket");
             assert_eq!(conn.recv_async().await.unwrap().data, b"request");
             assert_eq!(queue.recv_async().await.unwrap().data, b"queue");
+            assert_eq!(udp.recv_async().await.unwrap().data, b"datagram");
         });
         drop(conn);
         let _ = std::fs::remove_file(&socket);

@@ -58,6 +58,9 @@ pub fn ls(json: bool) -> Result<()> {
                 .map(|e| format!("  ({})", escape(&e)))
                 .unwrap_or_default(),
         )?;
+        for held in &o.held {
+            outln!("{:<10} waiters wait for: {}", "", escape(held))?;
+        }
     }
     Ok(())
 }

@@ -82,8 +82,9 @@ pub struct SendArgs {
     pub messages: Vec<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
-    /// `cache`: when the mailbox is full, keep messages in this process and deliver them as
-    /// room appears (the command exits once all are delivered).
+    /// `cache`: when the mailbox is full, keep the message in the mailbox's cache and return at
+    /// once; it is delivered when room appears, after this command has exited. One message may
+    /// wait so: a second one while the first waits fails (exit code 3).
     #[arg(long)]
     pub when_full: Option<WhenFullArg>,
 }
@@ -91,7 +92,7 @@ pub struct SendArgs {
 /// What `ipckit send --when-full` may ask for (waiting is the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WhenFullArg {
-    /// Keep messages in this process and deliver them as room appears.
+    /// Keep the message in the mailbox's cache (Mach's "temporarily cache a message").
     Cache,
 }
 
@@ -156,14 +157,24 @@ pub fn send(args: SendArgs) -> Result<()> {
         } else {
             tx.send_deadline(msg, deadline)
         };
-        result.with_context(|| format!("cannot send to mailbox {:?}", args.name))
-    })?;
-    tx.flush_deadline(deadline).with_context(|| {
-        format!(
-            "cached messages for mailbox {:?} are undelivered",
-            args.name
-        )
+        let full = result_is_full(caching, &result);
+        result.with_context(|| {
+            if full {
+                format!(
+                    "cannot cache for mailbox {:?}: this command's earlier cached message still \
+                     waits for room (or every cache entry is taken); receive from it first",
+                    args.name
+                )
+            } else {
+                format!("cannot send to mailbox {:?}", args.name)
+            }
+        })
     })
+}
+
+/// Whether a cached send failed because the cache could not take the message.
+fn result_is_full(caching: bool, result: &ipckit::Result<()>) -> bool {
+    caching && matches!(result, Err(ipckit::Error::Full))
 }
 
 /// Runs `ipckit recv`.

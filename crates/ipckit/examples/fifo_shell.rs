@@ -11,25 +11,26 @@
 //! 1. `ipckit::fifo::create` makes the FIFO (`mkfifo(3)`), and the shell sees a named pipe;
 //! 2. the notes' two lines, with this program as process1 and process2:
 //!    `sh -c 'fifo_shell process1 > FIFO & fifo_shell process2 < FIFO; wait'`. The two are
-//!    siblings the shell starts, strangers to each other: they share only the FIFO's name;
-//! 3. the FIFO outlives both; this process opens it for reading with `fifo::open_read` while a
-//!    shell tool writes into it (`fifo_shell process1 | cat > FIFO`);
+//!    siblings the shell starts, strangers to each other: they share only the FIFO's name.
+//!    process1 writes lines into the FIFO as a plain byte stream (`pipe::byte_writer_from_fd`
+//!    on its stdout), process2 reads them (`pipe::byte_reader_from_fd` on its stdin);
+//! 3. the FIFO outlives both; the shell's own tools then use it with this process:
+//!    `echo text > FIFO` into `fifo::open_read_bytes`, and `cat FIFO` showing exactly the bytes
+//!    `fifo::open_write_bytes` wrote;
 //! 4. `fifo::remove` deletes it.
-//!
-//! ipckit's FIFO carries length-prefixed messages today: the ends are ipckit programs, and a
-//! shell tool in between must copy bytes unchanged (`cat` does). `echo text > FIFO` into an
-//! ipckit reader waits for a plain byte-stream form of ipckit's FIFOs.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ipckit::{fifo, Error, MessageReceiver, MessageSender};
+use ipckit::{fifo, pipe, Deadline};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const MESSAGES: [&str; 3] = ["one", "two", "three"];
+const WAIT: Duration = Duration::from_secs(20);
 
 fn main() -> Result<()> {
     match std::env::args().nth(1).as_deref() {
@@ -46,11 +47,7 @@ fn main() -> Result<()> {
 }
 
 fn shell(script: &str, path: &Path) -> Result<String> {
-    // Shown as typed: "$1" is this program, "$2" the FIFO.
-    let shown = script
-        .replace(r#""$1""#, "fifo_shell")
-        .replace(r#""$2""#, &path.display().to_string());
-    println!("$ {shown}");
+    println!("$ {}", shown(script, path));
     let out = Command::new("sh")
         .args(["-c", script, "sh"])
         .arg(std::env::current_exe()?)
@@ -62,6 +59,24 @@ fn shell(script: &str, path: &Path) -> Result<String> {
         return Err(format!("{script:?} failed: {}", out.status).into());
     }
     Ok(text)
+}
+
+/// A script as typed: "$1" is this program, "$2" the FIFO.
+fn shown(script: &str, path: &Path) -> String {
+    script
+        .replace(r#""$1""#, "fifo_shell")
+        .replace(r#""$2""#, &path.display().to_string())
+}
+
+/// Starts a shell script in the background (its stdout piped back here).
+fn start(script: &str, path: &Path) -> Result<std::process::Child> {
+    println!("$ {} &", shown(script, path));
+    Ok(Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(std::env::current_exe()?)
+        .arg(path)
+        .stdout(Stdio::piped())
+        .spawn()?)
 }
 
 fn run(path: &Path) -> Result<()> {
@@ -81,53 +96,59 @@ fn run(path: &Path) -> Result<()> {
         path.exists()
     );
 
-    // This process reads; the shell writes through `cat`. Open the read end first, so the
-    // shell's open for writing finds a reader.
-    let mut reader = fifo::open_read(path)?;
-    let mut writer = Command::new("sh")
-        .args(["-c", r#""$1" process1 | cat > "$2""#, "sh"])
-        .arg(std::env::current_exe()?)
-        .arg(path)
-        .spawn()?;
-    let mut received = Vec::new();
-    let outcome = loop {
-        match reader.recv_timeout(Duration::from_secs(20)) {
-            Ok(message) => received.push(String::from_utf8(message.data)?),
-            Err(Error::Disconnected) => break Ok(()),
-            Err(e) => break Err(e),
-        }
-    };
-    if outcome.is_err() {
-        let _ = writer.kill();
+    // `echo text > FIFO` into this process. Open the read end first, so the shell's open for
+    // writing finds a reader.
+    let mut reader = fifo::open_read_bytes(path)?;
+    reader.set_read_timeout(Some(WAIT));
+    let mut echo = start(r#"echo text > "$2""#, path)?;
+    let mut received = String::new();
+    let read = reader.read_to_string(&mut received);
+    let status = echo.wait()?;
+    read?;
+    println!("fifo::open_read_bytes received {received:?}");
+    if received != "text\n" || !status.success() {
+        return Err("echo's bytes did not arrive as written".into());
     }
-    let status = writer.wait()?;
-    outcome?;
-    println!("fifo::open_read received {received:?} from `process1 | cat > FIFO`");
-    if received != MESSAGES || !status.success() {
-        return Err("the messages through cat differ".into());
+    // Closed, so that the next open for writing waits for cat, the only reader.
+    drop(reader);
+
+    // `cat FIFO` shows what this process writes.
+    let mut cat = start(r#"cat "$2""#, path)?;
+    let mut writer = fifo::open_write_bytes(path, Deadline::after(WAIT))?;
+    writer.write_all(b"plain bytes, no frame headers\n")?;
+    drop(writer); // end of file for cat
+    let mut shown = String::new();
+    cat.stdout
+        .take()
+        .ok_or("piped")?
+        .read_to_string(&mut shown)?;
+    let status = cat.wait()?;
+    print!("{shown}");
+    if shown != "plain bytes, no frame headers\n" || !status.success() {
+        return Err("cat did not show the bytes written".into());
     }
+    println!("cat showed exactly the bytes fifo::open_write_bytes wrote");
     Ok(())
 }
 
-/// Writes the messages into its stdout: the FIFO, opened by the shell's `>`.
+/// Writes the messages, one per line, into its stdout: the FIFO, opened by the shell's `>`.
 fn process1() -> Result<()> {
     let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
-    let mut fifo = ipckit::pipe::sender_from_fd(stdout)?;
+    let mut fifo = pipe::byte_writer_from_fd(stdout)?;
     for message in MESSAGES {
-        fifo.send(message.as_bytes())?;
+        writeln!(fifo, "{message}")?;
     }
     Ok(())
 }
 
-/// Reads its stdin, the FIFO opened by the shell's `<`, until every writer has closed it.
+/// Reads lines from its stdin, the FIFO opened by the shell's `<`, until every writer has
+/// closed it.
 fn process2() -> Result<()> {
     let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
-    let mut fifo = ipckit::pipe::receiver_from_fd(stdin)?;
-    loop {
-        match fifo.recv_timeout(Duration::from_secs(20)) {
-            Ok(message) => println!("process2 read {:?}", String::from_utf8(message.data)?),
-            Err(Error::Disconnected) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
+    let mut fifo = pipe::byte_reader_from_fd(stdin)?;
+    fifo.set_read_timeout(Some(WAIT));
+    for line in BufReader::new(fifo).lines() {
+        println!("process2 read {:?}", line?);
     }
+    Ok(())
 }

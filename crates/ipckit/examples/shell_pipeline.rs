@@ -8,21 +8,22 @@
 //! `cargo run --example shell_pipeline` writes a small `file.txt`, then runs:
 //!
 //! 1. the notes' pipeline itself, `sh -c 'cat file.txt | grep error'`, with the real tools;
-//! 2. the same filter with ipckit at both ends of the shell's pipes:
-//!    `sh -c 'shell_pipeline produce file.txt | cat | shell_pipeline grep error'`. The producer
-//!    sends each line as a message on its stdout, `cat` relays the bytes unchanged, and the
-//!    last process receives messages on its stdin and keeps those containing "error".
+//! 2. the same `grep` between two ipckit ends of the shell's pipes:
+//!    `sh -c 'shell_pipeline produce file.txt | grep error | shell_pipeline show'`. The producer
+//!    writes the file's lines into its stdout with `pipe::byte_writer_from_fd` (a plain byte
+//!    stream, no frames), the real `grep` filters them, and the last process reads its stdin
+//!    with `pipe::byte_reader_from_fd` and prints what arrives;
+//! 3. ipckit starting `grep` itself with `pipe::spawn_bytes`, writing its stdin and reading its
+//!    stdout (the parent-child pipe pair the shell builds for `|`).
 //!
-//! Both print the same lines. ipckit's pipes carry length-prefixed messages today, so a tool
-//! that copies bytes (`cat`, `tee`, `dd`) works between two ipckit ends, but one that reads
-//! lines (`grep`) would see the frame headers: until ipckit pipes have a plain byte-stream
-//! form, the filtering step is ipckit's own.
+//! All three print the same lines.
 
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::Duration;
 
-use ipckit::{pipe, Error, MessageReceiver, MessageSender};
+use ipckit::pipe;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -32,7 +33,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("produce") => return produce(&args[2]),
-        Some("grep") => return grep(&args[2]),
+        Some("show") => return show(),
         _ => {}
     }
     let file = std::env::temp_dir().join(format!("ipckit-file-{}.txt", std::process::id()));
@@ -62,42 +63,49 @@ fn run(file: &std::path::Path) -> Result<()> {
         Ok(text)
     };
     let tools = shell(r#"cat "$2" | grep error"#)?;
-    let ipckit = shell(r#""$1" produce "$2" | cat | "$1" grep error"#)?;
-    if tools != ipckit || tools.lines().count() != 2 {
-        return Err("the two pipelines disagree".into());
+    let ipckit = shell(r#""$1" produce "$2" | grep error | "$1" show"#)?;
+    println!("$ (pipe::spawn_bytes) grep error");
+    let spawned = spawn_grep(&std::fs::read(file)?)?;
+    print!("{spawned}");
+    if tools != ipckit || tools != spawned || tools.lines().count() != 2 {
+        return Err("the pipelines disagree".into());
     }
     println!(
-        "both pipelines kept the same {} lines",
+        "all three pipelines kept the same {} lines",
         tools.lines().count()
     );
     Ok(())
 }
 
-/// `cat file.txt`, as messages: one per line, on stdout.
+/// `grep error` as a child, its stdin and stdout plain byte-stream pipes.
+fn spawn_grep(input: &[u8]) -> Result<String> {
+    let mut grep = pipe::spawn_bytes(Command::new("grep").arg("error"))?;
+    grep.stdout.set_read_timeout(Some(Duration::from_secs(20)));
+    grep.stdin.write_all(input)?;
+    drop(grep.stdin); // end of file for grep
+    let mut out = String::new();
+    grep.stdout.read_to_string(&mut out)?;
+    if !grep.child.wait()?.success() {
+        return Err("grep failed".into());
+    }
+    Ok(out)
+}
+
+/// `cat file.txt`: the file's bytes into stdout, a plain byte stream.
 fn produce(file: &str) -> Result<()> {
     let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
-    let mut out = pipe::sender_from_fd(stdout)?;
-    for line in std::fs::read_to_string(file)?.lines() {
-        out.send(line.as_bytes())?;
-    }
+    let mut out = pipe::byte_writer_from_fd(stdout)?;
+    out.write_all(&std::fs::read(file)?)?;
     Ok(())
 }
 
-/// `grep PATTERN`, over messages on stdin.
-fn grep(pattern: &str) -> Result<()> {
+/// Prints what arrives on stdin until every writer has closed it.
+fn show() -> Result<()> {
     let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
-    let mut input = pipe::receiver_from_fd(stdin)?;
-    loop {
-        match input.recv_timeout(Duration::from_secs(20)) {
-            Ok(message) => {
-                let line = String::from_utf8(message.data)?;
-                if line.contains(pattern) {
-                    println!("{line}");
-                }
-            }
-            // Every writer closed: the end of the input, as for grep.
-            Err(Error::Disconnected) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let mut input = pipe::byte_reader_from_fd(stdin)?;
+    input.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut text = String::new();
+    input.read_to_string(&mut text)?;
+    print!("{text}");
+    Ok(())
 }

@@ -7,19 +7,23 @@
 //! data through the socket buffers) and `002_aa004447b60a7019.txt`, "Common IPC Mechanisms".
 //!
 //! `cargo run --example tcp_client_server`: the server (this program again, `server`) listens on
-//! `127.0.0.1` at a port the kernel picks and tells its parent which; the client (this
-//! process) connects, sends requests and reads each reply on the same connection, then says
-//! `bye`, and the server exits. Loopback only: nothing leaves the machine.
+//! `127.0.0.1` at a port the kernel picks and tells its parent which. TCP is a byte stream, so
+//! the server speaks lines (`tcp::Listener::accept_bytes`): each line it reads, it answers with
+//! `echo: LINE`. Two clients talk to it in turn:
 //!
-//! ipckit's TCP connection carries length-prefixed messages today (see `ipckit::socket::tcp`),
-//! so a plain tool such as `nc` cannot be the other end until it has a byte-stream form.
+//! 1. this process, with `tcp::connect_bytes`, sends two requests and reads each reply on the
+//!    same connection;
+//! 2. a plain tool that knows nothing of ipckit, bash's `/dev/tcp`:
+//!    `bash -c 'exec 3<>/dev/tcp/127.0.0.1/PORT; echo "from bash" >&3; head -n 1 <&3; echo bye >&3'`
+//!    and its `bye` ends the server.
+//!
+//! Loopback only: nothing leaves the machine.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ipckit::socket::tcp;
-use ipckit::{MessageReceiver, MessageSender};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -33,7 +37,7 @@ fn main() -> Result<()> {
         .arg("server")
         .stdout(Stdio::piped())
         .spawn()?;
-    let outcome = client(&mut server);
+    let outcome = clients(&mut server);
     if outcome.is_err() {
         let _ = server.kill();
     }
@@ -45,22 +49,38 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn client(server: &mut std::process::Child) -> Result<()> {
+fn clients(server: &mut std::process::Child) -> Result<()> {
     // The server's first line is its address; the rest of its output follows ours.
     let mut lines = BufReader::new(server.stdout.take().ok_or("piped")?).lines();
     let addr = lines.next().ok_or("the server exited before listening")??;
-    let mut connection = tcp::connect(addr.as_str())?;
+    let mut connection = tcp::connect_bytes(addr.as_str())?;
+    connection.set_read_timeout(Some(WAIT));
     println!("client: connected to {addr}");
+    // Lines are read through one shared reference while requests are written through another.
+    let mut replies = BufReader::new(&connection).lines();
+    let mut requests = &connection;
     for request in ["hello", "how are you?"] {
-        connection.send(request.as_bytes())?;
-        let reply = connection.recv_timeout(WAIT)?;
-        let reply = String::from_utf8(reply.data)?;
+        writeln!(requests, "{request}")?;
+        let reply = replies.next().ok_or("the server hung up")??;
         println!("client: sent {request:?}, the server replied {reply:?}");
         if reply != format!("echo: {request}") {
             return Err("a reply does not match its request".into());
         }
     }
-    connection.send(b"bye")?;
+    drop(replies);
+    // Closing the connection ends the server's first conversation.
+    drop(connection);
+
+    let port = addr.rsplit(':').next().ok_or("no port")?;
+    let script =
+        r#"exec 3<>"/dev/tcp/127.0.0.1/$0"; echo "from bash" >&3; head -n 1 <&3; echo bye >&3"#;
+    println!("$ bash -c '{}'", script.replace("$0", port));
+    let out = Command::new("bash").args(["-c", script, port]).output()?;
+    let reply = String::from_utf8(out.stdout)?;
+    println!("bash /dev/tcp: the server replied {:?}", reply.trim_end());
+    if !out.status.success() || reply != "echo: from bash\n" {
+        return Err("bash's client did not get its reply".into());
+    }
     for line in lines {
         println!("{}", line?);
     }
@@ -71,14 +91,18 @@ fn server() -> Result<()> {
     let listener = tcp::Listener::bind("127.0.0.1:0")?;
     // First line: the address, for the parent.
     println!("{}", listener.local_addr()?);
-    let mut connection = listener.accept()?;
-    println!("server: accepted a connection");
     loop {
-        let request = String::from_utf8(connection.recv_timeout(WAIT)?.data)?;
-        if request == "bye" {
-            println!("server: the client said bye");
-            return Ok(());
+        let mut connection = listener.accept_bytes()?;
+        connection.set_read_timeout(Some(WAIT));
+        println!("server: accepted a connection");
+        let mut replies = &connection;
+        for request in BufReader::new(&connection).lines() {
+            let request = request?;
+            if request == "bye" {
+                println!("server: the client said bye");
+                return Ok(());
+            }
+            writeln!(replies, "echo: {request}")?;
         }
-        connection.send(format!("echo: {request}").as_bytes())?;
     }
 }

@@ -69,8 +69,12 @@ pub enum WhenFull {
     Timeout(Duration),
     /// Return [`Error::Full`] at once.
     Fail,
-    /// Keep the message in the sender's own bounded overflow cache and deliver it, in order,
-    /// as room appears.
+    /// Keep the message in the link's own memory and return at once; it is delivered when
+    /// room appears, after the messages already queued, even if the sender has exited
+    /// (Mach's "temporarily cache a message"). One message per sender may wait so: a second
+    /// attempt while the first waits fails with [`Error::Full`]. On a mailbox, the sender
+    /// asks what became of it with
+    /// [`MailboxSender::cache_state`](crate::shm::mailbox::MailboxSender::cache_state).
     Cache,
 }
 

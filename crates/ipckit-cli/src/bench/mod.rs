@@ -5,6 +5,7 @@
 mod harness;
 mod mechanisms;
 mod report;
+mod summary;
 mod waiting;
 
 use std::time::Duration;
@@ -42,6 +43,10 @@ pub struct BenchArgs {
     /// List the mechanisms and exit.
     #[arg(long)]
     pub list: bool,
+    /// Print the course notes' comparison table (speed, setup, complexity, network) with the
+    /// speed measured here: by a quick run, or from FILE, written earlier by `--json`.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<Option<std::path::PathBuf>>,
 }
 
 /// Options of the hidden `ipckit bench-peer` (the other process of each row).
@@ -77,6 +82,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             outln!("{m}")?;
         }
         return Ok(());
+    }
+    if let Some(from) = &args.summary {
+        return summary::summary(&args, from.as_deref());
     }
     let mechanisms: Vec<Mechanism> = if args.mechanisms.is_empty() {
         Mechanism::all().to_vec()

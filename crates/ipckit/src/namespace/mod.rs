@@ -164,6 +164,34 @@ pub struct ObjectInfo {
     pub dead: usize,
     /// Why the object could not be inspected, if it could not.
     pub error: Option<String>,
+    /// What a waiter on this object may be waiting for: slots and locks held by a process,
+    /// with its pid and whether it is alive (at most [`MAX_HELD_SHOWN`], then a count).
+    pub held: Vec<String>,
+}
+
+/// How many held slots or locks [`ObjectInfo::held`] lists before summing up the rest.
+pub const MAX_HELD_SHOWN: usize = 8;
+
+/// Describes what processes hold: `what` held by `pid`, alive or dead; at most
+/// [`MAX_HELD_SHOWN`] lines and one that counts the rest.
+fn held_by(items: impl IntoIterator<Item = (String, u32)>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut more = 0usize;
+    for (what, pid) in items {
+        if lines.len() == MAX_HELD_SHOWN {
+            more += 1;
+            continue;
+        }
+        let state = match crate::process::liveness(pid, None) {
+            crate::process::Liveness::Dead => "dead: `ipckit clean` frees it",
+            _ => "alive",
+        };
+        lines.push(format!("{what} held by pid {pid} ({state})"));
+    }
+    if more > 0 {
+        lines.push(format!("and {more} more"));
+    }
+    lines
 }
 
 impl ObjectInfo {
@@ -177,6 +205,7 @@ impl ObjectInfo {
             alive: 0,
             dead: 0,
             error,
+            held: Vec::new(),
         }
     }
 }
@@ -352,7 +381,7 @@ enum Registered {
     /// through a link...): why.
     Untrusted(String),
     /// It is there; a FIFO or socket file with where it was found.
-    Here(ObjectInfo, Option<Located>),
+    Here(Box<ObjectInfo>, Option<Located>),
 }
 
 /// What the kernel says of a registered FIFO, socket file or System V object, as far as the
@@ -390,7 +419,7 @@ fn registered(entry: &Entry) -> Registered {
             let mode = Some(found.seen.mode);
             if entry.kind == Kind::Fifo {
                 // A FIFO outlives its creator, like a mailbox: who made it says nothing.
-                return Registered::Here(ObjectInfo { mode, ..bare() }, Some(found));
+                return Registered::Here(Box::new(ObjectInfo { mode, ..bare() }), Some(found));
             }
             let info = ObjectInfo {
                 mode,
@@ -398,7 +427,7 @@ fn registered(entry: &Entry) -> Registered {
                 dead,
                 ..bare()
             };
-            Registered::Here(info, Some(found))
+            Registered::Here(Box::new(info), Some(found))
         }
         Kind::SysvQueue | Kind::SysvSegment => {
             // msg: perms cbytes qnum lspid lrpid uid gid cuid cgid stime rtime ctime
@@ -427,7 +456,7 @@ fn registered(entry: &Entry) -> Registered {
                     ..bare()
                 }
             };
-            Registered::Here(info, None)
+            Registered::Here(Box::new(info), None)
         }
         // Listed by `posix_queues`; only its absence matters here.
         Kind::PosixQueue => {
@@ -436,7 +465,7 @@ fn registered(entry: &Entry) -> Registered {
             }
             match crate::mq::PosixQueue::open(&entry.object) {
                 Err(crate::Error::NotFound { .. }) => Registered::Gone,
-                _ => Registered::Here(bare(), None),
+                _ => Registered::Here(Box::new(bare()), None),
             }
         }
     }
@@ -552,6 +581,11 @@ pub fn inspect() -> Result<Listing> {
                     mode: Some(info.mode),
                     alive,
                     dead: info.participants.len() - alive,
+                    held: held_by(
+                        info.held_slots
+                            .iter()
+                            .map(|&(pos, pid)| (format!("slot of message {pos}"), pid)),
+                    ),
                     ..ObjectInfo::bare(ObjectKind::Mailbox, name, None)
                 }
             }
@@ -574,6 +608,10 @@ pub fn inspect() -> Result<Listing> {
                     mode: Some(info.mode),
                     alive: info.subscribers + info.publishers,
                     dead: info.dead_subscribers,
+                    held: held_by(
+                        info.publish_lock_holder
+                            .map(|pid| ("the publish lock".to_string(), pid)),
+                    ),
                     ..ObjectInfo::bare(ObjectKind::Topic, name, None)
                 }
             }
@@ -592,7 +630,7 @@ pub fn inspect() -> Result<Listing> {
             continue;
         }
         match registered(&entry) {
-            Registered::Here(info, _) => objects.push(info),
+            Registered::Here(info, _) => objects.push(*info),
             Registered::Gone => objects.push(ObjectInfo::bare(
                 entry.kind.into(),
                 entry.object.clone(),

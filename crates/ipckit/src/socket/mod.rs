@@ -1,8 +1,9 @@
 //! Sockets: Unix domain (stream, datagram, seqpacket), TCP and UDP, all speaking the
 //! message vocabulary.
 //!
-//! - Stream sockets (Unix stream, TCP) carry length-prefixed frames: [`FramedStream`] (its
-//!   own module, `stream`, re-exported here).
+//! - Stream sockets (Unix stream, TCP) are plain byte streams ([`ByteStream`], `std::io::Read`
+//!   and `Write`) or carry length-prefixed frames ([`FramedStream`], an adapter on top); each
+//!   has constructors for both forms (module `stream`, re-exported here).
 //! - Datagram and seqpacket sockets keep message boundaries in the kernel: [`DatagramLink`].
 //! - Unix sockets pass file descriptors (`SCM_RIGHTS`) and tell who the peer is
 //!   (`SO_PEERCRED`: pid, uid and gid, verified by the kernel).
@@ -29,7 +30,7 @@ use rustix::net::{RecvFlags, SendFlags};
 use crate::error::{Error, Result};
 use crate::fd::{recv_with_fds, send_with_fds, set_nonblocking, wait_ready};
 use crate::link::{check_size, Deadline, MessageReceiver, MessageSender, Metadata};
-pub use crate::stream::FramedStream;
+pub use crate::stream::{ByteStream, FramedStream};
 
 pub use crate::fd::MAX_FDS;
 

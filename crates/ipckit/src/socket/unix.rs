@@ -1,5 +1,10 @@
-//! Unix domain sockets: stream (framed), datagram and seqpacket (boundaries kept by the
-//! kernel), with descriptor passing and kernel-verified peer credentials.
+//! Unix domain sockets: stream (plain bytes or framed), datagram and seqpacket (boundaries kept
+//! by the kernel), with descriptor passing and kernel-verified peer credentials.
+//!
+//! [`stream_pair`], [`connect_stream`], [`connect_stream_with`], [`StreamListener::accept`] and
+//! [`StreamListener::accept_with`] return framed endpoints ([`UnixStream`]); [`stream_pair_bytes`],
+//! [`connect_stream_bytes`] and [`StreamListener::accept_bytes`] return the plain byte stream
+//! ([`ByteStream`]), which any program can be the other end of (`socat`, `nc -U`).
 //!
 //! ```
 //! use ipckit::socket::unix;
@@ -25,7 +30,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use super::{peer_credentials, peer_metadata, DatagramKind, DatagramLink, PeerCredentials};
 use crate::error::{Error, Result};
 use crate::link::{MessageReceiver, MessageSender};
-use crate::stream::FramedStream;
+use crate::stream::{ByteStream, FramedStream};
 use crate::Capacity;
 
 /// Default maximum message of Unix datagram and seqpacket sockets: 64 KiB.
@@ -38,24 +43,53 @@ fn describe(kind: &str, path: &Path) -> String {
 /// A framed Unix stream socket: [`FramedStream`] with peer credentials and fd passing.
 pub type UnixStream = FramedStream;
 
-fn framed(fd: OwnedFd, object: String) -> Result<UnixStream> {
+fn bytes(fd: OwnedFd, object: String) -> Result<ByteStream> {
     let cred = peer_credentials(fd.as_fd(), &object).ok();
-    let mut stream = FramedStream::from_socket(fd, object)?;
+    let mut stream = ByteStream::from_socket(fd, object)?;
     stream.set_unix_peer(peer_metadata(cred));
     Ok(stream)
+}
+
+fn framed(fd: OwnedFd, object: String) -> Result<UnixStream> {
+    bytes(fd, object).map(FramedStream::over)
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::os("socketpair", "unix stream pair", e))
+}
+
+/// A connected pair of plain byte-stream Unix sockets (`socketpair`).
+pub fn stream_pair_bytes() -> Result<(ByteStream, ByteStream)> {
+    let (a, b) = socketpair()?;
+    Ok((
+        bytes(a, "unix stream pair".into())?,
+        bytes(b, "unix stream pair".into())?,
+    ))
+}
+
+/// Connects to the stream listener at `path`, as a plain byte stream.
+///
+/// # Errors
+/// As [`connect_stream`].
+pub fn connect_stream_bytes(path: impl AsRef<Path>) -> Result<ByteStream> {
+    let path = path.as_ref();
+    let object = describe("stream", path);
+    let std = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| Error::os("connect", object.clone(), e))?;
+    bytes(OwnedFd::from(std), object)
 }
 
 /// A connected pair of framed Unix stream sockets (`socketpair`), e.g. to hand one end to a
 /// child process.
 #[doc(alias = "socketpair")]
 pub fn stream_pair() -> Result<(UnixStream, UnixStream)> {
-    let (a, b) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| Error::os("socketpair", "unix stream pair", e))?;
+    let (a, b) = socketpair()?;
     Ok((
         framed(a, "unix stream pair".into())?,
         framed(b, "unix stream pair".into())?,
@@ -105,6 +139,16 @@ impl StreamListener {
     /// Waits for a connection.
     pub fn accept(&self) -> Result<UnixStream> {
         self.accept_with(Capacity::KERNEL_BUFFER)
+    }
+
+    /// Waits for a connection, as a plain byte stream.
+    pub fn accept_bytes(&self) -> Result<ByteStream> {
+        let object = describe("stream", &self.path);
+        let (std, _) = self
+            .inner
+            .accept()
+            .map_err(|e| Error::os("accept", object.clone(), e))?;
+        bytes(OwnedFd::from(std), object)
     }
 
     /// Waits for a connection, with a capacity (see [`connect_stream_with`]).

@@ -39,8 +39,29 @@
 //! `mod.rs` the builder and the [`Mailbox`] handle; `participants.rs` the participant table
 //! and the single-sender/receiver tokens; `endpoint.rs` what senders and receivers share,
 //! with the private flavour enum (many, sole, chain) that picks a claim path once; `chain.rs`
-//! the unbounded chain of rings; `sender.rs` and `receiver.rs` the two endpoints and their
-//! in-place guards.
+//! the unbounded chain of rings; `cache.rs` the message cache after the ring (Mach's
+//! "temporarily cache a message", [`WhenFull::Cache`](crate::WhenFull::Cache)); `sender.rs`
+//! and `receiver.rs` the two endpoints and their in-place guards.
+//!
+//! # Caching a message when the mailbox is full
+//!
+//! ```
+//! use ipckit::shm::mailbox::{CacheState, Mailbox};
+//! use ipckit::{MessageReceiver, MessageSender, WhenFull};
+//! # let name = format!("doc-cache-{}", std::process::id());
+//!
+//! let mailbox = Mailbox::builder(&name).capacity(1).create()?;
+//! let mut tx = mailbox.sender()?.when_full(WhenFull::Cache);
+//! tx.send(b"queued")?;
+//! tx.send(b"cached")?;                          // full: kept in the mailbox, returns at once
+//! assert_eq!(tx.cache_state(), CacheState::Pending);
+//! drop(tx);                                     // the sender may even exit
+//! let mut rx = mailbox.receiver()?;
+//! assert_eq!(rx.recv()?.data, b"queued");       // making room moves the cached one in
+//! assert_eq!(rx.recv()?.data, b"cached");
+//! Mailbox::remove(&name)?;
+//! # Ok::<(), ipckit::Error>(())
+//! ```
 
 use std::fmt;
 use std::sync::Arc;
@@ -57,6 +78,7 @@ use crate::link::Capacity;
 use crate::sync::primitive::Ordering;
 use participants::{is_dead, Role};
 
+mod cache;
 mod chain;
 mod endpoint;
 mod participants;
@@ -67,6 +89,7 @@ mod watch;
 
 pub use super::named::DEFAULT_MAX_MESSAGE;
 pub use super::participants::RepairReport;
+pub use cache::{CacheState, DEFAULT_CACHE_SLOTS};
 pub use chain::CHAIN_KIND;
 pub use receiver::{MailboxReceiver, MailboxSample};
 pub use sender::{MailboxLoan, MailboxSender};
@@ -89,8 +112,12 @@ pub const KIND: &str = "mailbox";
 
 /// Default capacity, in messages.
 pub const DEFAULT_CAPACITY: usize = 64;
-/// Default bound of a sender's overflow cache ([`WhenFull::Cache`](crate::WhenFull::Cache)),
-/// in messages.
+/// The old bound of a sender's heap overflow cache. The cache is now one message per sender,
+/// kept in the mailbox ([`WhenFull::Cache`](crate::WhenFull::Cache)).
+#[deprecated(
+    since = "0.3.0",
+    note = "a sender caches one message at a time, in the mailbox; see DEFAULT_CACHE_SLOTS"
+)]
 pub const DEFAULT_CACHE_LIMIT: usize = 1024;
 
 /// Builds, creates or opens a [`Mailbox`]: `Mailbox::builder(name).capacity(64).create()`.
@@ -100,6 +127,7 @@ pub struct MailboxBuilder {
     capacity: Capacity,
     unbounded_ring: usize,
     single: u32,
+    cache_slots: usize,
 }
 
 impl MailboxBuilder {
@@ -124,8 +152,31 @@ impl MailboxBuilder {
         capacity_kind(capacity: Capacity) |b| b.capacity = capacity;
         /// Messages per ring of an unbounded mailbox (default 64).
         unbounded_ring_capacity(n: usize) |b| b.unbounded_ring = n;
+        /// Entries of the mailbox's message cache ([`WhenFull::Cache`](crate::WhenFull::Cache)):
+        /// how many senders may have a cached message waiting at once (default
+        /// [`DEFAULT_CACHE_SLOTS`], at most 1024; each takes one slot's size of memory). `0`
+        /// creates no cache. Single-sender, rendezvous and unbounded mailboxes have none.
+        cache_slots(n: usize) |b| b.cache_slots = n;
     }
     option_setters!();
+
+    /// Validates the requested geometry: what to create, the ring's size in bytes, and the
+    /// cache entries that follow it.
+    fn geometry_with_cache(&self) -> Result<(Spec, usize, u32)> {
+        let (spec, len) = self.geometry()?;
+        let eligible = spec.flags & (FLAG_RENDEZVOUS | FLAG_UNBOUNDED | FLAG_SINGLE_SENDER) == 0;
+        let slots = if eligible { self.cache_slots } else { 0 };
+        let slots = u32::try_from(slots)
+            .ok()
+            .filter(|&n| n <= cache::MAX_CACHE_SLOTS)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{slots} cache entries exceed the limit of {}",
+                    cache::MAX_CACHE_SLOTS
+                ))
+            })?;
+        Ok((spec, len, slots))
+    }
 
     /// Validates the requested geometry: what to create, and its size in bytes.
     fn geometry(&self) -> Result<(Spec, usize)> {
@@ -159,15 +210,32 @@ impl MailboxBuilder {
     /// (`Capacity::Bounded(0)` included), [`Error::PermissionDenied`], or an OS error.
     pub fn create(&self) -> Result<Mailbox> {
         let name = &self.options.name;
-        let (spec, len) = self.geometry()?;
-        let segment = Segment::create(KIND, name, len, spec.mode)?;
+        let (spec, len, cache_slots) = self.geometry_with_cache()?;
+        let total = cache::payload_len(len, cache_slots, spec.max_message).ok_or_else(|| {
+            Error::InvalidArgument("the mailbox with its message cache is too large".into())
+        })?;
+        let segment = Segment::create(KIND, name, total, spec.mode)?;
         // Rings left by an earlier mailbox of this name would be taken for ours.
         chain::remove_chain(name);
+        // SAFETY: a freshly created, zeroed segment of at least `total` bytes, invisible to
+        // openers until the ring magic below; the cache area is written first, so an opener
+        // that sees the ring sees the cache too.
+        unsafe {
+            cache::Cache::init(
+                segment.payload(),
+                segment.payload_len(),
+                len,
+                cache_slots,
+                spec.max_message,
+            )
+        };
         // SAFETY: a freshly created segment, invisible to openers until Segment::create
         // published its header (and openers also wait for the ring magic); the Shared built
         // below owns both.
-        match unsafe { init_ring(&segment, spec, &describe(name)) } {
-            Ok(ring) => Ok(Mailbox::from_parts(name, segment, ring, self.options.wait)),
+        let built = unsafe { init_ring(&segment, spec, &describe(name)) }
+            .and_then(|ring| Mailbox::from_parts(name, segment, ring, self.options.wait));
+        match built {
+            Ok(mailbox) => Ok(mailbox),
             Err(err) => {
                 let _ = Segment::unlink(KIND, name);
                 Err(err)
@@ -187,12 +255,7 @@ impl MailboxBuilder {
             &describe(&self.options.name),
             self.options.trust,
         )?;
-        Ok(Mailbox::from_parts(
-            &self.options.name,
-            segment,
-            ring,
-            self.options.wait,
-        ))
+        Mailbox::from_parts(&self.options.name, segment, ring, self.options.wait)
     }
 
     /// Creates an anonymous mailbox (`memfd`): no name anyone could open; hand
@@ -216,12 +279,7 @@ impl MailboxBuilder {
         };
         // SAFETY: a fresh anonymous segment nobody else has; the Shared built below owns both.
         let ring = unsafe { init_ring(&segment, spec, "anonymous mailbox")? };
-        Ok(Mailbox::from_parts(
-            "(anonymous)",
-            segment,
-            ring,
-            self.options.wait,
-        ))
+        Mailbox::from_parts("(anonymous)", segment, ring, self.options.wait)
     }
 
     /// Opens the mailbox, creating it first if it does not exist (then with this builder's
@@ -294,6 +352,8 @@ struct Shared {
     name: String,
     wait: WaitStrategy,
     root: Arc<Link>,
+    /// The message cache after the root ring, if the mailbox has one (`cache.rs`).
+    cache: Option<cache::Cache>,
 }
 
 impl Shared {
@@ -352,6 +412,9 @@ pub struct MailboxInfo {
     pub participants: Vec<ParticipantInfo>,
     /// Slots currently held (being written or read) as (position, pid).
     pub held_slots: Vec<(u64, u32)>,
+    /// Messages waiting in the mailbox's cache for room ([`WhenFull::Cache`](crate::WhenFull::Cache)),
+    /// not counted in `depth`.
+    pub cached: usize,
 }
 
 impl Mailbox {
@@ -362,6 +425,7 @@ impl Mailbox {
             capacity: Capacity::Bounded(DEFAULT_CAPACITY),
             unbounded_ring: DEFAULT_CAPACITY,
             single: 0,
+            cache_slots: DEFAULT_CACHE_SLOTS,
         }
     }
 
@@ -382,8 +446,18 @@ impl Mailbox {
         Ok(())
     }
 
-    fn from_parts(name: &str, segment: Segment, ring: Ring, wait: WaitStrategy) -> Mailbox {
-        Mailbox {
+    fn from_parts(name: &str, segment: Segment, ring: Ring, wait: WaitStrategy) -> Result<Mailbox> {
+        // SAFETY: the segment maps payload_len() bytes at payload(), page-aligned, and is
+        // stored in the same Shared as the cache; the contents are validated by attach.
+        let cache = unsafe {
+            cache::Cache::attach(
+                segment.payload(),
+                segment.payload_len(),
+                &ring,
+                &describe(name),
+            )?
+        };
+        Ok(Mailbox {
             shared: Arc::new(Shared {
                 name: name.to_string(),
                 wait,
@@ -393,8 +467,9 @@ impl Mailbox {
                     _root: None,
                     _segment: segment,
                 }),
+                cache,
             }),
-        }
+        })
     }
 
     /// Maps an anonymous mailbox received as a descriptor, validating it.
@@ -412,7 +487,7 @@ impl Mailbox {
                 "anonymous mailbox",
             )?
         };
-        Ok(Mailbox::from_parts("(anonymous)", segment, ring, wait))
+        Mailbox::from_parts("(anonymous)", segment, ring, wait)
     }
 
     /// The descriptor of an anonymous mailbox, to pass to another process.
@@ -487,11 +562,17 @@ impl Mailbox {
                 .iter()
                 .flat_map(|link| link.ring.held_slots())
                 .collect(),
+            cached: self
+                .shared
+                .cache
+                .as_ref()
+                .map_or(0, |cache| cache.pending_count()),
         }
     }
 
-    /// Repairs what dead processes left: their participant entries and the slots they held.
-    /// Unread messages are kept. Safe to run while others use the mailbox.
+    /// Repairs what dead processes left: their participant entries and the slots they held,
+    /// and moves cached messages into the mailbox if it has room. Unread messages are kept.
+    /// Safe to run while others use the mailbox.
     pub fn repair(&self) -> RepairReport {
         let shared = &self.shared;
         let mut report = RepairReport::default();
@@ -504,6 +585,10 @@ impl Mailbox {
         }
         report.dead_participants =
             super::participants::clear_dead(&shared.ring().header().participants);
+        // Cached messages a dead mover left half-moved go back in, if there is room.
+        if let Some(cache) = &shared.cache {
+            cache.deliver_pending(shared, std::process::id());
+        }
         report
     }
 

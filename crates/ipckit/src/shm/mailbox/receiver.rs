@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::cache::CACHED_TAG;
 use super::endpoint::{Endpoint, Flavor};
 use super::participants::Role;
 use super::{describe, Shared};
@@ -39,6 +40,7 @@ impl MailboxReceiver {
 
     /// Claims the next message and validates its slot: (position, length, metadata).
     fn claim(&mut self, deadline: Deadline) -> Result<(u64, usize, Metadata)> {
+        self.deliver_cached();
         let pos = self.endpoint.claim(Role::Receiver, deadline)?;
         let ring = self.endpoint.ring();
         let slot = ring.slot(pos);
@@ -54,10 +56,16 @@ impl MailboxReceiver {
             self.finish(pos);
             return Err(err);
         }
+        let mut sequence = Some(slot.sequence.load(Ordering::Relaxed));
+        if let (Some(tag), Some(cache)) = (sequence, &self.endpoint.shared.cache) {
+            if tag & CACHED_TAG != 0 {
+                sequence = cache.received(tag);
+            }
+        }
         let meta = Metadata {
             sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
             sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
-            sequence: Some(slot.sequence.load(Ordering::Relaxed)),
+            sequence,
             ..Metadata::default()
         };
         Ok((pos, len, meta))
@@ -95,6 +103,15 @@ impl MailboxReceiver {
                 *next = pos + 1;
             }
             Flavor::Many | Flavor::Chain => ring.release(pos),
+        }
+        self.deliver_cached();
+    }
+
+    /// Moves messages waiting in the mailbox's cache into the room just made (`cache.rs`).
+    #[inline]
+    fn deliver_cached(&self) {
+        if let Some(cache) = &self.endpoint.shared.cache {
+            cache.deliver_pending(&self.endpoint.shared, self.endpoint.participant.pid);
         }
     }
 }

@@ -1,13 +1,12 @@
 //! The sending side of a mailbox: [`MailboxSender`] and its in-place [`MailboxLoan`].
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
+use super::cache::{CacheState, Ticket};
 use super::endpoint::{Endpoint, Flavor};
 use super::participants::Role;
-use super::{describe, Shared, DEFAULT_CACHE_LIMIT};
+use super::Shared;
 use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline, MessageSender, WhenFull};
 use crate::shm::layout::slot_bytes;
@@ -26,8 +25,8 @@ pub struct MailboxSender {
     uid: u32,
     sequence: u64,
     when_full: WhenFull,
-    cache: VecDeque<Vec<u8>>,
-    cache_limit: usize,
+    /// The message this sender last cached in the mailbox (`cache.rs`), if any.
+    cached: Option<Ticket>,
 }
 
 impl fmt::Debug for MailboxSender {
@@ -35,7 +34,7 @@ impl fmt::Debug for MailboxSender {
         f.debug_struct("MailboxSender")
             .field("mailbox", &self.endpoint.shared.name)
             .field("when_full", &self.when_full)
-            .field("cached", &self.cache.len())
+            .field("cached", &self.cached)
             .finish()
     }
 }
@@ -54,8 +53,7 @@ impl MailboxSender {
             uid: rustix::process::getuid().as_raw(),
             sequence: 0,
             when_full: WhenFull::Block,
-            cache: VecDeque::new(),
-            cache_limit: DEFAULT_CACHE_LIMIT,
+            cached: None,
         })
     }
 
@@ -63,29 +61,61 @@ impl MailboxSender {
         /// Sets what `send` does when the mailbox is full (Mach's four options). `try_send`
         /// and `send_timeout` keep their own meaning.
         when_full(policy: WhenFull) |s| s.when_full = policy;
-        /// Bounds the overflow cache used by [`WhenFull::Cache`] (default 1024 messages).
-        cache_limit(messages: usize) |s| s.cache_limit = messages;
     }
 
-    /// Messages accepted into the overflow cache and not yet in the mailbox.
+    /// Formerly bounded the sender's heap overflow cache; now a sender caches one message at a
+    /// time, in the mailbox itself, and this does nothing.
+    #[deprecated(
+        since = "0.3.0",
+        note = "a sender caches one message at a time, in the mailbox (WhenFull::Cache)"
+    )]
+    pub fn cache_limit(self, _messages: usize) -> Self {
+        self
+    }
+
+    /// What became of the message this sender last cached: [`CacheState::Pending`] while it
+    /// waits for room, [`CacheState::Delivered`] once it is in the mailbox (whoever moved it:
+    /// this sender, or a receiver that made room).
+    pub fn cache_state(&self) -> CacheState {
+        match (self.cached, &self.endpoint.shared.cache) {
+            (Some(ticket), Some(cache)) => cache.state(ticket),
+            _ => CacheState::Empty,
+        }
+    }
+
+    /// Messages of this sender waiting in the mailbox's cache: 0 or 1.
     pub fn cached(&self) -> usize {
-        self.cache.len()
+        usize::from(self.cache_state() == CacheState::Pending)
     }
 
-    /// Moves cached messages into the mailbox, in order, waiting until `deadline`.
+    /// Moves this sender's cached message into the mailbox if it is still waiting, waiting
+    /// for room until `deadline`.
     ///
     /// # Errors
-    /// [`Error::Full`]/[`Error::Timeout`] if some are still cached at the deadline.
+    /// [`Error::Full`]/[`Error::Timeout`] if it is still cached at the deadline.
     pub fn flush_deadline(&mut self, deadline: Deadline) -> Result<()> {
-        while let Some(front) = self.cache.front() {
-            let msg = front.clone();
-            self.send_now(&msg, deadline)?;
-            self.cache.pop_front();
-        }
-        Ok(())
+        let (Some(ticket), Some(cache)) = (self.cached, &self.endpoint.shared.cache) else {
+            return Ok(());
+        };
+        let shared = &*self.endpoint.shared;
+        let pid = self.endpoint.participant.pid;
+        wait_for(
+            shared.wait,
+            &shared.ring().header().not_full.0,
+            deadline,
+            deadline.send_expired(),
+            |_| {
+                Ok(if cache.move_own(shared, ticket, pid)? {
+                    Ok(())
+                } else {
+                    Err(false)
+                })
+            },
+        )
     }
 
-    /// Moves every cached message into the mailbox, waiting for room as long as needed.
+    /// Moves this sender's cached message into the mailbox, waiting for room as long as
+    /// needed.
     ///
     /// # Errors
     /// As [`flush_deadline`](Self::flush_deadline), without a deadline: an error other than
@@ -99,7 +129,7 @@ impl MailboxSender {
     /// # Errors
     /// [`Error::Full`]/[`Error::Timeout`] if no slot frees up before `deadline`.
     pub fn loan_deadline(&mut self, deadline: Deadline) -> Result<MailboxLoan<'_>> {
-        if !self.cache.is_empty() {
+        if self.cached.is_some() {
             self.flush_deadline(deadline)?;
         }
         let pos = self.claim(deadline)?;
@@ -209,7 +239,8 @@ impl MessageSender for MailboxSender {
             (Deadline::Never, WhenFull::Cache) => return self.send_cached(msg),
             (d, _) => d,
         };
-        if !self.cache.is_empty() {
+        if self.cached.is_some() {
+            // This sender's messages stay in order: its cached one goes first.
             self.flush_deadline(deadline)?;
         }
         self.send_now(msg, deadline)
@@ -221,38 +252,36 @@ impl MessageSender for MailboxSender {
 }
 
 impl MailboxSender {
+    /// `send` under [`WhenFull::Cache`]: into the mailbox if it has room, else into the
+    /// mailbox's cache (`cache.rs`), one message per sender at a time.
     fn send_cached(&mut self, msg: &[u8]) -> Result<()> {
-        match self.flush_deadline(Deadline::Now) {
-            Ok(()) => match self.send_now(msg, Deadline::Now) {
-                Err(Error::Full) => {}
-                other => return other,
-            },
+        if self.cached.is_some() {
+            match self.flush_deadline(Deadline::Now) {
+                // The earlier cached message still waits: only one may.
+                Err(Error::Full) => return Err(Error::Full),
+                other => other?,
+            }
+        }
+        match self.send_now(msg, Deadline::Now) {
             Err(Error::Full) => {}
-            Err(other) => return Err(other),
+            other => return other,
         }
-        if self.cache.len() >= self.cache_limit {
-            return Err(Error::Full);
-        }
-        self.cache.push_back(msg.to_vec());
+        let shared = Arc::clone(&self.endpoint.shared);
+        let cache = shared.cache.as_ref().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{} has no message cache (a single-sender or rendezvous mailbox, or one created \
+                 by an older ipckit or with cache_slots(0)): WhenFull::Cache cannot keep the \
+                 message",
+                super::describe(&shared.name)
+            ))
+        })?;
+        let me = crate::process::ProcessIdentity::current();
+        let ticket = cache.store(msg, me, self.uid, self.sequence)?;
+        self.sequence += 1;
+        self.cached = Some(ticket);
+        // Room may have appeared meanwhile, and nobody else may come to move it.
+        cache.deliver_pending(&shared, self.endpoint.participant.pid);
         Ok(())
-    }
-}
-
-impl Drop for MailboxSender {
-    fn drop(&mut self) {
-        if self.cache.is_empty() {
-            return;
-        }
-        let _ = self.flush_deadline(Deadline::after(Duration::from_secs(1)));
-        if !self.cache.is_empty() {
-            // Nothing cached is dropped silently: say so where the operator will see it.
-            eprintln!(
-                "ipckit: {} cached message(s) for {} could not be delivered (mailbox full); \
-                 call flush() before dropping the sender",
-                self.cache.len(),
-                describe(&self.endpoint.shared.name)
-            );
-        }
     }
 }
 

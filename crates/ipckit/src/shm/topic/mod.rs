@@ -351,6 +351,8 @@ pub struct TopicInfo {
     pub slowest_lag: Option<u64>,
     /// File mode.
     pub mode: u32,
+    /// Pid of the publisher holding the publish lock (publishers wait for it), if any.
+    pub publish_lock_holder: Option<u32>,
 }
 
 impl Topic {
@@ -472,6 +474,8 @@ impl Topic {
             publishers,
             slowest_lag: slowest,
             mode: shared.slots.geometry().mode,
+            publish_lock_holder: Some(header.publish_lock.0.load(Ordering::Acquire))
+                .filter(|&pid| pid != 0),
         }
     }
 

@@ -25,6 +25,8 @@ pub struct Subscriber {
     cursor: u64,
     /// Messages lost to overrun since the last one received.
     missed: u64,
+    /// Where an in-place receive of an overrun topic puts its validated copy.
+    copy: Vec<u8>,
 }
 
 impl Subscriber {
@@ -91,6 +93,7 @@ impl Subscriber {
             pid,
             cursor,
             missed: 0,
+            copy: Vec::new(),
         })
     }
 
@@ -217,18 +220,30 @@ impl Subscriber {
         meta.missed = Some(std::mem::take(&mut self.missed));
     }
 
-    /// Receives the next message in place, without copying. Under backpressure the slot is
-    /// safe until the sample drops; under overrun a publisher may overwrite it, so check
-    /// [`TopicSample::is_intact`] after reading.
+    /// Receives the next message as a [`TopicSample`], which derefs to its bytes.
+    ///
+    /// On a backpressure topic the bytes are read in place, without copying: no publisher
+    /// writes the slot until the sample drops (the subscriber's cursor holds it). On an
+    /// overrun topic a publisher may overwrite any slot at any moment, so a reference into
+    /// the slot could change under the reader: the bytes are copied once into the
+    /// subscriber's own buffer and the copy is validated (sequence lock) before the sample
+    /// is handed out. The overrun path therefore costs one copy of the message, the same as
+    /// [`recv`](MessageReceiver::recv) without its allocation; it never hands out bytes a
+    /// publisher may be rewriting.
     ///
     /// # Errors
     /// As [`MessageReceiver::recv_deadline`].
     pub fn recv_in_place_deadline(&mut self, deadline: Deadline) -> Result<TopicSample<'_>> {
-        let mut located = self.locate(deadline, None)?;
+        let copied = self.shared.overrun;
+        let mut copy = std::mem::take(&mut self.copy);
+        let located = self.locate(deadline, copied.then_some(&mut copy));
+        self.copy = copy;
+        let mut located = located?;
         self.take_missed(&mut located.meta);
         Ok(TopicSample {
             subscriber: self,
             located,
+            copied,
         })
     }
 
@@ -264,6 +279,8 @@ impl MessageReceiver for Subscriber {
 pub struct TopicSample<'a> {
     subscriber: &'a mut Subscriber,
     located: Located,
+    /// The bytes are the subscriber's validated copy (overrun topics), not the slot.
+    copied: bool,
 }
 
 impl fmt::Debug for TopicSample<'_> {
@@ -281,19 +298,31 @@ impl TopicSample<'_> {
         self.located.meta
     }
 
-    /// False if a publisher has overwritten the slot since the sample was taken (overrun
-    /// topics only): whatever was read from it must then be discarded.
+    /// Whether the bytes are the message as published. Always true: a sample of an overrun
+    /// topic is a validated copy, and a backpressure topic's slot is not rewritten while the
+    /// sample lives. Kept so that code written against 0.1 still compiles.
+    #[deprecated(
+        since = "0.2.0",
+        note = "always true: samples of overrun topics are validated copies"
+    )]
     pub fn is_intact(&self) -> bool {
+        if self.copied {
+            return true;
+        }
         let seq = self.located.seq;
         seqlock::read_validate(&self.subscriber.shared.slot(seq).stamp, seq)
     }
 }
 
 impl TopicSample<'_> {
-    /// The message's bytes: len <= max_message was validated when the sample was located.
-    /// Under backpressure no publisher writes them until we drop; under overrun they may
-    /// change, which `is_intact` reports.
+    /// The message's bytes: the subscriber's validated copy (overrun), or the slot, where
+    /// len <= max_message was validated when the sample was located and no publisher writes
+    /// until we drop (backpressure: our cursor holds the slot).
     fn bytes(&self) -> (*mut u8, usize) {
+        if self.copied {
+            let copy = &self.subscriber.copy;
+            return (copy.as_ptr().cast_mut(), copy.len());
+        }
         let shared = &self.subscriber.shared;
         (shared.data_ptr(self.located.seq), self.located.len)
     }

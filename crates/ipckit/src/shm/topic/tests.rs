@@ -116,8 +116,33 @@ fn loans_publish_in_place_and_cancel_on_drop() {
     loan.publish(3).unwrap();
     let sample = sub.recv_in_place().unwrap();
     assert_eq!(&*sample, b"yes");
-    assert!(sample.is_intact());
     assert_eq!(sample.meta().sequence, Some(0));
     drop(sample);
     assert!(matches!(sub.try_recv(), Err(Error::Empty)));
+}
+
+/// Issue 12, item 6: a sample of an overrun topic is never a view of bytes a publisher may
+/// be rewriting. With one slot, the next publish overwrites the slot the sample came from;
+/// the sample keeps the message it was handed.
+#[test]
+fn an_overrun_sample_is_stable_while_publishers_overwrite_its_slot() {
+    let n = name("stable");
+    let _c = Cleanup(n.clone());
+    let topic = Topic::builder(&n)
+        .capacity(1)
+        .overflow(Overflow::Overrun)
+        .create()
+        .unwrap();
+    let mut sub = topic.subscriber().unwrap();
+    let mut publisher = topic.publisher().unwrap();
+    publisher.send(b"first").unwrap();
+    let sample = sub.recv_in_place().unwrap();
+    publisher.send(b"SECOND").unwrap();
+    publisher.send(b"third!").unwrap();
+    assert_eq!(&*sample, b"first");
+    assert_eq!(sample.meta().sequence, Some(0));
+    drop(sample);
+    let next = sub.recv().unwrap();
+    assert_eq!(next.data, b"third!");
+    assert_eq!(next.meta.missed, Some(1));
 }

@@ -24,7 +24,8 @@ struct Cleanup(Vec<String>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for name in &self.0 {
-            let _ = ipckit().args(["rm", name]).output();
+            let _ = ipckit().args(["mailbox", "rm", name]).output();
+            let _ = ipckit().args(["topic", "rm", name]).output();
         }
     }
 }

@@ -85,6 +85,7 @@ impl Connection {
 
     /// What a `WaitSet` or an async receive waits on: the receiving channel, and the
     /// connection socket (which reports the peer's hang-up).
+    #[cfg(not(loom))] // used by the reactor, which loom builds leave out
     pub(crate) fn wait_parts(&self) -> (&crate::shm::MailboxReceiver, BorrowedFd<'_>) {
         (&self.ends.rx, self.ends.control.as_fd())
     }

@@ -28,6 +28,7 @@ pub struct Ticket(u32);
 
 impl Ticket {
     /// The sequence number this ticket was taken at (what a futex sleep compares against).
+    #[cfg(not(loom))] // used by the reactor, which loom builds leave out
     pub(crate) fn value(self) -> u32 {
         self.0
     }
@@ -110,6 +111,7 @@ impl Event {
 
     /// The futex word sleepers sleep on (the sequence number): what the reactor and
     /// [`WaitSet`](crate::waitset::WaitSet) hand to `futex_waitv`, next to other words.
+    #[cfg(not(loom))] // used by the reactor, which loom builds leave out
     pub(crate) fn word(&self) -> &AtomicU32 {
         &self.seq
     }

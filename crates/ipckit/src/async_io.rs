@@ -235,10 +235,12 @@ recv_async!(
     crate::socket::DatagramLink,
     crate::service::Connection,
     crate::mq::PosixQueue,
+    crate::direct::Inbox,
 );
 
 send_async!(
     crate::shm::MailboxSender,
+    crate::shm::Publisher,
     crate::stream::FramedStream,
     crate::socket::DatagramLink,
     crate::mq::PosixQueue,

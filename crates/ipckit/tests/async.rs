@@ -419,3 +419,63 @@ fn a_death_is_awaited_within_100_ms_of_sigkill() {
         let _ = BufRead::lines(out).count();
     });
 }
+
+#[test]
+fn a_publisher_awaits_room_a_slow_subscriber_makes() {
+    const TEST: &str = "a_publisher_awaits_room_a_slow_subscriber_makes";
+    if let Some((_, name)) = role() {
+        let mut sub = Topic::open(&name).unwrap().subscriber().unwrap();
+        println!("@@ready");
+        std::thread::sleep(Duration::from_millis(100));
+        for i in 0..3u8 {
+            assert_eq!(sub.recv().unwrap().data, [i]);
+        }
+        return;
+    }
+    with_watchdog(WATCHDOG, || {
+        let name = unique_name("as-room");
+        let _cleanup = Cleanup(vec![], vec![name.clone()]);
+        let topic = Topic::builder(&name)
+            .capacity(2)
+            .overflow(ipckit::shm::Overflow::Backpressure)
+            .create()
+            .unwrap();
+        let mut publisher = topic.publisher().unwrap();
+        let mut child = spawn_role(TEST, "subscriber", &name);
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut child = Reap(child);
+        wait_for_line(&mut out, "ready");
+        publisher.send(&[0]).unwrap();
+        publisher.send(&[1]).unwrap();
+        assert!(matches!(publisher.try_send(&[9]), Err(Error::Full)));
+        runtime().block_on(async {
+            let start = Instant::now();
+            publisher.send_async(&[2]).await.unwrap();
+            let took = start.elapsed();
+            assert!(took >= Duration::from_millis(30), "{took:?}");
+            assert!(took < Duration::from_millis(900), "{took:?}");
+        });
+        assert!(child.0.wait().unwrap().success());
+    });
+}
+
+#[test]
+fn an_inbox_awaits_a_direct_message() {
+    const TEST: &str = "an_inbox_awaits_a_direct_message";
+    if let Some((_, name)) = role() {
+        let mut mine = ipckit::direct::Inbox::open_mine().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        mine.send_to(&ipckit::direct::Peer::Name(name), b"direct")
+            .unwrap();
+        return;
+    }
+    with_watchdog(WATCHDOG, || {
+        let name = unique_name("as-inbox");
+        let mut inbox = ipckit::direct::Inbox::open_named(&name).unwrap();
+        let mut child = Reap(spawn_role(TEST, "peer", &name));
+        let msg = runtime().block_on(inbox.recv_async()).unwrap();
+        assert_eq!(msg.data, b"direct");
+        assert_eq!(msg.meta.sender_pid, Some(child.0.id()));
+        assert!(child.0.wait().unwrap().success());
+    });
+}

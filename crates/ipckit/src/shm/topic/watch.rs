@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::publisher::Publisher;
 use super::subscriber::Subscriber;
 use super::Shared;
 use crate::reactor::{Sealed, SourceRef, WordSource};
@@ -41,5 +42,32 @@ impl Sealed for Subscriber {
             shared: Arc::clone(shared),
             index,
         })))
+    }
+}
+
+/// A publisher's view of `room`: ready when the topic overruns, or when the slowest live
+/// subscriber is less than a ring behind (dead subscribers' entries are dropped on the way,
+/// as a blocked publisher does).
+struct Room(Arc<Shared>);
+
+impl WordSource for Room {
+    fn event(&self) -> &Event {
+        &self.0.header().room.0
+    }
+
+    fn ready(&self) -> bool {
+        if self.0.overrun {
+            return true;
+        }
+        let write_pos = self.0.header().write_pos.0.load(Ordering::Acquire);
+        self.0
+            .slowest_cursor(true)
+            .is_none_or(|cursor| write_pos < cursor.saturating_add(u64::from(self.0.capacity)))
+    }
+}
+
+impl Sealed for Publisher {
+    fn source(&self) -> Result<SourceRef<'_>> {
+        Ok(SourceRef::Word(Arc::new(Room(Arc::clone(self.shared())))))
     }
 }

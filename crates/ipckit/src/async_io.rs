@@ -407,6 +407,48 @@ impl crate::shm::mailbox::UntilSendersGone {
     }
 }
 
+impl crate::shm::Mailbox {
+    /// Waits until a sender has attached (or had attached) and no live sender remains,
+    /// without blocking the thread (feature `tokio`, any executor): the death notice of
+    /// every sender. A sender process's death is seen at once (its pidfd); the first
+    /// sender's attaching, or the going of a sender in this same process, within about a
+    /// second. Unread messages do not matter here: to receive them first, use
+    /// [`UntilSendersGone::recv_async`](crate::shm::mailbox::UntilSendersGone::recv_async).
+    ///
+    /// # Errors
+    /// An OS error opening or polling a pidfd.
+    pub async fn senders_gone_async(&self) -> Result<()> {
+        let mut watch = crate::shm::mailbox::SendersWatch::new(self.clone());
+        let mut parked: Vec<Parked> = Vec::new();
+        std::future::poll_fn(|cx| {
+            poll_op(
+                &mut watch,
+                &mut parked,
+                cx,
+                |watch, cx| {
+                    let mut sources = Vec::new();
+                    if watch.needs_rescan() {
+                        sources.push(Source::Word(Arc::new(Rescan(watch.word()))));
+                    }
+                    for (fd, _) in watch.fds() {
+                        sources.push(Source::Fd(FdWait::register(fd, false, cx.waker())?));
+                    }
+                    Ok(sources)
+                },
+                |watch| {
+                    if watch.gone()? {
+                        Ok(())
+                    } else {
+                        Err(Error::Empty)
+                    }
+                },
+                is_empty,
+            )
+        })
+        .await
+    }
+}
+
 impl crate::pidfd::PidFd {
     /// Waits for the process to exit without blocking the thread (feature `tokio`, any
     /// executor).

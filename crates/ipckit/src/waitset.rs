@@ -46,6 +46,8 @@ use crate::error::{Error, Result};
 use crate::link::Deadline;
 use crate::pidfd::PidFd;
 use crate::reactor::{interest, sleep_on, WordSource};
+use crate::shm::mailbox::SendersWatch;
+use crate::shm::Mailbox;
 
 pub(crate) use crate::reactor::{Sealed, SourceRef};
 
@@ -64,11 +66,13 @@ pub type Key = usize;
 struct Member {
     word: Option<Arc<dyn WordSource>>,
     fd: Option<(OwnedFd, bool)>,
+    /// The death of every sender of a mailbox ([`WaitSet::add_senders_gone`]).
+    senders: Option<SendersWatch>,
 }
 
 impl Member {
     fn is_removed(&self) -> bool {
-        self.word.is_none() && self.fd.is_none()
+        self.word.is_none() && self.fd.is_none() && self.senders.is_none()
     }
 }
 
@@ -113,15 +117,16 @@ impl WaitSet {
         let member = match endpoint.source()? {
             SourceRef::Word(word) => Member {
                 word: Some(word),
-                fd: None,
+                ..Member::default()
             },
             SourceRef::Fd(fd, write) => Member {
-                word: None,
                 fd: Some((dup(fd)?, write)),
+                ..Member::default()
             },
             SourceRef::Both(word, fd) => Member {
                 word: Some(word),
                 fd: Some((dup(fd)?, false)),
+                senders: None,
             },
         };
         self.members.push(member);
@@ -134,8 +139,8 @@ impl WaitSet {
     /// An OS error duplicating the descriptor.
     pub fn add_fd(&mut self, fd: impl AsFd) -> Result<Key> {
         self.members.push(Member {
-            word: None,
             fd: Some((dup(fd.as_fd())?, false)),
+            ..Member::default()
         });
         Ok(self.members.len() - 1)
     }
@@ -154,13 +159,29 @@ impl WaitSet {
                 let fd = rustix::event::eventfd(1, rustix::event::EventfdFlags::CLOEXEC)
                     .map_err(|e| Error::os("eventfd", "a death notice", e))?;
                 self.members.push(Member {
-                    word: None,
                     fd: Some((fd, false)),
+                    ..Member::default()
                 });
                 Ok(self.members.len() - 1)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Adds the death of every sender of `mailbox`: ready once a sender has attached (or
+    /// had attached before) and no live sender remains — a sender process's death, SIGKILL
+    /// included, is seen at once through its pidfd, a sender of this process within a tenth
+    /// of a second. It stays ready while no sender is attached: remove it once handled.
+    /// (Unread messages do not matter here; [`MailboxReceiver::until_senders_gone`]
+    /// receives them first.)
+    ///
+    /// [`MailboxReceiver::until_senders_gone`]: crate::shm::MailboxReceiver::until_senders_gone
+    pub fn add_senders_gone(&mut self, mailbox: &Mailbox) -> Key {
+        self.members.push(Member {
+            senders: Some(SendersWatch::new(mailbox.clone())),
+            ..Member::default()
+        });
+        self.members.len() - 1
     }
 
     /// Removes a member; its key is not reused.
@@ -183,13 +204,6 @@ impl WaitSet {
                 "waiting on an empty WaitSet with no deadline would never return".into(),
             ));
         }
-        let words: Vec<Arc<dyn WordSource>> =
-            self.members.iter().filter_map(|m| m.word.clone()).collect();
-        let fds: Vec<(BorrowedFd<'_>, bool)> = self
-            .members
-            .iter()
-            .filter_map(|m| m.fd.as_ref().map(|(fd, write)| (fd.as_fd(), *write)))
-            .collect();
         loop {
             let ready = self.ready()?;
             if !ready.is_empty() {
@@ -198,14 +212,33 @@ impl WaitSet {
             if deadline.expired() {
                 return Err(deadline.recv_expired());
             }
-            sleep_on(&words, &fds, deadline, || words.iter().any(|w| w.ready()))?;
+            let words: Vec<Arc<dyn WordSource>> =
+                self.members.iter().filter_map(|m| m.word.clone()).collect();
+            let mut fds: Vec<(BorrowedFd<'_>, bool)> = self
+                .members
+                .iter()
+                .filter_map(|m| m.fd.as_ref().map(|(fd, write)| (fd.as_fd(), *write)))
+                .collect();
+            let mut turn = deadline;
+            for watch in self.members.iter().filter_map(|m| m.senders.as_ref()) {
+                fds.extend(watch.fds());
+                turn = watch.turn(turn);
+            }
+            sleep_on(&words, &fds, turn, || words.iter().any(|w| w.ready()))?;
         }
     }
 
     /// The members ready now.
-    fn ready(&self) -> Result<Vec<Key>> {
-        let mut polled: Vec<(Key, PollFd<'_>)> = Vec::new();
+    fn ready(&mut self) -> Result<Vec<Key>> {
         let mut ready = Vec::new();
+        for (key, member) in self.members.iter_mut().enumerate() {
+            if let Some(watch) = &mut member.senders {
+                if watch.gone()? {
+                    ready.push(key);
+                }
+            }
+        }
+        let mut polled: Vec<(Key, PollFd<'_>)> = Vec::new();
         for (key, member) in self.members.iter().enumerate() {
             if member.word.as_ref().is_some_and(|w| w.ready()) {
                 ready.push(key);

@@ -396,7 +396,7 @@ fn a_death_is_awaited_within_100_ms_of_sigkill() {
                 .unwrap();
                 Instant::now()
             };
-            let (killed, died, disconnected) = tokio::join!(
+            let (killed, died, disconnected, gone) = tokio::join!(
                 killer,
                 async {
                     watch.died_async().await.unwrap();
@@ -405,15 +405,17 @@ fn a_death_is_awaited_within_100_ms_of_sigkill() {
                 async {
                     assert!(matches!(rx.recv_async().await, Err(Error::Disconnected)));
                     Instant::now()
+                },
+                async {
+                    mailbox.senders_gone_async().await.unwrap();
+                    Instant::now()
                 }
             );
-            let (died, disconnected) = (died - killed, disconnected - killed);
-            println!("death awaited {died:?}, Disconnected {disconnected:?} after SIGKILL");
+            let (died, disconnected, gone) = (died - killed, disconnected - killed, gone - killed);
+            println!("death {died:?}, Disconnected {disconnected:?}, senders gone {gone:?} after SIGKILL");
             assert!(died < Duration::from_millis(100), "{died:?}");
-            assert!(
-                disconnected < Duration::from_millis(100),
-                "{disconnected:?}"
-            );
+            assert!(disconnected < Duration::from_millis(100), "{disconnected:?}");
+            assert!(gone < Duration::from_millis(100), "{gone:?}");
         });
         let _ = child.0.wait();
         let _ = BufRead::lines(out).count();

@@ -295,3 +295,35 @@ fn a_waitset_sees_a_service_request_and_the_clients_death() {
         let _ = child.0.wait();
     });
 }
+
+#[test]
+fn a_waitset_reports_when_every_sender_of_a_mailbox_is_gone() {
+    const TEST: &str = "a_waitset_reports_when_every_sender_of_a_mailbox_is_gone";
+    if let Some((_, name)) = role() {
+        let _tx = Mailbox::open(&name).unwrap().sender().unwrap();
+        println!("@@attached");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    with_watchdog(WATCHDOG, || {
+        let name = unique_name("ws-gone");
+        let _cleanup = Cleanup(vec![name.clone()], vec![]);
+        let mailbox = Mailbox::create(&name).unwrap();
+        let mut set = WaitSet::new();
+        let key = set.add_senders_gone(&mailbox);
+        // No sender has attached yet: not a death.
+        assert!(matches!(set.wait(after(250)), Err(Error::Timeout)));
+        let mut child = spawn_role(TEST, "sender", &name);
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut child = Reap(child);
+        wait_for_line(&mut out, "attached");
+        assert!(matches!(set.wait(after(150)), Err(Error::Timeout)));
+        child.0.kill().unwrap();
+        let killed = Instant::now();
+        assert_eq!(set.wait(after(5000)).unwrap(), vec![key]);
+        let noticed = killed.elapsed();
+        println!("every sender gone, noticed {noticed:?} after SIGKILL");
+        assert!(noticed < Duration::from_millis(100), "{noticed:?}");
+        let _ = child.0.wait();
+    });
+}

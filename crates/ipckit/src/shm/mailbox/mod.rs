@@ -94,6 +94,8 @@ pub use chain::CHAIN_KIND;
 pub use receiver::{MailboxReceiver, MailboxSample};
 pub use sender::{MailboxLoan, MailboxSender};
 #[cfg(not(loom))]
+pub(crate) use watch::SendersWatch;
+#[cfg(not(loom))]
 pub use watch::UntilSendersGone;
 
 /// The old name of [`MailboxLoan`].

@@ -175,6 +175,19 @@ impl SendersWatch {
         self.live.iter().map(|w| (w.as_fd(), false)).collect()
     }
 
+    /// The mailbox's `not_empty` word (for an async wait that needs a periodic re-check).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn word(&self) -> Arc<dyn WordSource> {
+        Arc::new(NotEmpty(Arc::clone(&self.mailbox.shared)))
+    }
+
+    /// Whether the table must be read again now and then to notice a change (no sender
+    /// process to watch).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn needs_rescan(&self) -> bool {
+        self.live.is_empty() || self.own
+    }
+
     /// How long the next sleep may last: until `deadline`, and no longer than [`RESCAN`]
     /// when the table must be read again to notice a change.
     pub(crate) fn turn(&self, deadline: Deadline) -> Deadline {

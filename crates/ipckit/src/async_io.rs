@@ -11,6 +11,22 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Several at once, on a current-thread runtime, with no thread per endpoint (every branch
+//! that loses the `select!` drops its future and loses nothing):
+//!
+//! ```no_run
+//! # async fn demo(a: &mut ipckit::shm::MailboxReceiver, b: &mut ipckit::shm::MailboxReceiver,
+//! #               peer: &ipckit::pidfd::PidFd) -> ipckit::Result<()> {
+//! loop {
+//!     tokio::select! {
+//!         msg = a.recv_async() => println!("a: {:?}", msg?.data),
+//!         msg = b.recv_async() => println!("b: {:?}", msg?.data),
+//!         dead = peer.died_async() => { dead?; return Ok(()); }
+//!     }
+//! }
+//! # }
+//! ```
+//!
 //! The futures need no particular executor: they are woken through
 //! [`std::task::Waker`] by ipckit's reactor (see `docs/ARCHITECTURE.md`): a shared-memory
 //! endpoint's futex word is watched by a `futex_waitv` thread (one per 127 distinct words

@@ -19,8 +19,9 @@ use crate::shm::topic::Topic;
 #[serde(tag = "action", rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Action {
-    /// A mailbox with dead participants or slots held by dead processes: forget and reclaim
-    /// them, keep the unread messages.
+    /// A mailbox with dead participants, slots held by dead processes, or chained rings a
+    /// dead sender left unfinished: forget, reclaim and remove them, keep the unread
+    /// messages.
     RepairMailbox {
         /// Participant entries of dead processes.
         dead_participants: usize,
@@ -137,9 +138,13 @@ impl Step {
             (Target::Mailbox, _) => match open_mailbox(&self.name) {
                 Ok(mailbox) => {
                     let report = mailbox.repair();
+                    let rings = match report.removed_rings {
+                        0 => String::new(),
+                        n => format!(", removed {n} chained ring(s) a dead sender left unfinished"),
+                    };
                     format!(
-                        "forgot {} dead participant(s), reclaimed {} slot(s); kept {} unread \
-                         message(s)",
+                        "forgot {} dead participant(s), reclaimed {} slot(s){rings}; kept {} \
+                         unread message(s)",
                         report.dead_participants,
                         report.reclaimed_slots,
                         mailbox.info().depth
@@ -248,12 +253,9 @@ fn mailbox_steps(names: &[String], inboxes: &[String]) -> Vec<Step> {
         };
         let info = mailbox.info();
         let dead_participants = info.participants.iter().filter(|p| !p.alive).count();
-        let held_slots = info
-            .held_slots
-            .iter()
-            .filter(|(_, pid)| crate::process::liveness(*pid, None) == Liveness::Dead)
-            .count();
-        if dead_participants + held_slots > 0 {
+        // Judged by the mailbox's liveness locks, not /proc (wrong across PID namespaces).
+        let held_slots = info.dead_held_slots;
+        if dead_participants + held_slots + info.unfinished_rings > 0 {
             let action = Action::RepairMailbox {
                 dead_participants,
                 held_slots,

@@ -2,12 +2,14 @@
 //!
 //! `segment` maps named and anonymous shared memory; `layout` and `participants` are what
 //! the slotted structures placed in a segment share (header validation, slot geometry,
-//! participant tables); `ring` is the mailbox's slot protocol and `wait` the spin-then-futex
-//! wait. The user-facing objects are [`Mailbox`], [`Topic`], [`Shared`] and [`BoundedBuffer`].
+//! participant tables), `liveness` who among them is alive (OFD locks); `ring` is the
+//! mailbox's slot protocol and `wait` the spin-then-futex wait. The user-facing objects
+//! are [`Mailbox`], [`Topic`], [`Shared`] and [`BoundedBuffer`].
 
 mod bytes;
 pub mod fault;
 pub(crate) mod layout;
+pub(crate) mod liveness;
 pub mod mailbox;
 mod named;
 pub(crate) mod participants;

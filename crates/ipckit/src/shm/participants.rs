@@ -2,14 +2,18 @@
 //! topic's header that say who is attached, so that `ipckit ls` can show them and what a
 //! dead process held can be handed back.
 //!
-//! An entry is free when its pid is 0. A process takes a free entry by compare-and-swap of
-//! the pid, then records its start time, so that a pid reused by an unrelated program is not
-//! taken for it ([`liveness`]); when the table is full of entries, one of a dead process is
-//! taken over instead. The entry is given back (CAS pid → 0) when the endpoint drops, or by
-//! [`clear_dead`] when its process died without doing so.
+//! An entry is free when its pid is 0. A process first takes the entry's liveness lock (an
+//! OFD lock on a byte of the segment file, [`liveness`]), then the entry by compare-and-swap
+//! of the pid, then records its start time; when the table is full of entries, one of a dead
+//! process is taken over instead. Whether an entry's process lives is decided by that lock,
+//! which the kernel drops when the process dies, whatever its PID namespace; the start time
+//! serves only the `/proc` fallback for entries without a lock. The entry is given back (CAS
+//! pid → 0, then the lock) when the endpoint drops, or by [`clear_dead`] when its process
+//! died without doing so.
 
 use crate::error::{Error, Result};
-use crate::process::{liveness, Liveness, ProcessIdentity};
+use crate::process::ProcessIdentity;
+use crate::shm::liveness::{self, Held, Locks};
 use crate::sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
 /// One entry of a participant table (the mailbox's, and the topic's publishers).
@@ -41,24 +45,39 @@ impl Entry for ParticipantEntry {
     }
 }
 
-/// The pid in `entry`, if it is taken, with whether its process is still alive (a reused
-/// pid counts as dead).
-pub(crate) fn occupant(entry: &impl Entry) -> Option<(u32, bool)> {
+/// The pid in entry `index` of a table, if it is taken, with whether its process is still
+/// alive: by its liveness lock ([`liveness::entry_alive`]; `/proc` only for an entry without
+/// one). This is the crate's one answer to "is participant entry `index` alive".
+pub(crate) fn occupant(entry: &impl Entry, index: usize, locks: &Locks<'_>) -> Option<(u32, bool)> {
     let pid = entry.pid().load(Ordering::Acquire);
     if pid == 0 {
         return None;
     }
-    let start = entry.start_time().load(Ordering::Acquire);
-    Some((pid, liveness(pid, Some(start)) == Liveness::Alive))
+    Some((pid, liveness::entry_alive(locks, index, entry, pid)))
 }
 
-/// Takes a free entry of `table` for `me`, or, when none is free, one of a dead process.
-/// `None`: the table is full of live processes.
-pub(crate) fn claim<E: Entry>(table: &[E], me: ProcessIdentity) -> Option<usize> {
+/// Takes a free entry of `table` for `me`, or, when none is free, one of a dead process,
+/// with the entry's liveness lock (taken first: whoever then sees the entry claimed and the
+/// lock free knows we are dead). `None`: the table is full of live processes.
+pub(crate) fn claim<E: Entry>(
+    table: &[E],
+    me: ProcessIdentity,
+    locks: &Locks<'_>,
+) -> Option<(usize, Option<Held>)> {
+    let mut held = None;
     for pass in 0..2 {
         for (index, entry) in table.iter().enumerate() {
             let current = entry.pid().load(Ordering::Acquire);
-            let free = current == 0 || (pass == 1 && occupant(entry) == Some((current, false)));
+            if current != 0 && pass == 0 {
+                continue;
+            }
+            // Someone alive holds the entry, or is taking it.
+            if locks.take(index, &mut held).is_err() {
+                continue;
+            }
+            // We hold its lock now, so only `/proc` can speak for an occupant (one from before
+            // these locks, or one that died).
+            let free = current == 0 || !liveness::proc_alive(entry, current);
             if free
                 && entry
                     .pid()
@@ -66,29 +85,35 @@ pub(crate) fn claim<E: Entry>(table: &[E], me: ProcessIdentity) -> Option<usize>
                     .is_ok()
             {
                 entry.start_time().store(me.start_time, Ordering::Release);
-                return Some(index);
+                return Some((index, held));
             }
         }
     }
     None
 }
 
-/// Enters this process in `table` ([`claim`]): its entry's index, and its pid.
+/// Enters this process in `table` ([`claim`]): its entry's index, its pid, and the entry's
+/// liveness lock (hold it as long as the entry; `None` where locks are unavailable).
 ///
 /// # Errors
 /// [`Error::LimitReached`] naming `object` and `limit` (what the table holds) when the table
 /// is full of live processes.
-pub(crate) fn join<E: Entry>(table: &[E], object: &str, limit: &str) -> Result<(usize, u32)> {
+pub(crate) fn join<E: Entry>(
+    table: &[E],
+    object: &str,
+    limit: &str,
+    locks: &Locks<'_>,
+) -> Result<(usize, u32, Option<Held>)> {
     let me = ProcessIdentity::current();
-    let index = claim(table, me).ok_or_else(|| Error::LimitReached {
+    let (index, held) = claim(table, me, locks).ok_or_else(|| Error::LimitReached {
         object: object.to_string(),
         limit: limit.to_string(),
         source: std::io::Error::from_raw_os_error(libc::EUSERS),
     })?;
-    Ok((index, me.pid))
+    Ok((index, me.pid, held))
 }
 
-/// Gives `entry` back if `pid` still holds it.
+/// Gives `entry` back if `pid` still holds it. Drop the entry's liveness lock only after.
 pub(crate) fn leave(entry: &impl Entry, pid: u32) {
     let _ = entry
         .pid()
@@ -96,10 +121,11 @@ pub(crate) fn leave(entry: &impl Entry, pid: u32) {
 }
 
 /// Frees the entries of dead processes; returns how many were freed.
-pub(crate) fn clear_dead<'a, E: Entry + 'a>(entries: impl IntoIterator<Item = &'a E>) -> usize {
-    entries
-        .into_iter()
-        .filter(|entry| match occupant(*entry) {
+pub(crate) fn clear_dead<E: Entry>(table: &[E], locks: &Locks<'_>) -> usize {
+    table
+        .iter()
+        .enumerate()
+        .filter(|(index, entry)| match occupant(*entry, *index, locks) {
             Some((pid, false)) => entry
                 .pid()
                 .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
@@ -107,14 +133,6 @@ pub(crate) fn clear_dead<'a, E: Entry + 'a>(entries: impl IntoIterator<Item = &'
             _ => false,
         })
         .count()
-}
-
-/// The recorded start time of `pid` if it holds an entry of `table`.
-pub(crate) fn start_time_of<E: Entry>(table: &[E], pid: u32) -> Option<u64> {
-    table
-        .iter()
-        .find(|e| e.pid().load(Ordering::Acquire) == pid)
-        .map(|e| e.start_time().load(Ordering::Acquire))
 }
 
 /// What [`Mailbox::repair`](super::Mailbox::repair) and [`Topic::repair`](super::Topic::repair)
@@ -127,4 +145,7 @@ pub struct RepairReport {
     /// Slots held by dead processes handed back (for a topic: the publish lock of a publisher
     /// that died writing, with the slot it was writing).
     pub reclaimed_slots: usize,
+    /// Chained rings of an unbounded mailbox that their creator died making (no magic yet),
+    /// removed.
+    pub removed_rings: usize,
 }

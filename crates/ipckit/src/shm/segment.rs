@@ -297,6 +297,139 @@ impl Segment {
         built
     }
 
+    /// As [`Segment::create`], holding the OFD write lock on byte `lock_at` of the new file
+    /// from right after its exclusive creation until [`Segment::release_creation`]: whoever
+    /// finds the file unfinished and can take that lock knows its creator is dead (see
+    /// `shm::liveness`). A lock already taken (someone judged the empty file abandoned
+    /// between our creation and our lock, and is removing it) is [`Error::AlreadyExists`]:
+    /// the caller tries again.
+    ///
+    /// # Errors
+    /// As [`Segment::create`].
+    pub(crate) fn create_locked(
+        kind: &str,
+        name: &str,
+        payload_len: usize,
+        mode: u32,
+        lock_at: i64,
+    ) -> Result<Segment> {
+        let file = file_name(kind, name)?;
+        let object = describe(kind, name);
+        let fd = open_file(
+            &file,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+            mode,
+            &object,
+        )?;
+        // A kernel without OFD locks: go on unlocked (the file then cannot be told from a
+        // dead creator's, as before these locks).
+        if let Ok(false) = super::liveness::try_lock(fd.as_fd(), lock_at) {
+            return Err(Error::AlreadyExists {
+                object: format!("{object} (being removed as abandoned)"),
+            });
+        }
+        let built = Segment::build(fd, kind, payload_len, mode, &object, false);
+        if built.is_err() {
+            let _ = rustix::shm::unlink(file.as_str());
+        }
+        built
+    }
+
+    /// Releases the lock [`Segment::create_locked`] took.
+    pub(crate) fn release_creation(&self, lock_at: i64) {
+        if let Some(fd) = self.file_fd() {
+            super::liveness::unlock(fd, lock_at);
+        }
+    }
+
+    /// Whether `/dev/shm/ipckit.<kind>.<name>` still names this segment's file (the same
+    /// inode; a symlink there is not followed and names nothing of ours).
+    pub(crate) fn still_named(&self, kind: &str, name: &str) -> bool {
+        self.file_fd()
+            .is_some_and(|fd| Segment::names(kind, name, fd))
+    }
+
+    /// Whether `/dev/shm/ipckit.<kind>.<name>` is the file open on `fd` (same device and
+    /// inode; never through a symlink).
+    pub(crate) fn names(kind: &str, name: &str, fd: BorrowedFd<'_>) -> bool {
+        let Ok(file) = file_name(kind, name) else {
+            return false;
+        };
+        let path = format!("{SHM_DIR}/{file}");
+        match (
+            rustix::fs::fstat(fd),
+            rustix::fs::statat(
+                rustix::fs::CWD,
+                path.as_str(),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            ),
+        ) {
+            (Ok(mine), Ok(there)) => (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino),
+            _ => false,
+        }
+    }
+
+    /// The descriptor of the segment's file, named or anonymous. Its description holds no
+    /// liveness lock of ours: it is the probe `F_OFD_GETLK` asks through.
+    pub(crate) fn file_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.file.as_ref().or(self.fd.as_ref()).map(|fd| fd.as_fd())
+    }
+
+    /// Opens `/dev/shm/ipckit.<kind>.<name>` read-write as [`Segment::open`] would, without
+    /// checking or mapping it: a description of our own, to lock and inspect.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::InvalidArgument`].
+    pub(crate) fn open_file(kind: &str, name: &str) -> Result<OwnedFd> {
+        let file = file_name(kind, name)?;
+        open_file(&file, OFlags::RDWR, 0, &describe(kind, name))
+    }
+
+    /// Maps the segment open on `fd` (from [`Segment::open_file`]), checking it as
+    /// [`Segment::open_trusting`] does.
+    ///
+    /// # Errors
+    /// As [`Segment::open_trusting`].
+    pub(crate) fn attach_file(
+        fd: OwnedFd,
+        kind: &str,
+        name: &str,
+        trust: Trust,
+    ) -> Result<Segment> {
+        let file = file_name(kind, name)?;
+        Segment::attach(
+            fd,
+            kind,
+            &describe(kind, name),
+            false,
+            trust,
+            &format!("{SHM_DIR}/{file}"),
+        )
+    }
+
+    /// Whether the file open on `fd` is a segment its creator never finished: shorter than
+    /// the header, or with a zero segment magic, or a zero magic at the start of its payload
+    /// (where every ipckit structure keeps its own, stored last). Read with `pread`, so a
+    /// truncated file costs nothing. A file with some other magic is not unfinished: it is
+    /// someone else's, or corrupt.
+    pub(crate) fn unfinished(fd: BorrowedFd<'_>) -> bool {
+        let mut buf = [0u8; HEADER_LEN + 8];
+        let mut got = 0;
+        while got < buf.len() {
+            match rustix::io::pread(fd, &mut buf[got..], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return false,
+            }
+        }
+        let word = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+        if got < 8 || word(0) == 0 {
+            return true;
+        }
+        word(0) == MAGIC && (got < buf.len() || word(HEADER_LEN) == 0)
+    }
+
     /// An anonymous segment (`memfd_create`): no name, nothing to clean up; hand
     /// [`Segment::fd`] to another process (over a Unix socket) to share it.
     ///

@@ -393,7 +393,8 @@ pub struct ParticipantInfo {
     pub pid: u32,
     /// `"sender"` or `"receiver"`.
     pub role: &'static str,
-    /// Whether the process is still alive (a reused pid counts as dead).
+    /// Whether the process is still alive: its liveness lock is held (right across PID
+    /// namespaces; a reused pid counts as dead).
     pub alive: bool,
 }
 
@@ -417,6 +418,12 @@ pub struct MailboxInfo {
     /// Messages waiting in the mailbox's cache for room ([`WhenFull::Cache`](crate::WhenFull::Cache)),
     /// not counted in `depth`.
     pub cached: usize,
+    /// How many of `held_slots` are held by dead processes ([`Mailbox::repair`] hands them
+    /// back). Judged by the holders' liveness locks, so right across PID namespaces.
+    pub dead_held_slots: usize,
+    /// Chained rings of an unbounded mailbox found without their magic: being created, or
+    /// left unfinished by a creator that died ([`Mailbox::repair`] removes those).
+    pub unfinished_rings: usize,
 }
 
 impl Mailbox {
@@ -528,14 +535,19 @@ impl Mailbox {
     /// A snapshot of depth, geometry and participants.
     pub fn info(&self) -> MailboxInfo {
         let chain = chain::rings(&self.shared);
+        let held_slots: Vec<(u64, u32)> = chain
+            .iter()
+            .flat_map(|link| link.ring.held_slots())
+            .collect();
         let ring = self.shared.ring();
         let geometry = ring.geometry();
         let header = ring.header();
         let participants = header
             .participants
             .iter()
-            .filter_map(|entry| {
-                let (pid, alive) = super::participants::occupant(entry)?;
+            .enumerate()
+            .filter_map(|(index, entry)| {
+                let (pid, alive) = participants::entry_alive(&self.shared, index)?;
                 let role = match entry.role.load(Ordering::Relaxed) {
                     1 => Role::Sender,
                     _ => Role::Receiver,
@@ -560,10 +572,12 @@ impl Mailbox {
             max_message_size: geometry.max_message as usize,
             mode: geometry.mode,
             participants,
-            held_slots: chain
+            held_slots: held_slots.clone(),
+            dead_held_slots: held_slots
                 .iter()
-                .flat_map(|link| link.ring.held_slots())
-                .collect(),
+                .filter(|(_, pid)| is_dead(&self.shared, *pid))
+                .count(),
+            unfinished_rings: chain::unfinished_rings(&self.shared).len(),
             cached: self
                 .shared
                 .cache
@@ -572,12 +586,16 @@ impl Mailbox {
         }
     }
 
-    /// Repairs what dead processes left: their participant entries and the slots they held,
-    /// and moves cached messages into the mailbox if it has room. Unread messages are kept.
-    /// Safe to run while others use the mailbox.
+    /// Repairs what dead processes left: their participant entries, the slots they held,
+    /// and the chained rings they died creating (removed, and made again where the chain
+    /// needs them); moves cached messages into the mailbox if it has room. Unread messages
+    /// are kept. Safe to run while others use the mailbox.
     pub fn repair(&self) -> RepairReport {
         let shared = &self.shared;
-        let mut report = RepairReport::default();
+        let mut report = RepairReport {
+            removed_rings: chain::repair(shared),
+            ..RepairReport::default()
+        };
         for link in chain::rings(shared) {
             for (pos, pid) in link.ring.held_slots() {
                 if is_dead(shared, pid) && link.ring.reclaim(pos, pid) {
@@ -585,8 +603,10 @@ impl Mailbox {
                 }
             }
         }
-        report.dead_participants =
-            super::participants::clear_dead(&shared.ring().header().participants);
+        report.dead_participants = super::participants::clear_dead(
+            &shared.ring().header().participants,
+            &participants::locks(shared),
+        );
         // Cached messages a dead mover left half-moved go back in, if there is room.
         if let Some(cache) = &shared.cache {
             cache.deliver_pending(shared, std::process::id());

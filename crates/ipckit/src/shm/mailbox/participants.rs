@@ -6,19 +6,33 @@ use std::sync::Arc;
 
 use super::{describe, Shared};
 use crate::error::{Error, Result};
-use crate::process::{liveness, Liveness};
+use crate::shm::liveness::{self, Held, Locks, Table};
 use crate::shm::participants;
 use crate::shm::ring::{FLAG_SINGLE_RECEIVER, FLAG_SINGLE_SENDER, MAX_PARTICIPANTS};
 use crate::sync::primitive::{AtomicU32, Ordering};
 
-/// Whether `pid`, found holding a slot, is dead. A pid in the participant table is judged
-/// with its recorded start time, so a reused pid does not keep a slot hostage.
-pub(super) fn is_dead(shared: &Shared, pid: u32) -> bool {
-    if pid == std::process::id() {
-        return false;
+/// How the participant table's liveness is asked: through the mailbox's own descriptor,
+/// which holds none of the participants' locks.
+pub(super) fn locks(shared: &Shared) -> Locks<'_> {
+    Locks {
+        probe: shared.root._segment.file_fd(),
+        table: Table::Participants,
     }
-    let start = participants::start_time_of(&shared.ring().header().participants, pid);
-    liveness(pid, start) == Liveness::Dead
+}
+
+/// Whether `pid`, found holding a slot or a token, is dead: decided by the liveness locks of
+/// the participant entries with that pid (right across PID namespaces), and by `/proc` with
+/// the recorded start time only for entries without a lock (see [`liveness::pid_alive`]).
+pub(super) fn is_dead(shared: &Shared, pid: u32) -> bool {
+    !liveness::pid_alive(&locks(shared), &shared.ring().header().participants, pid)
+}
+
+/// Participant entry `index`: its pid and whether its process is alive, or `None` when the
+/// entry is free (or out of range). For whoever needs to know whether a sender or receiver is
+/// still there (`ls`, "no live sender left").
+pub(super) fn entry_alive(shared: &Shared, index: usize) -> Option<(u32, bool)> {
+    let entry = shared.ring().header().participants.get(index)?;
+    participants::occupant(entry, index, &locks(shared))
 }
 
 /// Which way an endpoint moves messages; recorded in the participant table as 1 or 2.
@@ -43,6 +57,8 @@ pub(super) struct Participant {
     shared: Arc<Shared>,
     index: usize,
     pub(super) pid: u32,
+    /// The entry's liveness lock, released (by dropping it) after the entry.
+    _lock: Option<Held>,
 }
 
 impl Participant {
@@ -53,12 +69,14 @@ impl Participant {
     pub(super) fn register(shared: &Arc<Shared>, role: Role) -> Result<Participant> {
         let table = &shared.ring().header().participants;
         let limit = format!("{MAX_PARTICIPANTS} attached senders and receivers");
-        let (index, pid) = participants::join(table, &describe(&shared.name), &limit)?;
+        let (index, pid, lock) =
+            participants::join(table, &describe(&shared.name), &limit, &locks(shared))?;
         table[index].role.store(role as u32, Ordering::Release);
         Ok(Participant {
             shared: Arc::clone(shared),
             index,
             pid,
+            _lock: lock,
         })
     }
 }
@@ -75,6 +93,8 @@ pub(super) struct SoleToken {
     shared: Arc<Shared>,
     role: Role,
     pid: u32,
+    /// The token's liveness lock, released (by dropping it) after the token word.
+    _lock: Option<Held>,
 }
 
 impl SoleToken {
@@ -100,16 +120,29 @@ impl SoleToken {
         }
         let me = std::process::id();
         let word = SoleToken::word(shared, role);
+        let taken = |holder: u32| Error::AlreadyExists {
+            object: format!(
+                "the single {} of {} (pid {holder})",
+                role.name(),
+                describe(&shared.name)
+            ),
+        };
+        // The token's own lock first: held by another description, its holder lives (or is
+        // taking it right now).
+        let token_locks = Locks {
+            probe: shared.root._segment.file_fd(),
+            table: Table::Tokens,
+        };
+        let mut lock = None;
+        if token_locks.take(role as usize - 1, &mut lock).is_err() {
+            return Err(taken(word.load(Ordering::Acquire)));
+        }
         loop {
             let holder = word.load(Ordering::Acquire);
+            // With the token's lock ours, a holder can only be dead, or an ipckit from before
+            // these locks (then its participant entry, or `/proc`, says it lives).
             if holder != 0 && !is_dead(shared, holder) {
-                return Err(Error::AlreadyExists {
-                    object: format!(
-                        "the single {} of {} (pid {holder})",
-                        role.name(),
-                        describe(&shared.name)
-                    ),
-                });
+                return Err(taken(holder));
             }
             if word
                 .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed)
@@ -127,6 +160,7 @@ impl SoleToken {
             shared: Arc::clone(shared),
             role,
             pid: me,
+            _lock: lock,
         };
         Ok(Some((token, start)))
     }

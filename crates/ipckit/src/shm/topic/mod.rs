@@ -39,8 +39,9 @@
 //!   messages and is told how many.
 //! - [`Overflow::Backpressure`]: the publisher waits (or fails, or times out, as a mailbox
 //!   sender does) until every live subscriber has moved on. Subscribers publish their cursor in
-//!   the topic's table; a subscriber that died is ignored (liveness from `/proc`, checked only
-//!   while a publisher is blocked), so a crash never stalls the topic.
+//!   the topic's table; a subscriber that died is ignored (its liveness lock is gone, see
+//!   `shm/liveness.rs`; checked only while a publisher is blocked), so a crash never stalls
+//!   the topic.
 //!
 //! Subscribers sleep on one futex word that every publish bumps (a broadcast wake, made only
 //! when someone sleeps); blocked publishers sleep on another that subscribers bump.
@@ -54,7 +55,7 @@ use super::participants::{self, Entry, ParticipantEntry, RepairReport};
 use super::segment::Segment;
 use super::wait::{WaitStrategy, WaitWord};
 use crate::error::{Error, Result};
-use crate::process::{liveness, Liveness};
+use crate::shm::liveness::{self, Locks, Table};
 use crate::sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
 mod publisher;
@@ -195,6 +196,26 @@ impl Shared {
         self.slots.header()
     }
 
+    /// How the liveness of `table`'s entries is asked: through the topic's own descriptor,
+    /// which holds none of the participants' locks.
+    fn locks(&self, table: Table) -> Locks<'_> {
+        Locks {
+            probe: self._segment.file_fd(),
+            table,
+        }
+    }
+
+    /// Whether the publisher recorded as `pid` (in the publish lock) is alive: by the
+    /// liveness locks of the publisher entries with that pid (`/proc` only for entries
+    /// without one).
+    fn publisher_alive(&self, pid: u32) -> bool {
+        liveness::pid_alive(
+            &self.locks(Table::Publishers),
+            &self.header().publishers,
+            pid,
+        )
+    }
+
     fn slot(&self, seq: u64) -> &SlotHeader {
         self.slots.slot(seq)
     }
@@ -211,12 +232,14 @@ impl Shared {
     /// dead subscribers are cleared first. `None`: no subscriber.
     fn slowest_cursor(&self, check_liveness: bool) -> Option<u64> {
         let mut slowest: Option<u64> = None;
-        for entry in &self.header().subscribers {
+        let locks = self.locks(Table::Subscribers);
+        for (index, entry) in self.header().subscribers.iter().enumerate() {
             let pid = entry.0.pid.load(Ordering::Acquire);
             if pid == 0 {
                 continue;
             }
-            if check_liveness && participants::occupant(entry) == Some((pid, false)) {
+            if check_liveness && participants::occupant(entry, index, &locks) == Some((pid, false))
+            {
                 participants::leave(entry, pid);
                 continue;
             }
@@ -444,8 +467,9 @@ impl Topic {
         let header = shared.header();
         let published = header.write_pos.0.load(Ordering::Acquire);
         let (mut subscribers, mut dead_subscribers, mut slowest) = (0, 0, None::<u64>);
-        for entry in &header.subscribers {
-            match participants::occupant(entry) {
+        let locks = shared.locks(Table::Subscribers);
+        for (index, entry) in header.subscribers.iter().enumerate() {
+            match participants::occupant(entry, index, &locks) {
                 None => {}
                 Some((_, false)) => dead_subscribers += 1,
                 Some((_, true)) => {
@@ -458,7 +482,13 @@ impl Topic {
         let publishers = header
             .publishers
             .iter()
-            .filter(|e| matches!(participants::occupant(*e), Some((_, true))))
+            .enumerate()
+            .filter(|(index, e)| {
+                matches!(
+                    participants::occupant(*e, *index, &shared.locks(Table::Publishers)),
+                    Some((_, true))
+                )
+            })
             .count();
         TopicInfo {
             name: shared.name.clone(),
@@ -484,19 +514,22 @@ impl Topic {
     /// writing (its half-written slot, never visible, counts in
     /// [`RepairReport::reclaimed_slots`]). Safe to run while others use the topic.
     pub fn repair(&self) -> RepairReport {
-        let header = self.shared.header();
-        let dead_participants = participants::clear_dead(&header.subscribers)
-            + participants::clear_dead(&header.publishers);
+        let shared = &self.shared;
+        let header = shared.header();
+        let dead_participants =
+            participants::clear_dead(&header.subscribers, &shared.locks(Table::Subscribers))
+                + participants::clear_dead(&header.publishers, &shared.locks(Table::Publishers));
         let lock = &header.publish_lock.0;
         let holder = lock.load(Ordering::Acquire);
         let lock_released = holder != 0
-            && liveness(holder, None) == Liveness::Dead
+            && !shared.publisher_alive(holder)
             && lock
                 .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok();
         RepairReport {
             dead_participants,
             reclaimed_slots: usize::from(lock_released),
+            ..RepairReport::default()
         }
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use super::{describe, Shared, MAX_PUBLISHERS};
 use crate::error::Result;
 use crate::link::{check_size, Deadline, MessageSender};
-use crate::process::{liveness, Liveness};
 use crate::shm::layout::slot_bytes;
+use crate::shm::liveness::{Held, Table};
 use crate::shm::participants;
 use crate::shm::seqlock;
 use crate::shm::wait::{wait_for, wake_sleepers, Attempt};
@@ -21,6 +21,8 @@ pub struct Publisher {
     /// Our entry in the publisher table.
     index: usize,
     pid: u32,
+    /// Our entry's liveness lock, released (by dropping it) after the entry.
+    _lock: Option<Held>,
     uid: u32,
     /// Cached lower bound of the slowest subscriber's cursor.
     slowest: u64,
@@ -85,12 +87,18 @@ impl Publisher {
     pub(super) fn new(shared: &Arc<Shared>) -> Result<Publisher> {
         let table = &shared.header().publishers;
         let limit = format!("{MAX_PUBLISHERS} attached publishers");
-        let (index, pid) = participants::join(table, &describe(&shared.name), &limit)?;
+        let (index, pid, lock) = participants::join(
+            table,
+            &describe(&shared.name),
+            &limit,
+            &shared.locks(Table::Publishers),
+        )?;
         table[index].role.store(1, Ordering::Release);
         Ok(Publisher {
             shared: Arc::clone(shared),
             index,
             pid,
+            _lock: lock,
             uid: rustix::process::getuid().as_raw(),
             slowest: 0,
         })
@@ -118,10 +126,8 @@ impl Publisher {
             deadline.send_expired(),
             |check| -> Attempt<()> {
                 let holder = lock.load(Ordering::Acquire);
-                let stale = check
-                    && holder != 0
-                    && holder != pid
-                    && liveness(holder, None) == Liveness::Dead;
+                let stale =
+                    check && holder != 0 && holder != pid && !self.shared.publisher_alive(holder);
                 if (holder == 0 || stale)
                     && lock
                         .compare_exchange(holder, pid, Ordering::Acquire, Ordering::Relaxed)

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::link::{Deadline, MessageReceiver, Metadata};
 use crate::shm::layout::slot_bytes;
+use crate::shm::liveness::{Held, Table};
 use crate::shm::participants;
 use crate::shm::seqlock;
 use crate::shm::wait::{wait_for, wake_sleepers, Attempt};
@@ -21,6 +22,8 @@ pub struct Subscriber {
     /// Our entry in the subscriber table, where we publish our cursor.
     index: usize,
     pid: u32,
+    /// Our entry's liveness lock, released (by dropping it) after the entry.
+    _lock: Option<Held>,
     /// The next message to read.
     cursor: u64,
     /// Messages lost to overrun since the last one received.
@@ -84,7 +87,12 @@ impl Subscriber {
         }
         let table = &shared.header().subscribers;
         let limit = format!("{MAX_SUBSCRIBERS} attached subscribers");
-        let (index, pid) = participants::join(table, &describe(&shared.name), &limit)?;
+        let (index, pid, lock) = participants::join(
+            table,
+            &describe(&shared.name),
+            &limit,
+            &shared.locks(Table::Subscribers),
+        )?;
         let write_pos = shared.header().write_pos.0.load(Ordering::Acquire);
         let cursor = write_pos.saturating_sub(history as u64);
         table[index].0.cursor.store(cursor, Ordering::Release);
@@ -92,6 +100,7 @@ impl Subscriber {
             shared: Arc::clone(shared),
             index,
             pid,
+            _lock: lock,
             cursor,
             missed: 0,
             copy: Vec::new(),

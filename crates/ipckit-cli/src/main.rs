@@ -30,6 +30,7 @@ mod doctor;
 mod exit;
 mod ls_cmd;
 mod mailbox_cmd;
+mod multi;
 mod topic_cmd;
 mod transfer;
 mod units;

@@ -62,6 +62,8 @@ mod publisher;
 mod subscriber;
 #[cfg(test)]
 mod tests;
+#[cfg(not(loom))]
+mod watch;
 
 pub use publisher::{Publisher, TopicLoan};
 pub use subscriber::{Subscriber, TopicSample};

@@ -1,0 +1,577 @@
+//! Two hosts simulated with two network namespaces joined by a veth pair, each with its own
+//! `/dev/shm`, `/tmp` and `/run` (a private mount namespace with fresh tmpfs mounts), so
+//! nothing but the bridge connects them. Every process of a host is started with `nsenter`
+//! into the namespaces of that host's holder process.
+//!
+//! The processes are this test binary started again in a role (`IPCKIT_TEST_ROLE`): a
+//! bridge, a sender, a receiver, a publisher, a subscriber, a server, a client. The guard
+//! removes the namespaces (and with them the veth pair) and kills every process it started,
+//! also when a test fails; leftovers of a killed earlier run are removed first.
+//!
+//! Needs root and `ip`, `unshare`, `nsenter`: without them each test says so and passes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ipckit::service::{Client, Server};
+use ipckit::shm::{Mailbox, Topic};
+use ipckit::{Deadline, MessageReceiver, MessageSender};
+
+const ROLE: &str = "IPCKIT_TEST_ROLE";
+const ARG: &str = "IPCKIT_TEST_ARG";
+const PREFIX: &str = "ipckbr";
+
+// ---------------------------------------------------------------------------------------
+// Roles: what a child process does.
+
+#[test]
+fn role_entry() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return; // run as a test: nothing to do
+    };
+    let arg = std::env::var(ARG).unwrap_or_default();
+    let code = match play(&role, &arg) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("role {role} failed: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn play(role: &str, arg: &str) -> Result<(), String> {
+    let fields: Vec<&str> = arg.split(' ').collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or("");
+    let e = |e: ipckit::Error| e.to_string();
+    match role {
+        "bridge" => {
+            // arg: a list of KEY=VALUE: listen, connect, export, import, state
+            let mut builder = ipckit_bridge::Bridge::builder();
+            for item in &fields {
+                let (k, v) = item.split_once('=').ok_or("bad bridge arg")?;
+                builder =
+                    match k {
+                        "listen" => builder.listen(v),
+                        "connect" => builder.connect(v),
+                        "state" => builder.state_dir(v),
+                        "export" => builder
+                            .export(ipckit_bridge::Object::parse(v).map_err(|e| e.to_string())?),
+                        "import" => builder
+                            .import(ipckit_bridge::Object::parse(v).map_err(|e| e.to_string())?),
+                        _ => return Err(format!("bad bridge arg {k}")),
+                    };
+            }
+            let bridge = builder.start().map_err(|e| e.to_string())?;
+            say("ready");
+            bridge.wait();
+            Ok(())
+        }
+        "send" => {
+            // arg: NAME COUNT — "seq 0" .. "seq COUNT-1", blocking
+            let count: u64 = field(1).parse().map_err(|_| "count")?;
+            let mailbox = Mailbox::builder(field(0))
+                .single_receiver()
+                .open_or_create()
+                .map_err(e)?;
+            let mut tx = mailbox.sender().map_err(e)?;
+            for i in 0..count {
+                tx.send(format!("seq {i}").as_bytes()).map_err(e)?;
+            }
+            say(&format!("sent {count}"));
+            Ok(())
+        }
+        "recv" => {
+            // arg: NAME COUNT — expects exactly "seq 0" .. in order, then nothing more
+            let count: u64 = field(1).parse().map_err(|_| "count")?;
+            let mailbox = Mailbox::builder(field(0))
+                .capacity(64)
+                .open_or_create()
+                .map_err(e)?;
+            let mut rx = mailbox.receiver().map_err(e)?;
+            say("ready");
+            for i in 0..count {
+                let msg = rx.recv_timeout(Duration::from_secs(60)).map_err(e)?;
+                let text = String::from_utf8_lossy(&msg.data).into_owned();
+                if text != format!("seq {i}") {
+                    return Err(format!("expected seq {i}, got {text:?}"));
+                }
+                if (i + 1) % 500 == 0 {
+                    say(&format!("got {}", i + 1));
+                }
+            }
+            match rx.recv_timeout(Duration::from_secs(3)) {
+                Err(ipckit::Error::Timeout) => {}
+                other => return Err(format!("a message after the last: {other:?}")),
+            }
+            say(&format!("received {count} in order, no duplicate"));
+            Ok(())
+        }
+        "publish" => {
+            // arg: TOPIC TAG COUNT — "TAG i" every 10 ms
+            let count: u64 = field(2).parse().map_err(|_| "count")?;
+            let topic = match Topic::open(field(0)) {
+                Ok(t) => t,
+                Err(_) => Topic::builder(field(0))
+                    .create()
+                    .or_else(|_| Topic::open(field(0)))
+                    .map_err(e)?,
+            };
+            let mut tx = topic.publisher().map_err(e)?;
+            for i in 0..count {
+                tx.send(format!("{} {i}", field(1)).as_bytes()).map_err(e)?;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        }
+        "subscribe" => {
+            // arg: TOPIC TAG N — N consecutive "TAG i" messages, in order
+            let want: u64 = field(2).parse().map_err(|_| "count")?;
+            let topic = match Topic::open(field(0)) {
+                Ok(t) => t,
+                Err(_) => Topic::builder(field(0))
+                    .create()
+                    .or_else(|_| Topic::open(field(0)))
+                    .map_err(e)?,
+            };
+            let mut rx = topic.subscriber().map_err(e)?;
+            say("ready");
+            let mut last: Option<u64> = None;
+            let mut seen = 0;
+            while seen < want {
+                let msg = rx.recv_timeout(Duration::from_secs(30)).map_err(e)?;
+                let text = String::from_utf8_lossy(&msg.data).into_owned();
+                let Some(n) = text.strip_prefix(&format!("{} ", field(1))) else {
+                    continue; // another publisher's
+                };
+                let n: u64 = n.parse().map_err(|_| "number")?;
+                if let Some(l) = last {
+                    if n != l + 1 {
+                        return Err(format!("after {l} came {n}"));
+                    }
+                }
+                last = Some(n);
+                seen += 1;
+            }
+            say(&format!("subscribed {want}"));
+            Ok(())
+        }
+        "serve" => {
+            // arg: NAME — replies with the request in capitals
+            let server = Server::bind(field(0), 0o600).map_err(e)?;
+            say("ready");
+            loop {
+                let pending = server.accept().map_err(e)?;
+                std::thread::spawn(move || {
+                    let Ok(mut conn) = pending.accept(b"welcome") else {
+                        return;
+                    };
+                    while let Ok(request) = conn.next_request(Deadline::Never) {
+                        let answer = request.data.to_ascii_uppercase();
+                        if conn.reply(request.id, &answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        "call" => {
+            // arg: NAME — connects (retrying up to 20 s) and makes three calls
+            let start = Instant::now();
+            let (mut conn, welcome) = loop {
+                match Client::connect(field(0), b"hi", Deadline::after(Duration::from_secs(5))) {
+                    Ok(c) => break c,
+                    Err(err) if start.elapsed() < Duration::from_secs(20) => {
+                        let _ = err;
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(err) => return Err(err.to_string()),
+                }
+            };
+            if welcome != b"welcome" {
+                return Err(format!("welcome {welcome:?}"));
+            }
+            for word in ["one", "two", "three"] {
+                let reply = conn
+                    .call(word.as_bytes(), Deadline::after(Duration::from_secs(10)))
+                    .map_err(e)?;
+                if reply != word.to_ascii_uppercase().as_bytes() {
+                    return Err(format!("reply {reply:?} to {word}"));
+                }
+            }
+            say("called");
+            Ok(())
+        }
+        other => Err(format!("no role {other}")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The two hosts.
+
+/// A process started on a host, its stdout read line by line on a thread.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    what: String,
+}
+
+impl Proc {
+    /// Waits for a line equal to `line`, at most `limit`.
+    fn expect(&mut self, line: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l == line => return,
+                Ok(_) => continue,
+                Err(_) => panic!("{}: no {line:?} within {limit:?}", self.what),
+            }
+        }
+    }
+
+    /// Waits for the process to end successfully, at most `limit`.
+    fn finish(mut self, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{} failed: {status}", self.what);
+                return;
+            }
+            if start.elapsed() > limit {
+                panic!("{} ran past its {limit:?} watchdog", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Host {
+    ns: String,
+    holder: Child,
+}
+
+/// Two namespaces, a veth pair between them (10.231.1.1 in `a`, 10.231.1.2 in `b`).
+struct Hosts {
+    a: Host,
+    b: Host,
+    veth_a: String,
+}
+
+fn sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Removes namespaces an earlier, killed run left (their owning test process is dead).
+fn preclean() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let ns = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = ns.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+impl Hosts {
+    /// Sets the two hosts up, or `None` (with a message) where namespaces are unavailable.
+    fn new(tag: &str) -> Option<Hosts> {
+        if !rustix::process::getuid().is_root()
+            || !sh(&["ip", "-V"])
+            || !sh(&["unshare", "--version"])
+            || !sh(&["nsenter", "--version"])
+        {
+            eprintln!("SKIPPED: network namespaces need root and ip, unshare, nsenter");
+            return None;
+        }
+        preclean();
+        let id = format!("{}{tag}", std::process::id());
+        let (ns_a, ns_b) = (format!("{PREFIX}{id}a"), format!("{PREFIX}{id}b"));
+        // veth names are at most 15 bytes: the pid keeps them unique between runs.
+        let veth_a = format!("ikb{}{tag}a", std::process::id() % 1_000_000);
+        let veth_b = format!("ikb{}{tag}b", std::process::id() % 1_000_000);
+        for ns in [&ns_a, &ns_b] {
+            if !sh(&["ip", "netns", "add", ns]) {
+                eprintln!("SKIPPED: cannot create network namespace {ns}");
+                sh(&["ip", "netns", "del", &ns_a]);
+                return None;
+            }
+        }
+        let half = Hosts {
+            a: Host::start(&ns_a),
+            b: Host::start(&ns_b),
+            veth_a: veth_a.clone(),
+        };
+        let ok = sh(&[
+            "ip", "link", "add", &veth_a, "netns", &ns_a, "type", "veth", "peer", "name", &veth_b,
+            "netns", &ns_b,
+        ]) && sh(&[
+            "ip",
+            "-n",
+            &ns_a,
+            "addr",
+            "add",
+            "10.231.1.1/24",
+            "dev",
+            &veth_a,
+        ]) && sh(&[
+            "ip",
+            "-n",
+            &ns_b,
+            "addr",
+            "add",
+            "10.231.1.2/24",
+            "dev",
+            &veth_b,
+        ]) && sh(&["ip", "-n", &ns_a, "link", "set", &veth_a, "up"])
+            && sh(&["ip", "-n", &ns_b, "link", "set", &veth_b, "up"])
+            && sh(&["ip", "-n", &ns_a, "link", "set", "lo", "up"])
+            && sh(&["ip", "-n", &ns_b, "link", "set", "lo", "up"]);
+        assert!(ok, "cannot set up the veth pair between {ns_a} and {ns_b}");
+        Some(half)
+    }
+
+    fn link(&self, up: bool) {
+        assert!(sh(&[
+            "ip",
+            "-n",
+            &self.a.ns,
+            "link",
+            "set",
+            &self.veth_a,
+            if up { "up" } else { "down" }
+        ]));
+    }
+}
+
+impl Host {
+    /// The holder: a process in the namespace with its own mount namespace and tmpfs
+    /// `/dev/shm`, `/tmp`, `/run`; everything else on the host joins its namespaces.
+    fn start(ns: &str) -> Host {
+        let mut holder = Command::new("ip")
+            .args(["netns", "exec", ns, "unshare", "-m", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs tmpfs /dev/shm && mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /run && echo up && exec sleep 3600")
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start a host holder");
+        let mut line = String::new();
+        BufReader::new(holder.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "up", "host {ns} did not come up");
+        Host {
+            ns: ns.to_string(),
+            holder,
+        }
+    }
+
+    /// Starts this test binary on the host in `role` with `arg`.
+    fn spawn(&self, role: &str, arg: &str) -> Proc {
+        let mut child = Command::new("nsenter")
+            .args(["-t", &self.holder.id().to_string(), "-m", "-n", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "role_entry",
+                "--nocapture",
+                "--test-threads=1",
+                "--quiet",
+            ])
+            .env(ROLE, role)
+            .env(ARG, arg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("nsenter");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            what: format!("{role} on {}", self.ns),
+        }
+    }
+
+    /// A bridge on this host; `args` as the bridge role takes them.
+    fn bridge(&self, args: &str) -> Proc {
+        let mut bridge = self.spawn("bridge", &format!("state=/tmp/bridge-state {args}"));
+        bridge.expect("ready", Duration::from_secs(30));
+        bridge
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        sh(&["ip", "netns", "del", &self.ns]);
+    }
+}
+
+/// Runs `f` with a watchdog: a hang becomes a failure (the guards then clean up).
+fn watchdog(limit: Duration, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => worker.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test ran past its {limit:?} watchdog"),
+    }
+}
+
+const B_LISTEN: &str = "listen=tcp/10.231.1.2:7447";
+const A_CONNECT: &str = "connect=tcp/10.231.1.2:7447";
+
+// ---------------------------------------------------------------------------------------
+// The tests.
+
+#[test]
+fn mailbox_topic_and_service_cross_two_hosts() {
+    watchdog(Duration::from_secs(180), || {
+        let Some(hosts) = Hosts::new("m") else { return };
+        // The objects' users start before the bridges: the bridges find them.
+        let mut receiver = hosts.b.spawn("recv", "jobs 200");
+        receiver.expect("ready", Duration::from_secs(10));
+        let server = hosts.b.spawn("serve", "calc");
+        let _b = hosts.b.bridge(&format!(
+            "{B_LISTEN} export=mailbox:jobs export=service:calc export=topic:news import=topic:news"
+        ));
+        let _a = hosts.a.bridge(&format!(
+            "{A_CONNECT} import=mailbox:jobs import=service:calc import=topic:news export=topic:news"
+        ));
+        // Mailbox: 200 messages from a to b, in order, each once.
+        hosts
+            .a
+            .spawn("send", "jobs 200")
+            .finish(Duration::from_secs(60));
+        receiver.expect(
+            "received 200 in order, no duplicate",
+            Duration::from_secs(60),
+        );
+        receiver.finish(Duration::from_secs(10));
+        // Service: called on a, served on b.
+        hosts
+            .a
+            .spawn("call", "calc")
+            .finish(Duration::from_secs(60));
+        // Topic, both ways: each side sees 50 consecutive messages of the other's publisher.
+        let mut sub_a = hosts.a.spawn("subscribe", "news from-b 50");
+        let mut sub_b = hosts.b.spawn("subscribe", "news from-a 50");
+        sub_a.expect("ready", Duration::from_secs(10));
+        sub_b.expect("ready", Duration::from_secs(10));
+        let _pub_b = hosts.b.spawn("publish", "news from-b 400");
+        let _pub_a = hosts.a.spawn("publish", "news from-a 400");
+        sub_a.finish(Duration::from_secs(60));
+        sub_b.finish(Duration::from_secs(60));
+        drop(server);
+    });
+}
+
+#[test]
+fn ten_thousand_messages_across_bridge_restarts_on_each_side() {
+    watchdog(Duration::from_secs(400), || {
+        let Some(hosts) = Hosts::new("r") else { return };
+        const N: u64 = 10_000;
+        let mut receiver = hosts.b.spawn("recv", &format!("jobs {N}"));
+        receiver.expect("ready", Duration::from_secs(10));
+        let b_args = format!("{B_LISTEN} export=mailbox:jobs");
+        let a_args = format!("{A_CONNECT} import=mailbox:jobs");
+        let mut b = hosts.b.bridge(&b_args);
+        let mut a = hosts.a.bridge(&a_args);
+        let sender = hosts.a.spawn("send", &format!("jobs {N}"));
+        // kill -9 the importing bridge mid-stream, then the exporting one, then both.
+        receiver.expect("got 1500", Duration::from_secs(120));
+        a.kill();
+        a = hosts.a.bridge(&a_args);
+        receiver.expect("got 4000", Duration::from_secs(120));
+        b.kill();
+        b = hosts.b.bridge(&b_args);
+        receiver.expect("got 6500", Duration::from_secs(120));
+        a.kill();
+        b.kill();
+        b = hosts.b.bridge(&b_args);
+        a = hosts.a.bridge(&a_args);
+        sender.finish(Duration::from_secs(200));
+        receiver.expect(
+            &format!("received {N} in order, no duplicate"),
+            Duration::from_secs(200),
+        );
+        receiver.finish(Duration::from_secs(10));
+        drop((a, b));
+    });
+}
+
+#[test]
+fn a_cut_link_is_found_again_when_restored() {
+    watchdog(Duration::from_secs(240), || {
+        let Some(hosts) = Hosts::new("l") else { return };
+        let mut receiver = hosts.b.spawn("recv", "jobs 3000");
+        receiver.expect("ready", Duration::from_secs(10));
+        let _b = hosts.b.bridge(&format!("{B_LISTEN} export=mailbox:jobs"));
+        let _a = hosts.a.bridge(&format!("{A_CONNECT} import=mailbox:jobs"));
+        let sender = hosts.a.spawn("send", "jobs 3000");
+        receiver.expect("got 500", Duration::from_secs(60));
+        hosts.link(false);
+        std::thread::sleep(Duration::from_secs(4));
+        hosts.link(true);
+        receiver.expect("got 1000", Duration::from_secs(60));
+        // Long enough for Zenoh to declare the peer lost (its lease is 10 s), then back.
+        hosts.link(false);
+        std::thread::sleep(Duration::from_secs(15));
+        hosts.link(true);
+        sender.finish(Duration::from_secs(120));
+        receiver.expect(
+            "received 3000 in order, no duplicate",
+            Duration::from_secs(120),
+        );
+        receiver.finish(Duration::from_secs(10));
+    });
+}

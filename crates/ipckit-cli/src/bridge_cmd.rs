@@ -1,0 +1,150 @@
+//! `ipckit bridge`: this host's mailboxes, topics and services, joined to other hosts'
+//! through Zenoh (the `ipckit-bridge` crate; cargo feature `bridge`).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+/// Options of `ipckit bridge`.
+#[derive(Debug, Args)]
+pub struct BridgeArgs {
+    /// Listen for peers on a Zenoh endpoint (tcp/0.0.0.0:7447); repeatable.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub listen: Vec<String>,
+    /// Connect to a peer (tcp/192.0.2.2:7447), and keep reconnecting; repeatable.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub connect: Vec<String>,
+    /// A Zenoh configuration file (JSON5) to start from.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Offer this host's object to the others: mailbox:NAME, topic:NAME, service:NAME.
+    #[arg(long, value_name = "KIND:NAME")]
+    pub export: Vec<String>,
+    /// Make another host's object usable here (a mailbox or topic is created if absent).
+    #[arg(long, value_name = "KIND:NAME")]
+    pub import: Vec<String>,
+    /// Where the bridge keeps its delivery records and status (default /run/ipckit-bridge
+    /// for root, else $XDG_RUNTIME_DIR/ipckit-bridge).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print the counters of the bridge running with this state directory, and exit.
+    #[arg(long, conflicts_with_all = ["listen", "connect", "config", "export", "import"])]
+    pub status: bool,
+}
+
+/// The status a bridge keeps in its state directory, as `ipckit bridge --status` and
+/// `ipckit ls` read it (the fields of `ipckit_bridge::Status`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct BridgeStatus {
+    pub pid: u32,
+    pub zid: String,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+    pub peers: Vec<String>,
+    pub forwarded: u64,
+    pub acked: u64,
+    pub redelivered: u64,
+    pub delivered: u64,
+    pub duplicates_dropped: u64,
+    pub bytes: u64,
+}
+
+/// The default state directory (as `ipckit_bridge::default_state_dir`).
+pub fn default_state_dir() -> PathBuf {
+    let uid = rustix::process::getuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/ipckit-bridge");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("ipckit-bridge"),
+        _ => std::env::temp_dir().join(format!("ipckit-bridge-{}", uid.as_raw())),
+    }
+}
+
+/// The status of the bridge that uses `dir`, if one is running.
+pub fn running(dir: &std::path::Path) -> Option<BridgeStatus> {
+    let text = std::fs::read(dir.join("status.json")).ok()?;
+    let status: BridgeStatus = serde_json::from_slice(&text).ok()?;
+    let alive = status.pid != 0 && std::path::Path::new(&format!("/proc/{}", status.pid)).exists();
+    alive.then_some(status)
+}
+
+fn print_status(dir: &std::path::Path) -> Result<()> {
+    let Some(s) = running(dir) else {
+        anyhow::bail!(
+            "no bridge is running with state directory {} (start one with ipckit bridge, or \
+             name its directory with --state-dir)",
+            dir.display()
+        );
+    };
+    outln!("bridge             pid {}, zenoh id {}", s.pid, s.zid)?;
+    outln!("exports            {}", s.exports.join(" "))?;
+    outln!("imports            {}", s.imports.join(" "))?;
+    outln!("peers              {} {}", s.peers.len(), s.peers.join(" "))?;
+    outln!("forwarded          {}", s.forwarded)?;
+    outln!("acked              {}", s.acked)?;
+    outln!("redelivered        {}", s.redelivered)?;
+    outln!("delivered          {}", s.delivered)?;
+    outln!("duplicates dropped {}", s.duplicates_dropped)?;
+    outln!("bytes forwarded    {}", s.bytes)?;
+    Ok(())
+}
+
+/// Runs `ipckit bridge`.
+pub fn bridge(args: BridgeArgs) -> Result<()> {
+    let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    if args.status {
+        return print_status(&dir);
+    }
+    run(args, dir)
+}
+
+#[cfg(feature = "bridge")]
+fn run(args: BridgeArgs, dir: PathBuf) -> Result<()> {
+    use crate::exit::usage;
+    use ipckit_bridge::{Bridge, Object};
+
+    if args.export.is_empty() && args.import.is_empty() {
+        return Err(usage(
+            "a bridge with nothing to carry: give --export KIND:NAME or --import KIND:NAME".into(),
+        ));
+    }
+    let mut builder = Bridge::builder().state_dir(&dir);
+    for endpoint in &args.listen {
+        builder = builder.listen(endpoint);
+    }
+    for endpoint in &args.connect {
+        builder = builder.connect(endpoint);
+    }
+    if let Some(config) = &args.config {
+        builder = builder.config_file(config);
+    }
+    for spec in &args.export {
+        builder = builder.export(Object::parse(spec).map_err(|e| usage(e.to_string()))?);
+    }
+    for spec in &args.import {
+        builder = builder.import(Object::parse(spec).map_err(|e| usage(e.to_string()))?);
+    }
+    let bridge = builder.start()?;
+    let status = bridge.status();
+    eprintln!(
+        "ipckit: bridge {} running (exports: {}; imports: {}; state in {}); stop with Ctrl-C",
+        status.zid,
+        status.exports.join(" "),
+        status.imports.join(" "),
+        dir.display()
+    );
+    bridge.wait();
+    Ok(())
+}
+
+#[cfg(not(feature = "bridge"))]
+fn run(_args: BridgeArgs, _dir: PathBuf) -> Result<()> {
+    Err(crate::exit::usage(
+        "this ipckit was built without the bridge: cargo install --path crates/ipckit-cli \
+         --features bridge"
+            .into(),
+    ))
+}

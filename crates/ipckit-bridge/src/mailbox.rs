@@ -174,7 +174,9 @@ pub(crate) fn import(ctx: &Ctx, object: &Object) {
                 }
                 Answer::NoExporter => once.log(
                     ctx,
-                    format!("import mailbox {name}: no exporting bridge answers (yet); sending again"),
+                    format!(
+                        "import mailbox {name}: no exporting bridge answers (yet); sending again"
+                    ),
                 ),
                 Answer::Failed(why) => once.log(ctx, format!("import mailbox {name}: {why}")),
             }

@@ -1,18 +1,11 @@
 //! Two hosts simulated with two network namespaces joined by a veth pair, each with its own
-//! `/dev/shm`, `/tmp` and `/run` (a private mount namespace with fresh tmpfs mounts), so
-//! nothing but the bridge connects them. Every process of a host is started with `nsenter`
-//! into the namespaces of that host's holder process.
+//! `/dev/shm`, `/tmp` and `/run`, so nothing but the bridge connects them (`support/hosts.rs`).
 //!
 //! The processes are this test binary started again in a role (`IPCKIT_TEST_ROLE`): a
-//! bridge, a sender, a receiver, a publisher, a subscriber, a server, a client. The guard
-//! removes the namespaces (and with them the veth pair) and kills every process it started,
-//! also when a test fails; leftovers of a killed earlier run are removed first.
+//! bridge, a sender, a receiver, a publisher, a subscriber, a server, a client.
 //!
 //! Needs root and `ip`, `unshare`, `nsenter`: without them each test says so and passes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ipckit::service::{Client, Server};
@@ -21,7 +14,6 @@ use ipckit::{Deadline, MessageReceiver, MessageSender};
 
 const ROLE: &str = "IPCKIT_TEST_ROLE";
 const ARG: &str = "IPCKIT_TEST_ARG";
-const PREFIX: &str = "ipckbr";
 
 // ---------------------------------------------------------------------------------------
 // Roles: what a child process does.
@@ -218,219 +210,31 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------
 // The two hosts.
 
-/// A process started on a host, its stdout read line by line on a thread.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    what: String,
+#[path = "support/hosts.rs"]
+mod hosts;
+use hosts::{watchdog, Host, Hosts, Proc};
+
+/// The roles of this binary, started on a host.
+trait Roles {
+    fn spawn(&self, role: &str, arg: &str) -> Proc;
+    fn bridge(&self, args: &str) -> Proc;
 }
 
-impl Proc {
-    /// Waits for a line equal to `line`, at most `limit`.
-    fn expect(&mut self, line: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l == line => return,
-                Ok(_) => continue,
-                Err(_) => panic!("{}: no {line:?} within {limit:?}", self.what),
-            }
-        }
-    }
-
-    /// Waits for the process to end successfully, at most `limit`.
-    fn finish(mut self, limit: Duration) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{} failed: {status}", self.what);
-                return;
-            }
-            if start.elapsed() > limit {
-                panic!("{} ran past its {limit:?} watchdog", self.what);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-struct Host {
-    ns: String,
-    holder: Child,
-}
-
-/// Two namespaces, a veth pair between them (10.231.1.1 in `a`, 10.231.1.2 in `b`).
-struct Hosts {
-    a: Host,
-    b: Host,
-    veth_a: String,
-}
-
-fn sh(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// Removes namespaces an earlier, killed run left (their owning test process is dead).
-fn preclean() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let ns = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = ns.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-        if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            sh(&["ip", "netns", "del", ns]);
-        }
-    }
-}
-
-impl Hosts {
-    /// Sets the two hosts up, or `None` (with a message) where namespaces are unavailable.
-    fn new(tag: &str) -> Option<Hosts> {
-        if !rustix::process::getuid().is_root()
-            || !sh(&["ip", "-V"])
-            || !sh(&["unshare", "--version"])
-            || !sh(&["nsenter", "--version"])
-        {
-            eprintln!("SKIPPED: network namespaces need root and ip, unshare, nsenter");
-            return None;
-        }
-        preclean();
-        let id = format!("{}{tag}", std::process::id());
-        let (ns_a, ns_b) = (format!("{PREFIX}{id}a"), format!("{PREFIX}{id}b"));
-        // veth names are at most 15 bytes: the pid keeps them unique between runs.
-        let veth_a = format!("ikb{}{tag}a", std::process::id() % 1_000_000);
-        let veth_b = format!("ikb{}{tag}b", std::process::id() % 1_000_000);
-        for ns in [&ns_a, &ns_b] {
-            if !sh(&["ip", "netns", "add", ns]) {
-                eprintln!("SKIPPED: cannot create network namespace {ns}");
-                sh(&["ip", "netns", "del", &ns_a]);
-                return None;
-            }
-        }
-        let half = Hosts {
-            a: Host::start(&ns_a),
-            b: Host::start(&ns_b),
-            veth_a: veth_a.clone(),
-        };
-        let ok = sh(&[
-            "ip", "link", "add", &veth_a, "netns", &ns_a, "type", "veth", "peer", "name", &veth_b,
-            "netns", &ns_b,
-        ]) && sh(&[
-            "ip",
-            "-n",
-            &ns_a,
-            "addr",
-            "add",
-            "10.231.1.1/24",
-            "dev",
-            &veth_a,
-        ]) && sh(&[
-            "ip",
-            "-n",
-            &ns_b,
-            "addr",
-            "add",
-            "10.231.1.2/24",
-            "dev",
-            &veth_b,
-        ]) && sh(&["ip", "-n", &ns_a, "link", "set", &veth_a, "up"])
-            && sh(&["ip", "-n", &ns_b, "link", "set", &veth_b, "up"])
-            && sh(&["ip", "-n", &ns_a, "link", "set", "lo", "up"])
-            && sh(&["ip", "-n", &ns_b, "link", "set", "lo", "up"]);
-        assert!(ok, "cannot set up the veth pair between {ns_a} and {ns_b}");
-        Some(half)
-    }
-
-    fn link(&self, up: bool) {
-        assert!(sh(&[
-            "ip",
-            "-n",
-            &self.a.ns,
-            "link",
-            "set",
-            &self.veth_a,
-            if up { "up" } else { "down" }
-        ]));
-    }
-}
-
-impl Host {
-    /// The holder: a process in the namespace with its own mount namespace and tmpfs
-    /// `/dev/shm`, `/tmp`, `/run`; everything else on the host joins its namespaces.
-    fn start(ns: &str) -> Host {
-        let mut holder = Command::new("ip")
-            .args(["netns", "exec", ns, "unshare", "-m", "--propagation", "private", "sh", "-c"])
-            .arg("mount -t tmpfs tmpfs /dev/shm && mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /run && echo up && exec sleep 3600")
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start a host holder");
-        let mut line = String::new();
-        BufReader::new(holder.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "up", "host {ns} did not come up");
-        Host {
-            ns: ns.to_string(),
-            holder,
-        }
-    }
-
+impl Roles for Host {
     /// Starts this test binary on the host in `role` with `arg`.
     fn spawn(&self, role: &str, arg: &str) -> Proc {
-        let mut child = Command::new("nsenter")
-            .args(["-t", &self.holder.id().to_string(), "-m", "-n", "--"])
-            .arg(std::env::current_exe().unwrap())
-            .args([
+        self.spawn_cmd(
+            &std::env::current_exe().unwrap(),
+            &[
                 "--exact",
                 "role_entry",
                 "--nocapture",
                 "--test-threads=1",
                 "--quiet",
-            ])
-            .env(ROLE, role)
-            .env(ARG, arg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("nsenter");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines,
-            what: format!("{role} on {}", self.ns),
-        }
+            ],
+            &[(ROLE, role), (ARG, arg)],
+            role,
+        )
     }
 
     /// A bridge on this host; `args` as the bridge role takes them.
@@ -438,32 +242,6 @@ impl Host {
         let mut bridge = self.spawn("bridge", &format!("state=/tmp/bridge-state {args}"));
         bridge.expect("ready", Duration::from_secs(30));
         bridge
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-        sh(&["ip", "netns", "del", &self.ns]);
-    }
-}
-
-/// Runs `f` with a watchdog: a hang becomes a failure (the guards then clean up).
-fn watchdog(limit: Duration, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(()) => worker.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = worker.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test ran past its {limit:?} watchdog"),
     }
 }
 
@@ -545,6 +323,29 @@ fn ten_thousand_messages_across_bridge_restarts_on_each_side() {
             Duration::from_secs(200),
         );
         receiver.finish(Duration::from_secs(10));
+        // What the last bridges on each side counted (since their restart), for the log.
+        let counters = |host: &Host| {
+            let json = host
+                .run("cat", &["/tmp/bridge-state/status.json"])
+                .unwrap_or_default();
+            json.lines()
+                .filter(|l| {
+                    [
+                        "forwarded",
+                        "acked",
+                        "redelivered",
+                        "delivered",
+                        "duplicates",
+                    ]
+                    .iter()
+                    .any(|k| l.contains(k))
+                })
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        eprintln!("importing bridge: {}", counters(&hosts.a));
+        eprintln!("exporting bridge: {}", counters(&hosts.b));
         drop((a, b));
     });
 }

@@ -200,6 +200,8 @@ pub(crate) fn import(ctx: &Arc<Ctx>, object: &Object) {
     while !ctx.stopping() {
         let pending = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(Ok(pending)) => pending,
+            // A probe (`ipckit ls` checks that the port is served) connects and leaves.
+            Ok(Err(ipckit::Error::Disconnected)) => continue,
             Ok(Err(e)) => {
                 once.log(ctx, format!("import service {name}: accept: {e}"));
                 continue;

@@ -71,6 +71,25 @@ pub fn running(dir: &std::path::Path) -> Option<BridgeStatus> {
     alive.then_some(status)
 }
 
+/// The end of `ipckit ls`: what the bridge running on this host (default state directory)
+/// carries, and its peers.
+pub fn ls_section() -> Result<()> {
+    let Some(s) = running(&default_state_dir()) else {
+        return Ok(());
+    };
+    outln!()?;
+    outln!(
+        "bridge pid {}, zenoh id {}, {} peer(s) {}",
+        s.pid,
+        s.zid,
+        s.peers.len(),
+        s.peers.join(" ")
+    )?;
+    outln!("  exported  {}", s.exports.join(" "))?;
+    outln!("  imported  {}", s.imports.join(" "))?;
+    Ok(())
+}
+
 fn print_status(dir: &std::path::Path) -> Result<()> {
     let Some(s) = running(dir) else {
         anyhow::bail!(

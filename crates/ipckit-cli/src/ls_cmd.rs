@@ -34,7 +34,7 @@ pub fn ls(json: bool) -> Result<()> {
             o.error.map(|e| format!("  ({e})")).unwrap_or_default(),
         )?;
     }
-    Ok(())
+    crate::bridge_cmd::ls_section()
 }
 
 /// Runs `ipckit clean`: repairs what dead processes left; `--dry-run` only reports.

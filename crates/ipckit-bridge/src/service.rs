@@ -172,7 +172,7 @@ pub(crate) fn import(ctx: &Arc<Ctx>, object: &Object) {
     let key = object.key_expr();
     let mut once = Once::default();
     let server = loop {
-        match Server::bind(name, 0o666) {
+        match Server::bind(name, 0o600) {
             Ok(server) => break server,
             Err(e) => once.log(ctx, format!("import service {name}: {e}; trying again")),
         }

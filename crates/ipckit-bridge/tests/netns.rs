@@ -203,8 +203,137 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
             say("called");
             Ok(())
         }
+        "echo" => {
+            // arg: FROM TO ROUNDS STREAM — echoes ROUNDS messages from FROM into TO, then
+            // counts STREAM messages and reports their rate
+            let rounds: u64 = field(2).parse().map_err(|_| "rounds")?;
+            let stream: u64 = field(3).parse().map_err(|_| "stream")?;
+            let from = Mailbox::builder(field(0))
+                .capacity(64)
+                .open_or_create()
+                .map_err(e)?;
+            let to = Mailbox::builder(field(1))
+                .single_receiver()
+                .open_or_create()
+                .map_err(e)?;
+            let (mut rx, mut tx) = (from.receiver().map_err(e)?, to.sender().map_err(e)?);
+            say("ready");
+            let mut buf = Vec::new();
+            for _ in 0..rounds {
+                rx.recv_deadline(&mut buf, Deadline::after(Duration::from_secs(30)))
+                    .map_err(e)?;
+                tx.send(&buf).map_err(e)?;
+            }
+            sink(&mut rx, stream)
+        }
+        "bench-client" => {
+            // arg: TO FROM ROUNDS STREAM — the measuring side of "echo"
+            let rounds: u64 = field(2).parse().map_err(|_| "rounds")?;
+            let stream: u64 = field(3).parse().map_err(|_| "stream")?;
+            let to = Mailbox::builder(field(0))
+                .single_receiver()
+                .open_or_create()
+                .map_err(e)?;
+            let from = Mailbox::builder(field(1))
+                .capacity(64)
+                .open_or_create()
+                .map_err(e)?;
+            let (mut tx, mut rx) = (to.sender().map_err(e)?, from.receiver().map_err(e)?);
+            let wait = || Deadline::after(Duration::from_secs(30));
+            ping_pong(
+                |m| tx.send(m),
+                |b| rx.recv_deadline(b, wait()).map(drop),
+                rounds,
+            )?;
+            for i in 0..stream {
+                tx.send(&payload(i)).map_err(e)?;
+            }
+            Ok(())
+        }
+        "tcp-echo" => {
+            // arg: ROUNDS STREAM — as "echo", over one TCP connection on port 7600
+            let rounds: u64 = field(0).parse().map_err(|_| "rounds")?;
+            let stream: u64 = field(1).parse().map_err(|_| "stream")?;
+            let listener = ipckit::socket::tcp::Listener::bind("0.0.0.0:7600").map_err(e)?;
+            say("ready");
+            let mut conn = listener.accept().map_err(e)?;
+            let mut buf = Vec::new();
+            for _ in 0..rounds {
+                conn.recv_deadline(&mut buf, Deadline::after(Duration::from_secs(30)))
+                    .map_err(e)?;
+                conn.send(&buf).map_err(e)?;
+            }
+            sink(&mut conn, stream)
+        }
+        "tcp-client" => {
+            // arg: ADDRESS ROUNDS STREAM
+            let rounds: u64 = field(1).parse().map_err(|_| "rounds")?;
+            let stream: u64 = field(2).parse().map_err(|_| "stream")?;
+            let conn = ipckit::socket::tcp::connect(field(0)).map_err(e)?;
+            let conn = std::cell::RefCell::new(conn);
+            let wait = || Deadline::after(Duration::from_secs(30));
+            ping_pong(
+                |m| conn.borrow_mut().send(m),
+                |b| conn.borrow_mut().recv_deadline(b, wait()).map(drop),
+                rounds,
+            )?;
+            let mut conn = conn.into_inner();
+            for i in 0..stream {
+                conn.send(&payload(i)).map_err(e)?;
+            }
+            Ok(())
+        }
         other => Err(format!("no role {other}")),
     }
+}
+
+/// A 64-byte benchmark message.
+fn payload(i: u64) -> Vec<u8> {
+    let mut msg = vec![0u8; 64];
+    msg[..8].copy_from_slice(&i.to_le_bytes());
+    msg
+}
+
+/// Round trips: `send` a message, `recv` it back; prints `rtt P50 P99` in microseconds.
+fn ping_pong(
+    mut send: impl FnMut(&[u8]) -> ipckit::Result<()>,
+    mut recv: impl FnMut(&mut Vec<u8>) -> ipckit::Result<()>,
+    rounds: u64,
+) -> Result<(), String> {
+    let mut times = Vec::with_capacity(rounds as usize);
+    let mut buf = Vec::new();
+    for i in 0..rounds {
+        let start = Instant::now();
+        send(&payload(i)).map_err(|e| e.to_string())?;
+        recv(&mut buf).map_err(|e| e.to_string())?;
+        if buf != payload(i) {
+            return Err(format!("round trip {i} came back changed"));
+        }
+        times.push(start.elapsed());
+    }
+    // The first tenth warms up the path (Zenoh's routes, TCP's window).
+    let mut timed = times.split_off(times.len() / 10);
+    timed.sort();
+    let at = |q: f64| timed[((timed.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    say(&format!("rtt {:.0} {:.0}", at(0.5), at(0.99)));
+    Ok(())
+}
+
+/// Receives `count` 64-byte messages, checking their order: prints `rate MSGS_PER_SEC`.
+fn sink(rx: &mut impl MessageReceiver, count: u64) -> Result<(), String> {
+    let mut buf = Vec::new();
+    let mut start = None;
+    for i in 0..count {
+        rx.recv_deadline(&mut buf, Deadline::after(Duration::from_secs(60)))
+            .map_err(|e| e.to_string())?;
+        if buf != payload(i) {
+            return Err(format!("message {i} out of order"));
+        }
+        start.get_or_insert_with(Instant::now);
+    }
+    let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    say(&format!("rate {:.0}", (count - 1) as f64 / secs.max(1e-9)));
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -374,5 +503,60 @@ fn a_cut_link_is_found_again_when_restored() {
             Duration::from_secs(120),
         );
         receiver.finish(Duration::from_secs(10));
+    });
+}
+
+/// The bench row: a mailbox round trip and streaming between two bridges, next to plain TCP
+/// over the same veth pair, 64-byte messages. Run it on a quiet machine, in release:
+/// `cargo test --release -p ipckit-bridge --test netns bench -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run it on purpose"]
+fn bench_bridge_next_to_tcp() {
+    watchdog(Duration::from_secs(600), || {
+        let Some(hosts) = Hosts::new("x") else { return };
+        const ROUNDS: u64 = 1000;
+        const STREAM: u64 = 5000;
+        let line = |p: &mut Proc, prefix: &str| -> Vec<f64> {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            loop {
+                let l = p.next_line(deadline.saturating_duration_since(Instant::now()));
+                if let Some(rest) = l.strip_prefix(prefix) {
+                    return rest.split(' ').filter_map(|x| x.parse().ok()).collect();
+                }
+            }
+        };
+        // TCP: a connection across the veth pair.
+        let mut server = hosts.b.spawn("tcp-echo", &format!("{ROUNDS} {STREAM}"));
+        server.expect("ready", Duration::from_secs(10));
+        let mut client = hosts
+            .a
+            .spawn("tcp-client", &format!("10.231.1.2:7600 {ROUNDS} {STREAM}"));
+        let tcp_rtt = line(&mut client, "rtt ");
+        let tcp_rate = line(&mut server, "rate ");
+        // The bridge: ping carried a → b, pong carried b → a.
+        let _b = hosts.b.bridge(&format!(
+            "{B_LISTEN} export=mailbox:ping import=mailbox:pong"
+        ));
+        let _a = hosts.a.bridge(&format!(
+            "{A_CONNECT} import=mailbox:ping export=mailbox:pong"
+        ));
+        let mut echo = hosts
+            .b
+            .spawn("echo", &format!("ping pong {ROUNDS} {STREAM}"));
+        echo.expect("ready", Duration::from_secs(10));
+        let mut client = hosts
+            .a
+            .spawn("bench-client", &format!("ping pong {ROUNDS} {STREAM}"));
+        let bridge_rtt = line(&mut client, "rtt ");
+        let bridge_rate = line(&mut echo, "rate ");
+        eprintln!("64 B, two namespaces over a veth pair     round trip p50 / p99      streaming");
+        eprintln!(
+            "tcp (ipckit::socket::tcp)                 {:>7.0} µs / {:>7.0} µs  {:>9.0} msgs/s",
+            tcp_rtt[0], tcp_rtt[1], tcp_rate[0]
+        );
+        eprintln!(
+            "bridge (mailbox, two Zenoh bridges)       {:>7.0} µs / {:>7.0} µs  {:>9.0} msgs/s",
+            bridge_rtt[0], bridge_rtt[1], bridge_rate[0]
+        );
     });
 }

@@ -35,6 +35,14 @@ impl Proc {
         }
     }
 
+    /// The next line of its stdout, waiting at most `limit`.
+    pub fn next_line(&mut self, limit: Duration) -> String {
+        match self.lines.recv_timeout(limit) {
+            Ok(line) => line,
+            Err(_) => panic!("{}: no more output within {limit:?}", self.what),
+        }
+    }
+
     /// Waits for the process to end successfully, at most `limit`.
     pub fn finish(mut self, limit: Duration) {
         let start = Instant::now();

@@ -177,12 +177,13 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
             }
         }
         "call" => {
-            // arg: NAME — connects (retrying up to 20 s) and makes three calls
+            // arg: NAME — connects (retrying up to 10 s: the bridge finds a server within
+            // that) and makes three calls
             let start = Instant::now();
             let (mut conn, welcome) = loop {
                 match Client::connect(field(0), b"hi", Deadline::after(Duration::from_secs(5))) {
                     Ok(c) => break c,
-                    Err(err) if start.elapsed() < Duration::from_secs(20) => {
+                    Err(err) if start.elapsed() < Duration::from_secs(10) => {
                         let _ = err;
                         std::thread::sleep(Duration::from_millis(200));
                     }
@@ -419,6 +420,37 @@ fn mailbox_topic_and_service_cross_two_hosts() {
         sub_a.finish(Duration::from_secs(60));
         sub_b.finish(Duration::from_secs(60));
         drop(server);
+    });
+}
+
+#[test]
+fn objects_and_servers_that_appear_after_the_bridges_are_found_within_10_s() {
+    watchdog(Duration::from_secs(120), || {
+        let Some(hosts) = Hosts::new("o") else { return };
+        let _b = hosts.b.bridge(&format!(
+            "{B_LISTEN} export=mailbox:late export=service:later"
+        ));
+        let _a = hosts.a.bridge(&format!(
+            "{A_CONNECT} import=mailbox:late import=service:later"
+        ));
+        // Sent before the exporting host has a mailbox: the messages wait on host a.
+        hosts
+            .a
+            .spawn("send", "late 20")
+            .finish(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_secs(2));
+        let mut receiver = hosts.b.spawn("recv", "late 20");
+        receiver.expect(
+            "received 20 in order, no duplicate",
+            Duration::from_secs(15),
+        );
+        receiver.finish(Duration::from_secs(10));
+        // A server started after the bridges: a client finds it within 10 s.
+        let _server = hosts.b.spawn("serve", "later");
+        hosts
+            .a
+            .spawn("call", "later")
+            .finish(Duration::from_secs(30));
     });
 }
 

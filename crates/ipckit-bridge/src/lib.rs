@@ -494,8 +494,8 @@ impl Bridge {
         status::snapshot(&self.ctx)
     }
 
-    /// Blocks for as long as the bridge runs (until [`Bridge::stop`] from another thread
-    /// holding a clone of its stop handle, or the process ends).
+    /// Blocks for as long as the bridge runs: until a [`Stopper`] (see [`Bridge::stopper`])
+    /// asks it to stop, or the process ends. Then stops it as [`Bridge::stop`] does.
     pub fn wait(self) {
         while !self.ctx.stopping() {
             std::thread::sleep(Duration::from_millis(200));

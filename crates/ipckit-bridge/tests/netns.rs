@@ -1,5 +1,5 @@
 //! Two hosts simulated with two network namespaces joined by a veth pair, each with its own
-//! `/dev/shm`, `/tmp` and `/run`, so nothing but the bridge connects them (`support/hosts.rs`).
+//! `/dev/shm`, `/run` and `TMPDIR`, so nothing but the bridge connects them (`support/hosts.rs`).
 //!
 //! The processes are this test binary started again in a role (`IPCKIT_TEST_ROLE`): a
 //! bridge, a sender, a receiver, a publisher, a subscriber, a server, a client.
@@ -369,7 +369,7 @@ impl Roles for Host {
 
     /// A bridge on this host; `args` as the bridge role takes them.
     fn bridge(&self, args: &str) -> Proc {
-        let mut bridge = self.spawn("bridge", &format!("state=/tmp/bridge-state {args}"));
+        let mut bridge = self.spawn("bridge", &format!("state=/run/bridge-state {args}"));
         bridge.expect("ready", Duration::from_secs(30));
         bridge
     }
@@ -487,7 +487,7 @@ fn ten_thousand_messages_across_bridge_restarts_on_each_side() {
         // What the last bridges on each side counted (since their restart), for the log.
         let counters = |host: &Host| {
             let json = host
-                .run("cat", &["/tmp/bridge-state/status.json"])
+                .run("cat", &["/run/bridge-state/status.json"])
                 .unwrap_or_default();
             json.lines()
                 .filter(|l| {

@@ -1,10 +1,11 @@
 //! Two hosts for tests: two network namespaces joined by a veth pair, each with its own
-//! `/dev/shm`, `/tmp` and `/run` (a private mount namespace with fresh tmpfs mounts), so
-//! nothing but the network connects them. Every process of a host is started with `nsenter`
-//! into the namespaces of that host's holder process. The guard removes the namespaces (and
-//! with them the veth pair) and kills every process it started, also when a test fails;
-//! leftovers of a killed earlier run are removed first. Shared by the bridge crate's tests
-//! and the CLI's (`#[path]`).
+//! `/dev/shm` and `/run` (a private mount namespace with fresh tmpfs mounts) and its own
+//! `TMPDIR` (`/run/tmp`, where service ports live), so nothing but the network connects them.
+//! `/tmp` is left alone: the test binaries may live there. Every process of a host is started
+//! with `nsenter` into the namespaces of that host's holder process. The guard removes the
+//! namespaces (and with them the veth pair) and kills every process it started, also when a
+//! test fails; leftovers of a killed earlier run are removed first. Shared by the bridge
+//! crate's tests and the CLI's (`#[path]`).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -13,6 +14,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "ipckbr";
+/// Every host process's `TMPDIR`, in the host's private `/run`.
+pub const TMPDIR: &str = "/run/tmp";
 
 /// A process started on a host, its stdout read line by line on a thread.
 pub struct Proc {
@@ -182,11 +185,12 @@ impl Hosts {
 
 impl Host {
     /// The holder: a process in the namespace with its own mount namespace and tmpfs
-    /// `/dev/shm`, `/tmp`, `/run`; everything else on the host joins its namespaces.
+    /// `/dev/shm` and `/run` (with `/run/tmp` for `TMPDIR`); everything else on the host
+    /// joins its namespaces.
     fn start(ns: &str) -> Host {
         let mut holder = Command::new("ip")
             .args(["netns", "exec", ns, "unshare", "-m", "--propagation", "private", "sh", "-c"])
-            .arg("mount -t tmpfs tmpfs /dev/shm && mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /run && echo up && exec sleep 3600")
+            .arg("mount -t tmpfs tmpfs /dev/shm && mount -t tmpfs tmpfs /run && mkdir /run/tmp && echo up && exec sleep 3600")
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
@@ -216,6 +220,7 @@ impl Host {
             .args(["-t", &self.holder.id().to_string(), "-m", "-n", "--"])
             .arg(program)
             .args(args)
+            .env("TMPDIR", TMPDIR)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         for (k, v) in envs {
@@ -251,6 +256,7 @@ impl Host {
                 program,
             ])
             .args(args)
+            .env("TMPDIR", TMPDIR)
             .stderr(Stdio::null())
             .output()
             .ok()?;

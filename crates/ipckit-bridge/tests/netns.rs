@@ -204,6 +204,43 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
             say("called");
             Ok(())
         }
+        "create" => {
+            // arg: NAME CAPACITY — a mailbox of that capacity
+            let capacity: usize = field(1).parse().map_err(|_| "capacity")?;
+            Mailbox::builder(field(0))
+                .capacity(capacity)
+                .create()
+                .map_err(e)?;
+            Ok(())
+        }
+        "fill" => {
+            // arg: NAME — try_send "seq i" until the mailbox has stayed full for 2 s
+            let mailbox = Mailbox::builder(field(0))
+                .single_receiver()
+                .open_or_create()
+                .map_err(e)?;
+            let mut tx = mailbox.sender().map_err(e)?;
+            let mut sent = 0u64;
+            let mut full_since: Option<Instant> = None;
+            loop {
+                match tx.try_send(format!("seq {sent}").as_bytes()) {
+                    Ok(()) => {
+                        sent += 1;
+                        full_since = None;
+                    }
+                    Err(ipckit::Error::Full) => {
+                        let since = *full_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_secs(2) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(other) => return Err(other.to_string()),
+                }
+            }
+            say(&format!("filled {sent}"));
+            Ok(())
+        }
         "echo" => {
             // arg: FROM TO ROUNDS STREAM — echoes ROUNDS messages from FROM into TO, then
             // counts STREAM messages and reports their rate
@@ -451,6 +488,41 @@ fn objects_and_servers_that_appear_after_the_bridges_are_found_within_10_s() {
             .a
             .spawn("call", "later")
             .finish(Duration::from_secs(30));
+    });
+}
+
+#[test]
+fn a_full_mailbox_on_the_exporting_host_fills_the_importing_hosts_mailbox() {
+    watchdog(Duration::from_secs(120), || {
+        let Some(hosts) = Hosts::new("f") else { return };
+        hosts
+            .b
+            .spawn("create", "small 4")
+            .finish(Duration::from_secs(10));
+        let _b = hosts.b.bridge(&format!("{B_LISTEN} export=mailbox:small"));
+        let _a = hosts.a.bridge(&format!("{A_CONNECT} import=mailbox:small"));
+        // Nobody reads on b: its 4 slots fill, then a's 64 (the bridge creates it with the
+        // default capacity), and a's sender sees Full as it would with a slow local reader.
+        let mut fill = hosts.a.spawn("fill", "small");
+        let filled: u64 = loop {
+            let line = fill.next_line(Duration::from_secs(60));
+            if let Some(n) = line.strip_prefix("filled ") {
+                break n.parse().expect("a count");
+            }
+        };
+        fill.finish(Duration::from_secs(10));
+        eprintln!("a's sender saw Full after {filled} messages");
+        assert!(
+            (64..=70).contains(&filled),
+            "a's sender saw Full after {filled} messages"
+        );
+        // Then a reader on b gets every one of them, in order.
+        let mut receiver = hosts.b.spawn("recv", &format!("small {filled}"));
+        receiver.expect(
+            &format!("received {filled} in order, no duplicate"),
+            Duration::from_secs(60),
+        );
+        receiver.finish(Duration::from_secs(10));
     });
 }
 

@@ -123,6 +123,7 @@ pub fn bridge(args: BridgeArgs) -> Result<()> {
 #[cfg(feature = "bridge")]
 fn run(args: BridgeArgs, dir: PathBuf) -> Result<()> {
     use crate::exit::usage;
+    use ipckit::signal::{Signal, Signals};
     use ipckit_bridge::{Bridge, Object};
 
     if args.export.is_empty() && args.import.is_empty() {
@@ -146,7 +147,17 @@ fn run(args: BridgeArgs, dir: PathBuf) -> Result<()> {
     for spec in &args.import {
         builder = builder.import(Object::parse(spec).map_err(|e| usage(e.to_string()))?);
     }
+    // Ctrl-C or SIGTERM stop it cleanly: the session closed (its peers see it go at once),
+    // a mailbox message in flight left in its mailbox, the status file removed. SIGKILL is
+    // safe too, only less tidy.
+    let mut signals = Signals::new(&[Signal::INT, Signal::TERM])?;
     let bridge = builder.start()?;
+    let stopper = bridge.stopper();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            stopper.stop();
+        }
+    });
     let status = bridge.status();
     eprintln!(
         "ipckit: bridge {} running (exports: {}; imports: {}; state in {}); stop with Ctrl-C",
@@ -156,6 +167,7 @@ fn run(args: BridgeArgs, dir: PathBuf) -> Result<()> {
         dir.display()
     );
     bridge.wait();
+    eprintln!("ipckit: bridge stopped");
     Ok(())
 }
 

@@ -34,9 +34,10 @@
 //!
 //! - **mailbox** `ipckit/mailbox/NAME`: the exporting bridge is a queryable. A `get` whose
 //!   payload is a message delivers it into the exporting host's mailbox; the reply is
-//!   `delivered` or `duplicate`, or an error reply (`full`, or a sentence). The attachment
-//!   `ipk1` + source id (16 bytes) + position (u64, little-endian) makes delivery
-//!   idempotent; without it a message is simply delivered.
+//!   `delivered` or `duplicate`, or an error reply (`full`, `gap`, or a sentence). The
+//!   attachment `ipk1` + source id (16 bytes) + position (u64, little-endian), or with a
+//!   window `ipk2` + source + position + `prev_next` + `base` (u64 each), makes delivery
+//!   idempotent and ordered; without it a message is simply delivered.
 //! - **topic** `ipckit/topic/NAME`: every message is a `put`; the attachment `ipk1` + the
 //!   publishing bridge's id (16 bytes) + messages that bridge missed just before it (u64)
 //!   lets bridges ignore their own echoes. Any Zenoh `put` on the key is published into the
@@ -48,24 +49,32 @@
 //!
 //! # Mailboxes: nothing confirmed lost, nothing duplicated
 //!
-//! The importing bridge is the local mailbox's single receiver. It reads each message *in
-//! place* and sends it with its source id and its position in the mailbox
-//! ([`ipckit::shm::mailbox::InPlace::position`]); it releases the slot only when the exporting bridge
-//! replies that the message is in its mailbox. Killed before that, it leaves the message
-//! where it was, and the next importing bridge sends it again with the same position. The
-//! exporting bridge remembers, per source, the last position it delivered, in a file of its
-//! state directory written right after each local send; a position at or below it is
-//! acknowledged again and dropped. When the exporting host's mailbox is full the reply is
-//! `full`, the importing bridge waits and retries, and the senders on the importing host
+//! The importing bridge is the local mailbox's single receiver. By default it reads each
+//! message *in place* and sends it with its source id and its position in the mailbox
+//! ([`ipckit::shm::mailbox::InPlace::position`]); it releases the slot only when the
+//! exporting bridge replies that the message is in its mailbox. Killed before that, it
+//! leaves the message where it was, and the next importing bridge sends it again with the
+//! same position. The exporting bridge remembers, per source, the next position it expects,
+//! in a file of its state directory written right after each local send; a position below
+//! it is acknowledged again and dropped. When the exporting host's mailbox is full the reply
+//! is `full`, the importing bridge waits and retries, and the senders on the importing host
 //! fill their own mailbox and block (or see `Full`) as they would with a local reader.
 //!
+//! That is one message per Zenoh round trip. With
+//! [`BridgeBuilder::mailbox_window`]`(n)` the importing bridge instead appends each message
+//! to an outbox file in its state directory before releasing its slot (a bridge killed in
+//! between finds the position journaled and only releases it), keeps up to `n` in flight,
+//! and takes them off the outbox as they are acknowledged, in order. Each carries the
+//! position the exporting side must have reached before it (`prev_next`); a message whose
+//! predecessor is missing there gets `gap`, and the importing bridge sends everything
+//! unacknowledged again from the oldest. Messages then wait in the outbox, not in the
+//! mailbox (up to `n` of them, as durable as the mailbox with the default state directory).
+//!
 //! What remains: a crash of the **exporting** bridge after its local send and before the
-//! record (a few microseconds, one `pwrite`) delivers that one message twice. A mailbox that
-//! existed before the bridge and is not single-receiver loses the one message in flight when
-//! the importing bridge is killed (its slot is reclaimed as consumed); the bridge creates
-//! the mailboxes it imports single-receiver. One message is in flight per imported
-//! mailbox at a time, so a mailbox's rate across the bridge is one message per Zenoh round
-//! trip.
+//! record (one `pwrite`) delivers that one message twice. A mailbox that existed before the
+//! bridge and is not single-receiver loses the one message in flight when the importing
+//! bridge is killed holding it (its slot is reclaimed as consumed); the bridge creates the
+//! mailboxes it imports single-receiver. Unbounded mailboxes are not imported.
 //!
 //! The state directory's records last as long as its file system: with the default
 //! (`/run/ipckit-bridge`, a tmpfs like `/dev/shm`) they live exactly as long as the mailboxes.
@@ -81,6 +90,7 @@ use std::time::Duration;
 
 use zenoh::Wait;
 
+mod journal;
 mod mailbox;
 mod proto;
 mod service;
@@ -229,6 +239,7 @@ pub struct BridgeBuilder {
     state_dir: Option<PathBuf>,
     exports: BTreeSet<Object>,
     imports: BTreeSet<Object>,
+    window: Option<usize>,
     bad: Vec<String>,
 }
 
@@ -255,6 +266,25 @@ impl BridgeBuilder {
     /// [`default_state_dir`]). Two bridges on one host need two directories.
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// How many messages of an imported mailbox are carried at once (default 1).
+    ///
+    /// 1: each message stays in its mailbox, held in place, until the exporting host has it
+    /// (one message per Zenoh round trip). More: each message moves from the mailbox into the
+    /// bridge's outbox in its state directory (written before the slot is released, so a
+    /// kill loses nothing) and up to `n` are in flight at once, acknowledged in order —
+    /// about ten times the rate, with up to `n` messages waiting in the outbox rather than
+    /// in the mailbox. At most 4096.
+    pub fn mailbox_window(mut self, n: usize) -> Self {
+        if n == 0 || n > 4096 {
+            self.bad.push(format!(
+                "a mailbox window of {n}: it must be 1 to 4096 messages"
+            ));
+        } else {
+            self.window = Some(n);
+        }
         self
     }
 
@@ -386,6 +416,7 @@ impl BridgeBuilder {
             origin: proto::random_id(),
             exports: self.exports.iter().map(Object::to_string).collect(),
             imports: self.imports.iter().map(Object::to_string).collect(),
+            window: self.window.unwrap_or(1),
         });
         let mut threads = Vec::new();
         for (export, object) in self
@@ -439,6 +470,8 @@ pub(crate) struct Ctx {
     pub(crate) origin: [u8; 16],
     pub(crate) exports: Vec<String>,
     pub(crate) imports: Vec<String>,
+    /// Messages of an imported mailbox carried at once.
+    pub(crate) window: usize,
 }
 
 impl Ctx {

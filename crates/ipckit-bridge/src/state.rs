@@ -95,12 +95,17 @@ impl StateDir {
             .open(&path)
             .map_err(|e| io(&path, e))?;
         let mut bytes = [0u8; 8];
-        let next = match file.read_exact_at(&mut bytes, 0) {
-            Ok(()) => u64::from_le_bytes(bytes),
+        let (next, fresh) = match file.read_exact_at(&mut bytes, 0) {
+            Ok(()) => (u64::from_le_bytes(bytes), false),
             // A new record (or one cut short, which only a full disk can do): nothing yet.
-            Err(_) => 0,
+            Err(_) => (0, true),
         };
-        Ok(Record { file, path, next })
+        Ok(Record {
+            file,
+            path,
+            next,
+            fresh,
+        })
     }
 }
 
@@ -110,9 +115,26 @@ pub(crate) struct Record {
     file: File,
     path: PathBuf,
     next: u64,
+    /// No record existed: nothing was ever delivered from this source, or the state
+    /// directory was lost.
+    fresh: bool,
 }
 
 impl Record {
+    /// The position it expects to follow the last one delivered.
+    pub(crate) fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// A fresh record starts where the importing side says its unacknowledged messages
+    /// start.
+    pub(crate) fn start_at(&mut self, base: u64) {
+        if self.fresh {
+            self.next = base;
+            self.fresh = false;
+        }
+    }
+
     /// True if the message at `position` was delivered already.
     pub(crate) fn delivered(&self, position: u64) -> bool {
         position < self.next
@@ -122,6 +144,7 @@ impl Record {
     /// either made or did not.
     pub(crate) fn mark(&mut self, position: u64) -> Result<()> {
         self.next = position + 1;
+        self.fresh = false;
         self.file
             .write_all_at(&self.next.to_le_bytes(), 0)
             .map_err(|e| io(&self.path, e))

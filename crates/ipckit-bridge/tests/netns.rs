@@ -56,6 +56,7 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
                         "listen" => builder.listen(v),
                         "connect" => builder.connect(v),
                         "state" => builder.state_dir(v),
+                        "window" => builder.mailbox_window(v.parse().map_err(|_| "window")?),
                         "export" => builder
                             .export(ipckit_bridge::Object::parse(v).map_err(|e| e.to_string())?),
                         "import" => builder
@@ -491,50 +492,67 @@ fn objects_and_servers_that_appear_after_the_bridges_are_found_within_10_s() {
     });
 }
 
+/// Nobody reads on b: its 4 slots fill, then (with a window) the importing bridge's outbox,
+/// then a's 64 (the bridge creates it with the default capacity), and a's sender sees Full
+/// as it would with a slow local reader; a reader on b then gets every message, in order.
+fn a_full_mailbox_fills_the_importing_hosts(tag: &str, window: usize) {
+    let Some(hosts) = Hosts::new(tag) else { return };
+    hosts
+        .b
+        .spawn("create", "small 4")
+        .finish(Duration::from_secs(10));
+    let _b = hosts.b.bridge(&format!("{B_LISTEN} export=mailbox:small"));
+    let _a = hosts
+        .a
+        .bridge(&format!("{A_CONNECT} import=mailbox:small window={window}"));
+    let mut fill = hosts.a.spawn("fill", "small");
+    let filled: u64 = loop {
+        let line = fill.next_line(Duration::from_secs(60));
+        if let Some(n) = line.strip_prefix("filled ") {
+            break n.parse().expect("a count");
+        }
+    };
+    fill.finish(Duration::from_secs(10));
+    eprintln!("window {window}: a's sender saw Full after {filled} messages");
+    // a's 64 slots, b's 4, and the window beyond the one message held in place.
+    let expected = 64 + 4 + if window > 1 { window as u64 } else { 0 };
+    assert!(
+        (expected - 2..=expected + 2).contains(&filled),
+        "a's sender saw Full after {filled} messages, not about {expected}"
+    );
+    let mut receiver = hosts.b.spawn("recv", &format!("small {filled}"));
+    receiver.expect(
+        &format!("received {filled} in order, no duplicate"),
+        Duration::from_secs(60),
+    );
+    receiver.finish(Duration::from_secs(10));
+}
+
 #[test]
 fn a_full_mailbox_on_the_exporting_host_fills_the_importing_hosts_mailbox() {
     watchdog(Duration::from_secs(120), || {
-        let Some(hosts) = Hosts::new("f") else { return };
-        hosts
-            .b
-            .spawn("create", "small 4")
-            .finish(Duration::from_secs(10));
-        let _b = hosts.b.bridge(&format!("{B_LISTEN} export=mailbox:small"));
-        let _a = hosts.a.bridge(&format!("{A_CONNECT} import=mailbox:small"));
-        // Nobody reads on b: its 4 slots fill, then a's 64 (the bridge creates it with the
-        // default capacity), and a's sender sees Full as it would with a slow local reader.
-        let mut fill = hosts.a.spawn("fill", "small");
-        let filled: u64 = loop {
-            let line = fill.next_line(Duration::from_secs(60));
-            if let Some(n) = line.strip_prefix("filled ") {
-                break n.parse().expect("a count");
-            }
-        };
-        fill.finish(Duration::from_secs(10));
-        eprintln!("a's sender saw Full after {filled} messages");
-        assert!(
-            (64..=70).contains(&filled),
-            "a's sender saw Full after {filled} messages"
-        );
-        // Then a reader on b gets every one of them, in order.
-        let mut receiver = hosts.b.spawn("recv", &format!("small {filled}"));
-        receiver.expect(
-            &format!("received {filled} in order, no duplicate"),
-            Duration::from_secs(60),
-        );
-        receiver.finish(Duration::from_secs(10));
+        a_full_mailbox_fills_the_importing_hosts("f", 1)
     });
 }
 
 #[test]
-fn ten_thousand_messages_across_bridge_restarts_on_each_side() {
-    watchdog(Duration::from_secs(400), || {
-        let Some(hosts) = Hosts::new("r") else { return };
+fn a_full_mailbox_on_the_exporting_host_fills_the_importing_hosts_outbox_and_mailbox() {
+    watchdog(Duration::from_secs(120), || {
+        a_full_mailbox_fills_the_importing_hosts("g", 32)
+    });
+}
+
+/// 10,000 sequence-numbered messages while the importing bridge, then the exporting one,
+/// then both are killed with SIGKILL and restarted (the importing one the last time with
+/// the other kind of window): the receiver checks order, no gap, no duplicate.
+fn ten_thousand_across_restarts(tag: &str, window: usize) {
+    {
+        let Some(hosts) = Hosts::new(tag) else { return };
         const N: u64 = 10_000;
         let mut receiver = hosts.b.spawn("recv", &format!("jobs {N}"));
         receiver.expect("ready", Duration::from_secs(10));
         let b_args = format!("{B_LISTEN} export=mailbox:jobs");
-        let a_args = format!("{A_CONNECT} import=mailbox:jobs");
+        let a_args = format!("{A_CONNECT} import=mailbox:jobs window={window}");
         let mut b = hosts.b.bridge(&b_args);
         let mut a = hosts.a.bridge(&a_args);
         let sender = hosts.a.spawn("send", &format!("jobs {N}"));
@@ -549,7 +567,12 @@ fn ten_thousand_messages_across_bridge_restarts_on_each_side() {
         a.kill();
         b.kill();
         b = hosts.b.bridge(&b_args);
-        a = hosts.a.bridge(&a_args);
+        // The importing bridge comes back with the other window: from a window, it first
+        // drains the outbox the killed one left; to a window, it carries on the chain.
+        let other = if window > 1 { 1 } else { 32 };
+        a = hosts
+            .a
+            .bridge(&format!("{A_CONNECT} import=mailbox:jobs window={other}"));
         sender.finish(Duration::from_secs(200));
         receiver.expect(
             &format!("received {N} in order, no duplicate"),
@@ -577,20 +600,36 @@ fn ten_thousand_messages_across_bridge_restarts_on_each_side() {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        eprintln!("importing bridge: {}", counters(&hosts.a));
-        eprintln!("exporting bridge: {}", counters(&hosts.b));
+        eprintln!("window {window}, importing bridge: {}", counters(&hosts.a));
+        eprintln!("window {window}, exporting bridge: {}", counters(&hosts.b));
         drop((a, b));
+    }
+}
+
+#[test]
+fn ten_thousand_messages_across_bridge_restarts_on_each_side() {
+    watchdog(Duration::from_secs(400), || {
+        ten_thousand_across_restarts("r", 1)
     });
 }
 
 #[test]
-fn a_cut_link_is_found_again_when_restored() {
-    watchdog(Duration::from_secs(240), || {
-        let Some(hosts) = Hosts::new("l") else { return };
+fn ten_thousand_messages_across_bridge_restarts_on_each_side_with_a_window() {
+    watchdog(Duration::from_secs(400), || {
+        ten_thousand_across_restarts("w", 32)
+    });
+}
+
+/// A stream of 3,000 with the link set down for 4 s, then for 15 s (past Zenoh's lease).
+fn a_cut_link(tag: &str, window: usize) {
+    {
+        let Some(hosts) = Hosts::new(tag) else { return };
         let mut receiver = hosts.b.spawn("recv", "jobs 3000");
         receiver.expect("ready", Duration::from_secs(10));
         let _b = hosts.b.bridge(&format!("{B_LISTEN} export=mailbox:jobs"));
-        let _a = hosts.a.bridge(&format!("{A_CONNECT} import=mailbox:jobs"));
+        let _a = hosts
+            .a
+            .bridge(&format!("{A_CONNECT} import=mailbox:jobs window={window}"));
         let sender = hosts.a.spawn("send", "jobs 3000");
         receiver.expect("got 500", Duration::from_secs(60));
         hosts.link(false);
@@ -607,7 +646,17 @@ fn a_cut_link_is_found_again_when_restored() {
             Duration::from_secs(120),
         );
         receiver.finish(Duration::from_secs(10));
-    });
+    }
+}
+
+#[test]
+fn a_cut_link_is_found_again_when_restored() {
+    watchdog(Duration::from_secs(240), || a_cut_link("l", 1));
+}
+
+#[test]
+fn a_cut_link_is_found_again_when_restored_with_a_window() {
+    watchdog(Duration::from_secs(240), || a_cut_link("k", 32));
 }
 
 /// The bench row: a mailbox round trip and streaming between two bridges, next to plain TCP
@@ -638,10 +687,10 @@ fn bench_bridge_next_to_tcp() {
         let tcp_rtt = line(&mut client, "rtt ");
         let tcp_rate = line(&mut server, "rate ");
         // The bridge: ping carried a → b, pong carried b → a.
-        let _b = hosts.b.bridge(&format!(
+        let b1 = hosts.b.bridge(&format!(
             "{B_LISTEN} export=mailbox:ping import=mailbox:pong"
         ));
-        let _a = hosts.a.bridge(&format!(
+        let a1 = hosts.a.bridge(&format!(
             "{A_CONNECT} import=mailbox:ping export=mailbox:pong"
         ));
         let mut echo = hosts
@@ -653,6 +702,23 @@ fn bench_bridge_next_to_tcp() {
             .spawn("bench-client", &format!("ping pong {ROUNDS} {STREAM}"));
         let bridge_rtt = line(&mut client, "rtt ");
         let bridge_rate = line(&mut echo, "rate ");
+        drop((a1, b1));
+        // Again with a window of 32 messages in flight.
+        let _b = hosts.b.bridge(&format!(
+            "{B_LISTEN} export=mailbox:ping2 import=mailbox:pong2 window=32"
+        ));
+        let _a = hosts.a.bridge(&format!(
+            "{A_CONNECT} import=mailbox:ping2 export=mailbox:pong2 window=32"
+        ));
+        let mut echo = hosts
+            .b
+            .spawn("echo", &format!("ping2 pong2 {ROUNDS} {STREAM}"));
+        echo.expect("ready", Duration::from_secs(10));
+        let mut client = hosts
+            .a
+            .spawn("bench-client", &format!("ping2 pong2 {ROUNDS} {STREAM}"));
+        let window_rtt = line(&mut client, "rtt ");
+        let window_rate = line(&mut echo, "rate ");
         eprintln!("64 B, two namespaces over a veth pair     round trip p50 / p99      streaming");
         eprintln!(
             "tcp (ipckit::socket::tcp)                 {:>7.0} µs / {:>7.0} µs  {:>9.0} msgs/s",
@@ -661,6 +727,10 @@ fn bench_bridge_next_to_tcp() {
         eprintln!(
             "bridge (mailbox, two Zenoh bridges)       {:>7.0} µs / {:>7.0} µs  {:>9.0} msgs/s",
             bridge_rtt[0], bridge_rtt[1], bridge_rate[0]
+        );
+        eprintln!(
+            "bridge, window of 32                      {:>7.0} µs / {:>7.0} µs  {:>9.0} msgs/s",
+            window_rtt[0], window_rtt[1], window_rate[0]
         );
     });
 }

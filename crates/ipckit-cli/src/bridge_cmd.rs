@@ -24,12 +24,17 @@ pub struct BridgeArgs {
     /// Make another host's object usable here (a mailbox or topic is created if absent).
     #[arg(long, value_name = "KIND:NAME")]
     pub import: Vec<String>,
+    /// Messages of each imported mailbox carried at once (default 1: each stays in its
+    /// mailbox until the other host has it; more, up to 4096: through an outbox in the state
+    /// directory, about ten times the rate).
+    #[arg(long, value_name = "N")]
+    pub window: Option<usize>,
     /// Where the bridge keeps its delivery records and status (default /run/ipckit-bridge
     /// for root, else $XDG_RUNTIME_DIR/ipckit-bridge).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Print the counters of the bridge running with this state directory, and exit.
-    #[arg(long, conflicts_with_all = ["listen", "connect", "config", "export", "import"])]
+    #[arg(long, conflicts_with_all = ["listen", "connect", "config", "export", "import", "window"])]
     pub status: bool,
 }
 
@@ -141,6 +146,9 @@ fn run(args: BridgeArgs, dir: PathBuf) -> Result<()> {
     if let Some(config) = &args.config {
         builder = builder.config_file(config);
     }
+    if let Some(window) = args.window {
+        builder = builder.mailbox_window(window);
+    }
     for spec in &args.export {
         builder = builder.export(Object::parse(spec).map_err(|e| usage(e.to_string()))?);
     }
@@ -151,7 +159,10 @@ fn run(args: BridgeArgs, dir: PathBuf) -> Result<()> {
     // a mailbox message in flight left in its mailbox, the status file removed. SIGKILL is
     // safe too, only less tidy.
     let mut signals = Signals::new(&[Signal::INT, Signal::TERM])?;
-    let bridge = builder.start()?;
+    let bridge = builder.start().map_err(|e| match e {
+        ipckit_bridge::Error::InvalidArgument(why) => usage(why),
+        other => other.into(),
+    })?;
     let stopper = bridge.stopper();
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {

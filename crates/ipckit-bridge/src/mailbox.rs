@@ -325,10 +325,12 @@ fn carry_window(
                     let pos = message.position();
                     if !journal.has(&source, pos) {
                         if let Err(e) = journal.append(source, pos, &message) {
-                            // Not journaled: keep it in the mailbox, for a later try.
-                            once.log(ctx, format!("import mailbox {name}: {e}"));
+                            // Not journaled (a full disk?): leave it in the mailbox, unreleased;
+                            // the single receiver is given the same message again.
+                            once.log(ctx, format!("import mailbox {name}: {e}; trying again"));
                             std::mem::forget(message);
-                            return;
+                            ctx.pause(Duration::from_secs(1));
+                            continue;
                         }
                     }
                     drop(message); // journaled: it may leave the mailbox
@@ -371,7 +373,9 @@ fn carry_window(
                 let pause = match again {
                     // The other host's mailbox is full: wait, and our own senders fill ours.
                     Answer::Full => Duration::from_millis(10),
-                    Answer::Again(None) => Duration::ZERO,
+                    // A gap: what B is missing is at the front of the outbox; go back now
+                    // (a millisecond's pause keeps a persistent gap from spinning).
+                    Answer::Again(None) => Duration::from_millis(1),
                     Answer::Again(Some(why)) => {
                         once.log(ctx, format!("import mailbox {name}: {why}"));
                         let pause = backoff;

@@ -24,6 +24,8 @@ fn role_entry() {
         return; // run as a test: nothing to do
     };
     let arg = std::env::var(ARG).unwrap_or_default();
+    // A test binary killed outright takes its peers with it.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let code = match play(&role, &arg) {
         Ok(()) => 0,
         Err(e) => {

@@ -186,11 +186,13 @@ impl Hosts {
 impl Host {
     /// The holder: a process in the namespace with its own mount namespace and tmpfs
     /// `/dev/shm` and `/run` (with `/run/tmp` for `TMPDIR`); everything else on the host
-    /// joins its namespaces.
+    /// joins its namespaces. It ends by itself within a second of the test process (a test
+    /// binary killed outright leaves no holder behind).
     fn start(ns: &str) -> Host {
         let mut holder = Command::new("ip")
             .args(["netns", "exec", ns, "unshare", "-m", "--propagation", "private", "sh", "-c"])
-            .arg("mount -t tmpfs tmpfs /dev/shm && mount -t tmpfs tmpfs /run && mkdir /run/tmp && echo up && exec sleep 3600")
+            .arg("mount -t tmpfs tmpfs /dev/shm && mount -t tmpfs tmpfs /run && mkdir /run/tmp && echo up \
+                 && while kill -0 $PPID 2>/dev/null; do sleep 1; done")
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()

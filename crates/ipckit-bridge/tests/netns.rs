@@ -4,7 +4,8 @@
 //! The processes are this test binary started again in a role (`IPCKIT_TEST_ROLE`): a
 //! bridge, a sender, a receiver, a publisher, a subscriber, a server, a client.
 //!
-//! Needs root and `ip`, `unshare`, `nsenter`: without them each test says so and passes.
+//! Needs root and `ip`, `unshare`, `nsenter`, `setpriv`: without them each test says so and
+//! passes.
 
 use std::time::{Duration, Instant};
 

@@ -119,8 +119,9 @@ impl Hosts {
             || !sh(&["ip", "-V"])
             || !sh(&["unshare", "--version"])
             || !sh(&["nsenter", "--version"])
+            || !sh(&["setpriv", "--version"])
         {
-            eprintln!("SKIPPED: network namespaces need root and ip, unshare, nsenter");
+            eprintln!("SKIPPED: network namespaces need root and ip, unshare, nsenter, setpriv");
             return None;
         }
         preclean();
@@ -220,6 +221,8 @@ impl Host {
         let mut command = Command::new("nsenter");
         command
             .args(["-t", &self.holder.id().to_string(), "-m", "-n", "--"])
+            // Killed with the test process, however it ends.
+            .args(["setpriv", "--pdeathsig", "KILL", "--"])
             .arg(program)
             .args(args)
             .env("TMPDIR", TMPDIR)

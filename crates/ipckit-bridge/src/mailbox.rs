@@ -274,7 +274,18 @@ fn carry_window(
     let mut carried_before = journal.pending.len();
     let mut resend_at: Option<Instant> = None;
     let mut backoff = Duration::from_millis(20);
+    // This mailbox's share of the outbox gauge.
+    let mut counted = 0u64;
+    let mut count = |now: usize| {
+        let now = now as u64;
+        ctx.counters.outbox.fetch_add(
+            now.wrapping_sub(counted),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        counted = now;
+    };
     while !ctx.stopping() {
+        count(journal.pending.len());
         if window == 0 && journal.pending.is_empty() {
             return;
         }

@@ -20,6 +20,9 @@ pub(crate) struct Counters {
     pub(crate) duplicates: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) bytes: AtomicU64,
+    /// Messages in imported mailboxes' outboxes now (taken from the mailbox, not yet
+    /// acknowledged): a gauge, not a counter.
+    pub(crate) outbox: AtomicU64,
 }
 
 impl Counters {
@@ -55,6 +58,10 @@ pub struct Status {
     pub duplicates_dropped: u64,
     /// Payload bytes it sent to other hosts.
     pub bytes: u64,
+    /// Mailbox messages waiting in its outboxes now (with a window: taken from their
+    /// mailbox, not yet acknowledged).
+    #[serde(default)]
+    pub outbox: u64,
 }
 
 impl Status {
@@ -104,6 +111,7 @@ pub(crate) fn snapshot(ctx: &Ctx) -> Status {
         delivered: get(&c.delivered),
         duplicates_dropped: get(&c.duplicates),
         bytes: get(&c.bytes),
+        outbox: get(&c.outbox),
     }
 }
 

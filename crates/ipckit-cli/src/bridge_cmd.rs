@@ -54,6 +54,7 @@ pub struct BridgeStatus {
     pub delivered: u64,
     pub duplicates_dropped: u64,
     pub bytes: u64,
+    pub outbox: u64,
 }
 
 /// The default state directory (as `ipckit_bridge::default_state_dir`).
@@ -113,6 +114,7 @@ fn print_status(dir: &std::path::Path) -> Result<()> {
     outln!("delivered          {}", s.delivered)?;
     outln!("duplicates dropped {}", s.duplicates_dropped)?;
     outln!("bytes forwarded    {}", s.bytes)?;
+    outln!("in outboxes        {}", s.outbox)?;
     Ok(())
 }
 

@@ -51,7 +51,7 @@
 //!
 //! The importing bridge is the local mailbox's single receiver. By default it reads each
 //! message *in place* and sends it with its source id and its position in the mailbox
-//! ([`ipckit::shm::mailbox::InPlace::position`]); it releases the slot only when the
+//! ([`ipckit::shm::mailbox::MailboxSample::position`]); it releases the slot only when the
 //! exporting bridge replies that the message is in its mailbox. Killed before that, it
 //! leaves the message where it was, and the next importing bridge sends it again with the
 //! same position. The exporting bridge remembers, per source, the next position it expects,

@@ -8,6 +8,12 @@ use clap::Args;
 
 /// Options of `ipckit bridge`.
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("carry")
+        .args(["export", "import", "status"])
+        .multiple(true)
+        .required(true)
+))]
 pub struct BridgeArgs {
     /// Listen for peers on a Zenoh endpoint (tcp/0.0.0.0:7447); repeatable.
     #[arg(long, value_name = "ENDPOINT")]
@@ -19,16 +25,16 @@ pub struct BridgeArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Offer this host's object to the others: mailbox:NAME, topic:NAME, service:NAME.
-    #[arg(long, value_name = "KIND:NAME")]
+    #[arg(long, value_name = "KIND:NAME", value_parser = parse_spec)]
     pub export: Vec<String>,
     /// Make another host's object usable here (a mailbox or topic is created if absent).
-    #[arg(long, value_name = "KIND:NAME")]
+    #[arg(long, value_name = "KIND:NAME", value_parser = parse_spec)]
     pub import: Vec<String>,
     /// Messages of each imported mailbox carried at once (default 1: each stays in its
     /// mailbox until the other host has it; more, up to 4096: through an outbox in the state
     /// directory, about ten times the rate).
-    #[arg(long, value_name = "N")]
-    pub window: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub window: Option<u16>,
     /// Where the bridge keeps its delivery records and status (default /run/ipckit-bridge
     /// for root, else $XDG_RUNTIME_DIR/ipckit-bridge).
     #[arg(long, value_name = "DIR")]
@@ -36,6 +42,29 @@ pub struct BridgeArgs {
     /// Print the counters of the bridge running with this state directory, and exit.
     #[arg(long, conflicts_with_all = ["listen", "connect", "config", "export", "import", "window"])]
     pub status: bool,
+}
+
+/// `KIND:NAME` with a kind a bridge carries and a name of `A-Z a-z 0-9 . _ -`.
+fn parse_spec(spec: &str) -> Result<String, String> {
+    let (kind, name) = spec
+        .split_once(':')
+        .ok_or_else(|| format!("{spec:?} is not KIND:NAME (mailbox:jobs)"))?;
+    if !["mailbox", "topic", "service"].contains(&kind) {
+        return Err(format!(
+            "{kind:?} is not a kind a bridge carries: mailbox, topic or service"
+        ));
+    }
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(format!(
+            "{name:?} must be 1 to 200 of A-Z a-z 0-9 . _ - to cross a bridge"
+        ));
+    }
+    Ok(spec.to_string())
 }
 
 /// The status a bridge keeps in its state directory, as `ipckit bridge --status` and
@@ -129,15 +158,9 @@ pub fn bridge(args: BridgeArgs) -> Result<()> {
 
 #[cfg(feature = "bridge")]
 fn run(args: BridgeArgs, dir: PathBuf) -> Result<()> {
-    use crate::exit::usage;
     use ipckit::signal::{Signal, Signals};
     use ipckit_bridge::{Bridge, Object};
 
-    if args.export.is_empty() && args.import.is_empty() {
-        return Err(usage(
-            "a bridge with nothing to carry: give --export KIND:NAME or --import KIND:NAME".into(),
-        ));
-    }
     let mut builder = Bridge::builder().state_dir(&dir);
     for endpoint in &args.listen {
         builder = builder.listen(endpoint);
@@ -149,22 +172,19 @@ fn run(args: BridgeArgs, dir: PathBuf) -> Result<()> {
         builder = builder.config_file(config);
     }
     if let Some(window) = args.window {
-        builder = builder.mailbox_window(window);
+        builder = builder.mailbox_window(usize::from(window));
     }
     for spec in &args.export {
-        builder = builder.export(Object::parse(spec).map_err(|e| usage(e.to_string()))?);
+        builder = builder.export(Object::parse(spec)?);
     }
     for spec in &args.import {
-        builder = builder.import(Object::parse(spec).map_err(|e| usage(e.to_string()))?);
+        builder = builder.import(Object::parse(spec)?);
     }
     // Ctrl-C or SIGTERM stop it cleanly: the session closed (its peers see it go at once),
     // a mailbox message in flight left in its mailbox, the status file removed. SIGKILL is
     // safe too, only less tidy.
     let mut signals = Signals::new(&[Signal::INT, Signal::TERM])?;
-    let bridge = builder.start().map_err(|e| match e {
-        ipckit_bridge::Error::InvalidArgument(why) => usage(why),
-        other => other.into(),
-    })?;
+    let bridge = builder.start()?;
     let stopper = bridge.stopper();
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
@@ -186,9 +206,8 @@ fn run(args: BridgeArgs, dir: PathBuf) -> Result<()> {
 
 #[cfg(not(feature = "bridge"))]
 fn run(_args: BridgeArgs, _dir: PathBuf) -> Result<()> {
-    Err(crate::exit::usage(
+    anyhow::bail!(
         "this ipckit was built without the bridge: cargo install --path crates/ipckit-cli \
          --features bridge"
-            .into(),
-    ))
+    )
 }

@@ -7,23 +7,6 @@ pub const WOULD_BLOCK: u8 = 3;
 /// Exit code for a timed operation that ran out of time.
 pub const TIMED_OUT: u8 = 4;
 
-/// A usage error found after parsing (an unknown mechanism name...): exit code 2.
-#[derive(Debug)]
-pub struct Usage(pub String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Usage {}
-
-/// Builds a usage error.
-pub fn usage(message: String) -> anyhow::Error {
-    Usage(message).into()
-}
-
 /// Turns a command's result into the process exit code, printing the error if there is one.
 /// A closed stdout (`BrokenPipe`, as with `ipckit recv ... | head`) counts as success.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
@@ -35,10 +18,6 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
         if io.kind() == std::io::ErrorKind::BrokenPipe {
             return ExitCode::SUCCESS;
         }
-    }
-    if err.downcast_ref::<Usage>().is_some() {
-        eprintln!("ipckit: {err:#}");
-        return ExitCode::from(2);
     }
     let code = match err.downcast_ref::<ipckit::Error>() {
         Some(ipckit::Error::Full) | Some(ipckit::Error::Empty) => WOULD_BLOCK,

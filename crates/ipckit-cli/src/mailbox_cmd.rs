@@ -1,13 +1,13 @@
 //! `ipckit mailbox create|rm`, `ipckit send`, `ipckit recv`: driving mailboxes from a shell.
 
-use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use ipckit::shm::mailbox::Mailbox;
-use ipckit::{Capacity, Deadline, MessageReceiver, MessageSender, WhenFull};
+use ipckit::{Capacity, Deadline, MessageSender, WhenFull};
 
+use crate::transfer::{receive_each, send_each, ReceiveArgs};
 use crate::units::{parse_duration, parse_size};
 
 /// `ipckit mailbox ...`
@@ -82,10 +82,18 @@ pub struct SendArgs {
     pub messages: Vec<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
-    /// `cache`: when the mailbox is full, keep messages in this process and deliver them as
-    /// room appears (the command exits once all are delivered).
-    #[arg(long, value_parser = ["cache"])]
-    pub when_full: Option<String>,
+    /// `cache`: when the mailbox is full, keep the message in the mailbox's cache and return at
+    /// once; it is delivered when room appears, after this command has exited. One message may
+    /// wait so: a second one while the first waits fails (exit code 3).
+    #[arg(long)]
+    pub when_full: Option<WhenFullArg>,
+}
+
+/// What `ipckit send --when-full` may ask for (waiting is the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WhenFullArg {
+    /// Keep the message in the mailbox's cache (Mach's "temporarily cache a message").
+    Cache,
 }
 
 /// Options of `ipckit recv`.
@@ -93,17 +101,8 @@ pub struct SendArgs {
 pub struct RecvArgs {
     /// The mailbox's name.
     pub name: String,
-    /// Receive this many messages (default 1).
-    #[arg(long, conflicts_with = "follow")]
-    pub count: Option<u64>,
-    /// Keep receiving until interrupted.
-    #[arg(long)]
-    pub follow: bool,
     #[command(flatten)]
-    pub wait: WaitArgs,
-    /// One JSON object per message, with its metadata.
-    #[arg(long)]
-    pub json: bool,
+    pub receive: ReceiveArgs,
 }
 
 /// Runs `ipckit mailbox ...`.
@@ -141,66 +140,39 @@ fn open(name: &str) -> Result<Mailbox> {
 pub fn send(args: SendArgs) -> Result<()> {
     let mailbox = open(&args.name)?;
     let mut tx = mailbox.sender()?;
-    let caching = args.when_full.is_some();
+    let caching = args.when_full == Some(WhenFullArg::Cache);
     if caching {
         tx = tx.when_full(WhenFull::Cache);
     }
     let deadline = args.wait.deadline();
-    let mut send_one = |msg: &[u8]| -> Result<()> {
+    send_each(&args.messages, |msg| {
         let result = if caching {
             tx.send(msg)
         } else {
             tx.send_deadline(msg, deadline)
         };
-        result.with_context(|| format!("cannot send to mailbox {:?}", args.name))
-    };
-    if args.messages.is_empty() {
-        for line in std::io::stdin().lock().lines() {
-            send_one(line.context("cannot read standard input")?.as_bytes())?;
-        }
-    } else {
-        for msg in &args.messages {
-            send_one(msg.as_bytes())?;
-        }
-    }
-    tx.flush_deadline(deadline).with_context(|| {
-        format!(
-            "cached messages for mailbox {:?} are undelivered",
-            args.name
-        )
+        let full = result_is_full(caching, &result);
+        result.with_context(|| {
+            if full {
+                format!(
+                    "cannot cache for mailbox {:?}: this command's earlier cached message still \
+                     waits for room (or every cache entry is taken); receive from it first",
+                    args.name
+                )
+            } else {
+                format!("cannot send to mailbox {:?}", args.name)
+            }
+        })
     })
+}
+
+/// Whether a cached send failed because the cache could not take the message.
+fn result_is_full(caching: bool, result: &ipckit::Result<()>) -> bool {
+    caching && matches!(result, Err(ipckit::Error::Full))
 }
 
 /// Runs `ipckit recv`.
 pub fn recv(args: RecvArgs) -> Result<()> {
-    let mailbox = open(&args.name)?;
-    let mut rx = mailbox.receiver()?;
-    let limit = if args.follow {
-        u64::MAX
-    } else {
-        args.count.unwrap_or(1)
-    };
-    let stdout = std::io::stdout();
-    let mut buf = Vec::new();
-    for _ in 0..limit {
-        let meta = rx
-            .recv_deadline(&mut buf, args.wait.deadline())
-            .with_context(|| format!("no message from mailbox {:?}", args.name))?;
-        let mut out = stdout.lock();
-        if args.json {
-            let line = serde_json::json!({
-                "data": String::from_utf8_lossy(&buf),
-                "len": buf.len(),
-                "sender_pid": meta.sender_pid,
-                "sender_uid": meta.sender_uid,
-                "sequence": meta.sequence,
-            });
-            writeln!(out, "{line}")?;
-        } else {
-            out.write_all(&buf)?;
-            out.write_all(b"\n")?;
-        }
-        out.flush()?;
-    }
-    Ok(())
+    let mut rx = open(&args.name)?.receiver()?;
+    receive_each(&mut rx, &args.receive, &format!("mailbox {:?}", args.name))
 }

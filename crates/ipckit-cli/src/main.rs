@@ -33,6 +33,7 @@ mod ls_cmd;
 mod mailbox_cmd;
 mod service_cmd;
 mod topic_cmd;
+mod transfer;
 mod units;
 
 /// Inter-process communication for Linux: create, inspect, drive and benchmark it.

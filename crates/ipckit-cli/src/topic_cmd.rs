@@ -1,13 +1,12 @@
 //! `ipckit topic create|rm`, `ipckit publish`, `ipckit subscribe`.
 
-use std::io::{BufRead, Write};
-
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use ipckit::shm::topic::{Overflow, Topic};
-use ipckit::{MessageReceiver, MessageSender};
+use ipckit::MessageSender;
 
 use crate::mailbox_cmd::WaitArgs;
+use crate::transfer::{receive_each, send_each, ReceiveArgs};
 use crate::units::parse_size;
 
 /// `ipckit topic ...`
@@ -60,17 +59,8 @@ pub struct SubscribeArgs {
     /// Start with (up to) the last N messages.
     #[arg(long, default_value_t = 0)]
     pub history: usize,
-    /// Receive this many messages (default 1).
-    #[arg(long, conflicts_with = "follow")]
-    pub count: Option<u64>,
-    /// Keep receiving until interrupted.
-    #[arg(long)]
-    pub follow: bool,
     #[command(flatten)]
-    pub wait: WaitArgs,
-    /// One JSON object per message, with its metadata (including how many were missed).
-    #[arg(long)]
-    pub json: bool,
+    pub receive: ReceiveArgs,
 }
 
 /// Runs `ipckit topic ...`.
@@ -106,52 +96,19 @@ fn open(name: &str) -> Result<Topic> {
 pub fn publish(args: PublishArgs) -> Result<()> {
     let mut publisher = open(&args.name)?.publisher()?;
     let deadline = args.wait.deadline();
-    let mut one = |msg: &[u8]| {
+    send_each(&args.messages, |msg| {
         publisher
             .send_deadline(msg, deadline)
             .with_context(|| format!("cannot publish to topic {:?}", args.name))
-    };
-    if args.messages.is_empty() {
-        for line in std::io::stdin().lock().lines() {
-            one(line.context("cannot read standard input")?.as_bytes())?;
-        }
-    } else {
-        for msg in &args.messages {
-            one(msg.as_bytes())?;
-        }
-    }
-    Ok(())
+    })
 }
 
 /// Runs `ipckit subscribe`.
 pub fn subscribe(args: SubscribeArgs) -> Result<()> {
     let mut subscriber = open(&args.name)?.subscriber_with_history(args.history)?;
-    let limit = if args.follow {
-        u64::MAX
-    } else {
-        args.count.unwrap_or(1)
-    };
-    let mut buf = Vec::new();
-    let stdout = std::io::stdout();
-    for _ in 0..limit {
-        let meta = subscriber
-            .recv_deadline(&mut buf, args.wait.deadline())
-            .with_context(|| format!("no message from topic {:?}", args.name))?;
-        let mut out = stdout.lock();
-        if args.json {
-            let line = serde_json::json!({
-                "data": String::from_utf8_lossy(&buf),
-                "len": buf.len(),
-                "sender_pid": meta.sender_pid,
-                "sequence": meta.sequence,
-                "missed": meta.missed,
-            });
-            writeln!(out, "{line}")?;
-        } else {
-            out.write_all(&buf)?;
-            out.write_all(b"\n")?;
-        }
-        out.flush()?;
-    }
-    Ok(())
+    receive_each(
+        &mut subscriber,
+        &args.receive,
+        &format!("topic {:?}", args.name),
+    )
 }

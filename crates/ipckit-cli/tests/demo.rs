@@ -20,10 +20,15 @@ fn run(args: &[&str]) -> String {
 
 #[test]
 fn race_counts_exactly_with_the_mutex_and_prints_both_figures() {
-    let out = run(&["demo", "race", "--iterations", "200000"]);
+    let out = run(&["demo", "race", "--iterations", "50000"]);
     assert!(out.contains("without a mutex:"), "{out}");
+    // Either the race was seen and counted, or the demo says plainly that it was not.
+    assert!(
+        out.contains("updates lost to the race") || out.contains("was not seen"),
+        "{out}"
+    );
     let guarded = out.lines().find(|l| l.contains("with the mutex:")).unwrap();
-    assert!(guarded.contains("400,000"), "{out}");
+    assert!(guarded.contains("100,000"), "{out}");
 }
 
 #[test]
@@ -41,6 +46,13 @@ fn doctor_reports_the_limits() {
     for needle in ["/dev/shm", "msg_max", "msgmni", "IPC namespace"] {
         assert!(out.contains(needle), "{needle} missing from {out}");
     }
+    // Each limit says what it means for ipckit, not just a raw number.
+    assert!(out.contains("verdict:"), "{out}");
+    assert!(out.contains("largest POSIX queue message"), "{out}");
+    assert!(
+        !out.contains("18446744073692774399"),
+        "a no-limit value printed raw: {out}"
+    );
 }
 
 #[test]

@@ -80,6 +80,25 @@ fn send_and_recv_round_trip_with_documented_exit_codes() {
     let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
     assert_eq!(first["data"], "a");
     assert!(first["sender_pid"].as_u64().unwrap() > 0);
+    // The same keys as `ipckit subscribe --json`; `missed` is null for a mailbox.
+    let keys: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "data",
+            "len",
+            "missed",
+            "sender_pid",
+            "sender_uid",
+            "sequence"
+        ]
+    );
+    assert!(first["missed"].is_null());
 }
 
 #[test]

@@ -73,6 +73,41 @@ fn every_subscriber_process_gets_every_message_and_history_replays() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8(replay.stdout).unwrap(), "b\nc\n");
+    // `--json` has the same keys as `ipckit recv --json`.
+    let json = ipckit()
+        .args([
+            "subscribe",
+            &name,
+            "--history",
+            "1",
+            "--json",
+            "--nonblocking",
+        ])
+        .output()
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let keys: Vec<&str> = line
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "data",
+            "len",
+            "missed",
+            "sender_pid",
+            "sender_uid",
+            "sequence"
+        ],
+        "{line}"
+    );
+    assert_eq!(
+        (line["data"].as_str(), line["missed"].as_u64()),
+        (Some("c"), Some(0))
+    );
     ipckit()
         .args(["subscribe", &name, "--nonblocking"])
         .assert()

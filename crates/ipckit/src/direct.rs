@@ -2,9 +2,11 @@
 //! `receive(Q, message)`.
 //!
 //! Each process opens its inbox, under its pid or a name it chooses. [`Inbox::send_to`]
-//! links to the peer's inbox on first use and keeps that link (exactly one per pair);
-//! [`Inbox::recv_deadline`] takes anyone's message, with the sender's pid;
-//! [`Inbox::recv_from`] takes only one peer's, keeping the others' for later, in order.
+//! links to the peer's inbox on first use and keeps that link (exactly one per pair). An
+//! inbox receives like every other receiver, through [`MessageReceiver`] (`recv`,
+//! `try_recv`, `recv_timeout`...): anyone's message, with the sender's pid in
+//! [`Metadata::sender_pid`]; [`Inbox::recv_from`] takes only one peer's, keeping the
+//! others' for later, in order.
 //! A peer that has exited is [`Error::Disconnected`], never a hang.
 //!
 //! Built on [`Mailbox`]: an inbox is the mailbox `inbox.<pid>` or `inbox.<name>`, removed
@@ -12,12 +14,13 @@
 //!
 //! ```
 //! use ipckit::direct::{Inbox, Peer};
-//! use ipckit::Deadline;
+//! use ipckit::MessageReceiver;
 //!
 //! let mut me = Inbox::open_mine()?;
 //! me.send_to(&Peer::Pid(std::process::id()), b"note to self")?;
-//! let (from, msg) = me.recv_deadline(Deadline::Now)?;
-//! assert_eq!((from, msg.data.as_slice()), (std::process::id(), &b"note to self"[..]));
+//! let msg = me.try_recv()?;
+//! assert_eq!(msg.meta.sender_pid, Some(std::process::id()));
+//! assert_eq!(msg.data, b"note to self");
 //! # Ok::<(), ipckit::Error>(())
 //! ```
 
@@ -25,7 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::link::{Deadline, Message, MessageReceiver, MessageSender};
+use crate::link::{Deadline, Message, MessageReceiver, MessageSender, Metadata};
 use crate::process::{liveness, Liveness};
 use crate::shm::mailbox::{Mailbox, MailboxReceiver, MailboxSender};
 
@@ -62,6 +65,10 @@ pub struct Inbox {
 
 impl Inbox {
     /// Opens this process's inbox under its pid.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] if a live process holds this pid's inbox (a pid namespace
+    /// sharing `/dev/shm`); the errors of creating a [`Mailbox`].
     pub fn open_mine() -> Result<Inbox> {
         Inbox::create(format!("inbox.{}", std::process::id()))
     }
@@ -138,16 +145,27 @@ impl Inbox {
     }
 
     /// Sends to `peer`, waiting for room as long as needed (but see the errors).
+    ///
+    /// # Errors
+    /// As [`send_to_deadline`](Self::send_to_deadline), without a deadline.
     pub fn send_to(&mut self, peer: &Peer, msg: &[u8]) -> Result<()> {
         self.send_to_deadline(peer, msg, Deadline::Never)
     }
 
     /// Receives the next message from anyone: `(sender pid, message)`.
+    ///
+    /// While this alias exists it hides the trait method of the same name from method-call
+    /// syntax: use `recv`, `try_recv` or `recv_timeout`, or call
+    /// `MessageReceiver::recv_deadline(&mut inbox, buf, deadline)`.
+    ///
+    /// # Errors
+    /// As [`MessageReceiver::recv_deadline`].
+    #[deprecated(
+        since = "0.2.0",
+        note = "an Inbox is a MessageReceiver: use recv/try_recv/recv_timeout; the sender's pid is in Metadata::sender_pid"
+    )]
     pub fn recv_deadline(&mut self, deadline: Deadline) -> Result<(u32, Message)> {
-        if let Some(stashed) = self.stash.pop_front() {
-            return Ok(stashed);
-        }
-        let msg = self.receiver.recv_message(deadline)?;
+        let msg = recv_message(self, deadline)?;
         Ok((msg.meta.sender_pid.unwrap_or(0), msg))
     }
 
@@ -167,7 +185,7 @@ impl Inbox {
                 Deadline::Never => Deadline::after(PEER_CHECK),
                 Deadline::At(at) => Deadline::At(at.min(Instant::now() + PEER_CHECK)),
             };
-            match self.receiver.recv_message(turn) {
+            match recv_message(&mut self.receiver, turn) {
                 Ok(msg) if msg.meta.sender_pid == Some(peer) => return Ok(msg),
                 Ok(msg) => self
                     .stash
@@ -197,12 +215,22 @@ impl Inbox {
     }
 }
 
-impl MailboxReceiver {
-    fn recv_message(&mut self, deadline: Deadline) -> Result<Message> {
-        let mut data = Vec::new();
-        let meta = self.recv_deadline(&mut data, deadline)?;
-        Ok(Message { data, meta })
+impl MessageReceiver for Inbox {
+    /// Receives the next message from anyone (first those [`recv_from`](Inbox::recv_from)
+    /// kept aside); the sender's pid is in [`Metadata::sender_pid`].
+    fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
+        if let Some((_, stashed)) = self.stash.pop_front() {
+            *buf = stashed.data;
+            return Ok(stashed.meta);
+        }
+        self.receiver.recv_deadline(buf, deadline)
     }
+}
+
+fn recv_message(rx: &mut impl MessageReceiver, deadline: Deadline) -> Result<Message> {
+    let mut data = Vec::new();
+    let meta = rx.recv_deadline(&mut data, deadline)?;
+    Ok(Message { data, meta })
 }
 
 impl Drop for Inbox {

@@ -16,7 +16,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in ipckit.
 ///
 /// Match on the variant to decide what to do; the `Display` text is one sentence naming the
-/// object and, where it helps, what to do about it.
+/// object and, where it helps, what to do about it. `Debug` prints the same sentence followed
+/// by its causes, so a `main` that returns `ipckit::Result` (which prints the `Debug` form) or
+/// an `unwrap` shows the helpful message, not a struct dump.
 ///
 /// ```
 /// use ipckit::Error;
@@ -27,7 +29,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///     Err(other) => panic!("{other}"),
 /// }
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A non-blocking send found the link full.
@@ -93,6 +95,23 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Not enough free memory or space to reserve an object (a shared-memory segment is
+    /// reserved whole when it is created, so a full `/dev/shm` shows here and not later as a
+    /// `SIGBUS`). Nothing was left behind.
+    #[error(
+        "{object}: cannot reserve {requested} bytes, only {available} bytes are free in {path} \
+         (free some space, for example with `ipckit clean`, or ask for a smaller object)"
+    )]
+    NoSpace {
+        /// The object being created.
+        object: String,
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes free where they were asked for, as the filesystem reported them.
+        available: u64,
+        /// Where: the filesystem (`/dev/shm`) or `memory (memfd)`.
+        path: String,
+    },
     /// Any other operating-system failure; `errno` is kept as the source.
     #[error("{op} on {object} failed")]
     Os {
@@ -104,6 +123,18 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")?;
+        let mut cause = std::error::Error::source(self);
+        while let Some(err) = cause {
+            write!(f, ": {err}")?;
+            cause = err.source();
+        }
+        Ok(())
+    }
 }
 
 impl Error {
@@ -183,5 +214,24 @@ mod tests {
         }
         .to_string();
         assert!(text.contains("jobs"), "{text}");
+    }
+
+    #[test]
+    fn debug_is_the_sentence_with_its_causes() {
+        let err = Error::os(
+            "mmap",
+            "segment \"s\"",
+            io::Error::from_raw_os_error(libc::ENOMEM),
+        );
+        let debug = format!("{err:?}");
+        assert!(
+            debug.starts_with("mmap on segment \"s\" failed: "),
+            "{debug}"
+        );
+        assert!(debug.contains("memory"), "{debug}");
+        let missing = Error::NotFound {
+            object: "mailbox \"jobs\"".into(),
+        };
+        assert_eq!(format!("{missing:?}"), missing.to_string());
     }
 }

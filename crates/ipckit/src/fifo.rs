@@ -14,6 +14,37 @@
 //! # Ok::<(), ipckit::Error>(())
 //! ```
 //!
+//! # Two forms
+//!
+//! [`open_read`], [`open_write`] and [`Duplex::open`] return framed message endpoints
+//! ([`Fifo`], a [`FramedStream`]): both ends must be ipckit's. [`open_read_bytes`] and
+//! [`open_write_bytes`] return the plain byte stream ([`ByteStream`], `std::io::Read`/`Write`),
+//! which any program can share: `echo text > FIFO` into an ipckit reader, `cat FIFO` after an
+//! ipckit writer.
+//!
+//! ```
+//! use std::io::Read;
+//! use ipckit::fifo;
+//! # let path = std::env::temp_dir().join(format!("doc-fifo-bytes-{}", std::process::id()));
+//!
+//! fifo::create(&path, 0o600)?;
+//! let mut rx = fifo::open_read_bytes(&path)?;
+//! std::process::Command::new("sh")
+//!     .args(["-c", "echo text > \"$0\""])
+//!     .arg(&path)
+//!     .status()?;
+//! let mut text = String::new();
+//! rx.read_to_string(&mut text)?;
+//! assert_eq!(text, "text\n");
+//! fifo::remove(&path)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Several framed writers may share one FIFO: each frame arrives whole, larger ones than
+//! `PIPE_BUF` included, because a framed end opened by [`open_write`] locks the FIFO while it
+//! writes a frame (see [`crate::stream`], "Several writers on one FIFO"). A [`Duplex`] side is
+//! its FIFO's only writer and does not lock.
+//!
 //! # References
 //! - [`mkfifo(3)`](https://man7.org/linux/man-pages/man3/mkfifo.3.html),
 //!   [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html)
@@ -25,11 +56,11 @@ use rustix::fs::{Mode, OFlags, CWD};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::frame::FramedStream;
 use crate::link::Deadline;
+use crate::stream::{ByteStream, FramedStream};
 use crate::Capacity;
 
-/// One end of a FIFO (one direction).
+/// One framed end of a FIFO (one direction).
 pub type Fifo = FramedStream;
 
 fn describe(path: &Path) -> String {
@@ -83,6 +114,16 @@ fn check_is_fifo(path: &Path) -> Result<()> {
 /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::InvalidArgument`] if `path` is
 /// not a FIFO.
 pub fn open_read(path: impl AsRef<Path>) -> Result<Fifo> {
+    open_read_bytes(path).map(FramedStream::over)
+}
+
+/// Opens the FIFO for reading as a plain byte stream. Never blocks: a read then waits until a
+/// writer comes and writes, and returns `Ok(0)` (end of stream) once every writer that came
+/// has closed.
+///
+/// # Errors
+/// As [`open_read`].
+pub fn open_read_bytes(path: impl AsRef<Path>) -> Result<ByteStream> {
     let path = path.as_ref();
     check_is_fifo(path)?;
     let fd = rustix::fs::open(
@@ -91,7 +132,7 @@ pub fn open_read(path: impl AsRef<Path>) -> Result<Fifo> {
         Mode::empty(),
     )
     .map_err(|e| Error::os("open", describe(path), e))?;
-    let mut fifo = FramedStream::new(Some(fd), None, false, describe(path))?;
+    let mut fifo = ByteStream::new(Some(fd), None, false, describe(path))?;
     fifo.wait_for_first_writer();
     Ok(fifo)
 }
@@ -103,6 +144,18 @@ pub fn open_read(path: impl AsRef<Path>) -> Result<Fifo> {
 /// [`Error::Disconnected`] if no process has the FIFO open for reading by the deadline;
 /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::InvalidArgument`].
 pub fn open_write(path: impl AsRef<Path>, deadline: Deadline) -> Result<Fifo> {
+    let mut bytes = open_write_bytes(path, deadline)?;
+    bytes.lock_framed_writes();
+    Ok(FramedStream::over(bytes))
+}
+
+/// Opens the FIFO for writing as a plain byte stream, waiting until `deadline` for a reader.
+/// Writes are the kernel's: at most `PIPE_BUF` bytes at a time are atomic with respect to
+/// other writers.
+///
+/// # Errors
+/// As [`open_write`].
+pub fn open_write_bytes(path: impl AsRef<Path>, deadline: Deadline) -> Result<ByteStream> {
     let path = path.as_ref();
     check_is_fifo(path)?;
     loop {
@@ -111,7 +164,7 @@ pub fn open_write(path: impl AsRef<Path>, deadline: Deadline) -> Result<Fifo> {
             OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
-            Ok(fd) => return FramedStream::new(None, Some(fd), false, describe(path)),
+            Ok(fd) => return ByteStream::new(None, Some(fd), false, describe(path)),
             // No reader yet.
             Err(Errno::NXIO) if !deadline.expired() => std::thread::sleep(Duration::from_millis(1)),
             Err(Errno::NXIO) => {
@@ -180,7 +233,8 @@ impl Duplex {
         };
         // Read end first, so that both sides' write opens find a reader.
         let reader = open_read(&read_path)?;
-        let writer = open_write(&write_path, deadline)?;
+        // Each side is its FIFO's only writer by construction: no lock needed.
+        let writer = FramedStream::over(open_write_bytes(&write_path, deadline)?);
         FramedStream::join(reader, writer, format!("fifo duplex {}", prefix.display()))?
             .with_capacity(capacity)
     }

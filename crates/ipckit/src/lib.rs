@@ -26,6 +26,7 @@
 
 pub mod direct;
 pub mod error;
+mod fd;
 pub mod fifo;
 pub mod frame;
 pub mod link;
@@ -38,6 +39,7 @@ pub mod service;
 pub mod shm;
 pub mod signal;
 pub mod socket;
+pub mod stream;
 pub mod sync;
 
 pub use error::{Error, Result};

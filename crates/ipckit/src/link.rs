@@ -22,14 +22,41 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 /// How many messages a link holds in transit (the textbook's "buffering").
+///
+/// `Bounded(0)` means the same thing everywhere: nothing, refused with
+/// [`Error::InvalidArgument`] by every link (mailboxes, pipes, FIFOs, sockets). A link that
+/// holds no message is a rendezvous, spelled [`Capacity::Rendezvous`]. Kernel-buffered links
+/// (pipes, FIFOs, stream sockets) are bounded by the kernel's buffer, in bytes, which no
+/// message count can change: there any `Bounded(n)` with `n >= 1` means "the kernel's
+/// buffer", and [`Capacity::KERNEL_BUFFER`] says so by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Capacity {
     /// Zero capacity: `send` returns only once a receiver has taken the message.
     Rendezvous,
-    /// At most `n` messages in transit; a sender waits (or fails) while the link is full.
+    /// At most `n` messages in transit (`n >= 1`); a sender waits (or fails) while the link
+    /// is full.
     Bounded(usize),
     /// No fixed limit: a sender never waits for room.
     Unbounded,
+}
+
+impl Capacity {
+    /// Bounded by the kernel's buffer, whatever its size: the capacity of pipes, FIFOs and
+    /// sockets made without one.
+    pub const KERNEL_BUFFER: Capacity = Capacity::Bounded(usize::MAX);
+
+    /// Checks a requested capacity, the one rule every link applies.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `Bounded(0)` (zero capacity is `Rendezvous`).
+    pub fn check(self) -> Result<Capacity> {
+        match self {
+            Capacity::Bounded(0) => Err(Error::InvalidArgument(
+                "Capacity::Bounded(0) holds nothing: zero capacity is Capacity::Rendezvous".into(),
+            )),
+            other => Ok(other),
+        }
+    }
 }
 
 /// What a sender does when the link is full (Mach's four options).
@@ -42,8 +69,12 @@ pub enum WhenFull {
     Timeout(Duration),
     /// Return [`Error::Full`] at once.
     Fail,
-    /// Keep the message in the sender's own bounded overflow cache and deliver it, in order,
-    /// as room appears.
+    /// Keep the message in the link's own memory and return at once; it is delivered when
+    /// room appears, after the messages already queued, even if the sender has exited
+    /// (Mach's "temporarily cache a message"). One message per sender may wait so: a second
+    /// attempt while the first waits fails with [`Error::Full`]. On a mailbox, the sender
+    /// asks what became of it with
+    /// [`MailboxSender::cache_state`](crate::shm::mailbox::MailboxSender::cache_state).
     Cache,
 }
 
@@ -225,6 +256,9 @@ impl<R: MessageReceiver + ?Sized> MessageReceiver for Box<R> {
 }
 
 /// Refuses a message longer than `max` before anything is written.
+///
+/// # Errors
+/// [`Error::MessageTooLarge`] if `len > max`.
 pub fn check_size(len: usize, max: usize) -> Result<()> {
     if len > max {
         Err(Error::MessageTooLarge { size: len, max })
@@ -300,16 +334,25 @@ impl<E: MessageSender, T: Serialize> Typed<E, T> {
     }
 
     /// Encodes and sends `value`, waiting for room.
+    ///
+    /// # Errors
+    /// As [`send_deadline`](Self::send_deadline).
     pub fn send(&mut self, value: &T) -> Result<()> {
         self.send_deadline(value, Deadline::Never)
     }
 
     /// Encodes and sends `value` without waiting.
+    ///
+    /// # Errors
+    /// As [`send_deadline`](Self::send_deadline): [`Error::Full`] when there is no room.
     pub fn try_send(&mut self, value: &T) -> Result<()> {
         self.send_deadline(value, Deadline::Now)
     }
 
     /// Encodes and sends `value`, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`send_deadline`](Self::send_deadline): [`Error::Timeout`] after `timeout`.
     pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<()> {
         self.send_deadline(value, Deadline::after(timeout))
     }
@@ -328,16 +371,25 @@ impl<E: MessageReceiver, T: DeserializeOwned> Typed<E, T> {
     }
 
     /// Receives and decodes one value, waiting as long as needed.
+    ///
+    /// # Errors
+    /// As [`recv_deadline`](Self::recv_deadline).
     pub fn recv(&mut self) -> Result<(T, Metadata)> {
         self.recv_deadline(Deadline::Never)
     }
 
     /// Receives and decodes one value without waiting.
+    ///
+    /// # Errors
+    /// As [`recv_deadline`](Self::recv_deadline): [`Error::Empty`] when nothing is there.
     pub fn try_recv(&mut self) -> Result<(T, Metadata)> {
         self.recv_deadline(Deadline::Now)
     }
 
     /// Receives and decodes one value, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`recv_deadline`](Self::recv_deadline): [`Error::Timeout`] after `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<(T, Metadata)> {
         self.recv_deadline(Deadline::after(timeout))
     }

@@ -11,16 +11,31 @@
 //! The registry is advice, not truth: an entry is checked against the kernel every time it is
 //! read, an entry whose object is gone is *stale* (and `clean` forgets it), and failing to
 //! write an entry never fails the operation that created the object.
+//!
+//! Every user can write to the registry, so an entry is trusted only as far as the user who
+//! wrote it: each user's entries are in `/dev/shm/ipckit-registry/UID/`, a directory owned by
+//! that uid and writable by nobody else (one that is not is ignored whole), and the namespace
+//! honours another user's entry only for an object that user could remove themselves (root's
+//! entries for anything). Entries are read without following links, without blocking, and at
+//! most [`ENTRY_LIMIT`] bytes each; a bad entry is reported and skipped.
 
+use std::ffi::{CStr, CString};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{
+    fstat, mkdirat, openat, statat, unlinkat, AtFlags, Dir, FileType, Mode, OFlags, CWD,
+};
+use rustix::process::geteuid;
 
 use crate::process::{Liveness, ProcessIdentity};
 
 /// The directory of entries. World-writable and sticky like `/tmp`, so that every user's
-/// processes can record their objects and none can delete another's entries.
+/// processes can make their own directory of entries in it (`/dev/shm/ipckit-registry/UID/`,
+/// owned by that user, writable by nobody else). Entries anywhere else are ignored.
 const DIR: &str = "/dev/shm/ipckit-registry";
 
 /// The kinds of object the registry records.
@@ -67,6 +82,9 @@ pub(crate) struct Entry {
     pub object: String,
     /// The process that created it, if the entry says.
     pub creator: Option<ProcessIdentity>,
+    /// The uid whose directory holds the entry: the entry is trusted only as far as this
+    /// user (root's entries for anything, another user's only for that user's objects).
+    pub owner: u32,
 }
 
 impl Entry {
@@ -112,17 +130,68 @@ fn parse_file_name(file: &str) -> Option<(Kind, String)> {
 }
 
 /// The absolute form of a path, for entries (the relative path a process used means nothing
-/// to `ipckit ls` run elsewhere).
+/// to `ipckit ls` run elsewhere), with its directory's symbolic links resolved: `ls` and
+/// `clean` walk an entry's path without following any link, so the recorded path must not
+/// need one.
 pub(crate) fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(file)) => match fs::canonicalize(parent) {
+            Ok(parent) => parent.join(file),
+            Err(_) => path,
+        },
+        _ => path,
+    }
 }
 
-fn ensure_dir() -> std::io::Result<()> {
-    match fs::create_dir(DIR) {
-        Ok(()) => fs::set_permissions(DIR, fs::Permissions::from_mode(0o1777)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+/// The registry directory, opened without following a link (whoever made it).
+fn open_top() -> io::Result<OwnedFd> {
+    Ok(openat(
+        CWD,
+        DIR,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// `uid`'s own directory of entries, if it is trustworthy: a real directory (not a link),
+/// owned by `uid`, writable by nobody else. Checked on the open descriptor, so what was
+/// checked is what is used.
+fn open_user_dir(top: &OwnedFd, uid: u32) -> std::result::Result<OwnedFd, String> {
+    let dir = openat(
+        top,
+        uid.to_string(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open it as a directory without following links: {e}"))?;
+    let stat = fstat(&dir).map_err(|e| format!("fstat: {e}"))?;
+    if stat.st_uid != uid {
+        return Err(format!("owned by uid {}, not by uid {uid}", stat.st_uid));
     }
+    if stat.st_mode & 0o022 != 0 {
+        return Err(format!(
+            "mode {:04o}: writable by others",
+            stat.st_mode & 0o7777
+        ));
+    }
+    Ok(dir)
+}
+
+fn ensure_dirs() -> io::Result<OwnedFd> {
+    match fs::create_dir(DIR) {
+        Ok(()) => fs::set_permissions(DIR, fs::Permissions::from_mode(0o1777))?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let top = open_top()?;
+    let uid = geteuid().as_raw();
+    match mkdirat(&top, uid.to_string(), Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // A directory someone else planted under our uid is not used (nor trusted by readers).
+    open_user_dir(&top, uid).map_err(io::Error::other)
 }
 
 /// Records that this process created `object` (best effort: errors are ignored).
@@ -130,56 +199,184 @@ pub(crate) fn record(kind: Kind, object: &str) {
     let _ = try_record(kind, object);
 }
 
-fn try_record(kind: Kind, object: &str) -> std::io::Result<()> {
-    ensure_dir()?;
+fn try_record(kind: Kind, object: &str) -> io::Result<()> {
+    let dir = ensure_dirs()?;
     let me = ProcessIdentity::current();
-    let path = Path::new(DIR).join(file_name(kind, object));
+    let name = file_name(kind, object);
     // Replace, not append: an entry left by an earlier object of the same name is outdated.
-    let _ = fs::remove_file(&path);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&path)?;
-    writeln!(file, "{} {}", me.pid, me.start_time)
+    let _ = unlinkat(&dir, name.as_str(), AtFlags::empty());
+    let fd = openat(
+        &dir,
+        name.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    fs::File::from(fd).write_all(format!("{} {}\n", me.pid, me.start_time).as_bytes())
 }
 
-/// Forgets `object` (best effort).
+/// Forgets `object`, recorded by this user (best effort).
 pub(crate) fn forget(kind: Kind, object: &str) {
-    let _ = fs::remove_file(Path::new(DIR).join(file_name(kind, object)));
+    forget_as(geteuid().as_raw(), kind, object);
 }
 
-/// Every entry, in no particular order. Unreadable or malformed entries are skipped.
-pub(crate) fn entries() -> Vec<Entry> {
-    let Ok(dir) = fs::read_dir(DIR) else {
+/// Forgets an entry that [`entries`] returned (best effort).
+pub(crate) fn forget_entry(entry: &Entry) {
+    forget_as(entry.owner, entry.kind, &entry.object);
+}
+
+fn forget_as(uid: u32, kind: Kind, object: &str) {
+    let Ok(top) = open_top() else {
+        return;
+    };
+    if let Ok(dir) = open_user_dir(&top, uid) {
+        let _ = unlinkat(&dir, file_name(kind, object).as_str(), AtFlags::empty());
+    }
+}
+
+/// Longest entry file: `PID START_TIME\n` is well under it.
+const ENTRY_LIMIT: usize = 64;
+
+/// Every entry of every user, in no particular order, and what was skipped and why (each
+/// as the path and the reason). Only entries in a directory that belongs to their uid are read; each is
+/// opened without following links and without blocking, only if it is a small regular file.
+pub(crate) fn entries() -> (Vec<Entry>, Vec<(String, String)>) {
+    let (mut found, mut skipped) = (Vec::new(), Vec::new());
+    let top = match open_top() {
+        Ok(top) => top,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return (found, skipped),
+        Err(e) => {
+            skipped.push((DIR.to_string(), e.to_string()));
+            return (found, skipped);
+        }
+    };
+    for (name, _) in dir_names(&top) {
+        let text = String::from_utf8_lossy(name.to_bytes()).into_owned();
+        let Some(uid) = text.parse::<u32>().ok().filter(|u| u.to_string() == text) else {
+            let why = if is_old_entry(&top, &name) {
+                "an entry of the old shared layout: not trusted, not read (clean forgets it)"
+            } else {
+                "not a per-user directory of entries (ignored)"
+            };
+            skipped.push((format!("{DIR}/{text}"), why.to_string()));
+            continue;
+        };
+        let dir = match open_user_dir(&top, uid) {
+            Ok(dir) => dir,
+            Err(why) => {
+                skipped.push((
+                    format!("{DIR}/{text}"),
+                    format!("{why} (its entries are ignored)"),
+                ));
+                continue;
+            }
+        };
+        for (file, _) in dir_names(&dir) {
+            let file_text = String::from_utf8_lossy(file.to_bytes()).into_owned();
+            match read_entry(&dir, &file, uid) {
+                Ok(entry) => found.push(entry),
+                Err(why) => skipped.push((format!("{DIR}/{text}/{file_text}"), why)),
+            }
+        }
+    }
+    (found, skipped)
+}
+
+/// Whether `name`, at the top of the registry, is an entry of the old layout (all users'
+/// entries side by side): a regular file named like an entry, looked at without following it.
+fn is_old_entry(top: &OwnedFd, name: &CStr) -> bool {
+    name.to_str().ok().and_then(parse_file_name).is_some()
+        && statat(top, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+}
+
+/// The entries of the old layout whose creator is gone, by file name: never honoured, only
+/// forgotten. (Only the creator is read, as any entry is read, to keep the entries of
+/// programs still running an older ipckit until they exit.)
+pub(crate) fn old_entries() -> Vec<String> {
+    let Ok(top) = open_top() else {
         return Vec::new();
     };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let (kind, object) = parse_file_name(e.file_name().to_str()?)?;
-            // Entries are small; a large one is not ours.
-            let text = fs::read(e.path())
-                .ok()
-                .filter(|t| t.len() < 64)
-                .and_then(|t| String::from_utf8(t).ok())
-                .unwrap_or_default();
-            let mut fields = text.split_ascii_whitespace().map(str::parse::<u64>);
-            let creator = match (fields.next(), fields.next()) {
-                (Some(Ok(pid)), Some(Ok(start_time))) if pid <= u32::MAX as u64 => {
-                    Some(ProcessIdentity {
-                        pid: pid as u32,
-                        start_time,
-                    })
-                }
-                _ => None,
-            };
-            Some(Entry {
-                kind,
-                object,
-                creator,
-            })
+    dir_names(&top)
+        .into_iter()
+        .filter(|(name, _)| is_old_entry(&top, name))
+        .filter(|(name, _)| {
+            read_entry(&top, name, 0).map_or(true, |e| e.creator_liveness() == Liveness::Dead)
         })
+        .filter_map(|(name, _)| name.into_string().ok())
         .collect()
+}
+
+/// Forgets an entry of the old layout (best effort): the name is unlinked in the registry
+/// directory itself, if it is still a regular file; nothing it names is looked at.
+pub(crate) fn forget_old_entry(file: &str) -> io::Result<()> {
+    let top = open_top()?;
+    let name = CString::new(file)?;
+    if !is_old_entry(&top, &name) {
+        return Err(io::Error::other("no longer an entry of the old layout"));
+    }
+    Ok(unlinkat(&top, name.as_c_str(), AtFlags::empty())?)
+}
+
+/// The names in a directory, without `.` and `..`.
+fn dir_names(dir: &OwnedFd) -> Vec<(CString, u64)> {
+    let Ok(mut listing) = Dir::read_from(dir) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    while let Some(Ok(entry)) = listing.read() {
+        let name = entry.file_name();
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            names.push((name.to_owned(), entry.ino()));
+        }
+    }
+    names
+}
+
+fn read_entry(dir: &OwnedFd, file: &CStr, owner: u32) -> std::result::Result<Entry, String> {
+    let (kind, object) = file
+        .to_str()
+        .ok()
+        .and_then(parse_file_name)
+        .ok_or("not an entry name")?;
+    // Non-blocking and without following links: a FIFO or a link to /dev/zero planted here
+    // must cost one failed open or one fstat, not a hang.
+    let fd = openat(
+        dir,
+        file,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open without following links or blocking: {e}"))?;
+    let stat = fstat(&fd).map_err(|e| format!("fstat: {e}"))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err("not a regular file".into());
+    }
+    if stat.st_size as u64 > ENTRY_LIMIT as u64 {
+        return Err(format!(
+            "{} bytes, more than an entry's {ENTRY_LIMIT}",
+            stat.st_size
+        ));
+    }
+    let mut text = Vec::with_capacity(ENTRY_LIMIT);
+    fs::File::from(fd)
+        .take(ENTRY_LIMIT as u64)
+        .read_to_end(&mut text)
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&text);
+    let mut fields = text.split_ascii_whitespace().map(str::parse::<u64>);
+    let creator = match (fields.next(), fields.next()) {
+        (Some(Ok(pid)), Some(Ok(start_time))) if pid <= u32::MAX as u64 => Some(ProcessIdentity {
+            pid: pid as u32,
+            start_time,
+        }),
+        _ => None,
+    };
+    Ok(Entry {
+        kind,
+        object,
+        creator,
+        owner,
+    })
 }
 
 /// The `KEY.ID` object of a System V queue or segment.
@@ -234,6 +431,7 @@ mod tests {
         let object = format!("/tmp/registry-unit-{}", std::process::id());
         record(Kind::Fifo, &object);
         let found = entries()
+            .0
             .into_iter()
             .find(|e| e.kind == Kind::Fifo && e.object == object)
             .expect("recorded");
@@ -241,6 +439,7 @@ mod tests {
         assert_eq!(found.creator_liveness(), Liveness::Alive);
         forget(Kind::Fifo, &object);
         assert!(!entries()
+            .0
             .iter()
             .any(|e| e.kind == Kind::Fifo && e.object == object));
     }

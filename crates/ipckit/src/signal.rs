@@ -19,6 +19,10 @@
 //!   a `signalfd`. The signals it listens to are blocked in the calling thread, and a signal
 //!   sent to the process goes to any thread that does not block it: create the receiver in the
 //!   main thread before starting any other, so that every thread inherits the block.
+//!   Dropping it unblocks them again, so their disposition applies as before.
+//! - Every signal has a disposition, the kernel's default action (most end the process) until
+//!   a handler replaces it; [`ignore`] sets it to "ignore" and puts back the earlier one when
+//!   its guard goes.
 //!
 //! rustix has no `sigqueue` or `signalfd`: this file calls `libc` for them, each call with its
 //! safety argument.
@@ -33,7 +37,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::event::PollFlags;
 
 use crate::error::{Error, Result};
-use crate::frame::wait_ready;
+use crate::fd::wait_ready;
 use crate::link::Deadline;
 
 /// A signal number.
@@ -189,9 +193,17 @@ pub struct QueuedSignal {
 }
 
 /// Receives (real-time) signals with their payload and sender, through a `signalfd`.
+///
+/// The signals' dispositions are not touched: they are blocked and read from the descriptor
+/// instead. Dropping the receiver in the thread that created it unblocks those that were not
+/// blocked before, so their disposition (the default action, say) applies again, to any
+/// still pending as well.
 #[derive(Debug)]
 pub struct RealtimeReceiver {
     fd: OwnedFd,
+    /// Signals this receiver blocked that were not blocked before.
+    unblock: Vec<i32>,
+    thread: std::thread::ThreadId,
 }
 
 impl RealtimeReceiver {
@@ -211,8 +223,10 @@ impl RealtimeReceiver {
                 )));
             }
         }
-        // SAFETY: blocking signals in this thread; `set` is valid, no old set is asked for.
-        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        // SAFETY: sigset_t is plain data; pthread_sigmask fills it.
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: blocking signals in this thread; `set` and `old` are valid sigset_t.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
         if rc != 0 {
             return Err(Error::os(
                 "pthread_sigmask",
@@ -231,7 +245,17 @@ impl RealtimeReceiver {
         }
         // SAFETY: `raw` is a descriptor we just opened and nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(RealtimeReceiver { fd })
+        let unblock = signals
+            .iter()
+            // SAFETY: `old` was filled by pthread_sigmask; the numbers were accepted above.
+            .filter(|s| unsafe { libc::sigismember(&old, s.0) } == 0)
+            .map(|s| s.0)
+            .collect();
+        Ok(RealtimeReceiver {
+            fd,
+            unblock,
+            thread: std::thread::current().id(),
+        })
     }
 
     /// Takes the next signal, waiting until `deadline`.
@@ -281,5 +305,110 @@ impl RealtimeReceiver {
 impl AsFd for RealtimeReceiver {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+impl Drop for RealtimeReceiver {
+    fn drop(&mut self) {
+        // The mask is per thread: another thread's mask is not ours to change.
+        if self.unblock.is_empty() || std::thread::current().id() != self.thread {
+            return;
+        }
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t; the numbers were accepted by sigaddset in `new`.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            for &signal in &self.unblock {
+                libc::sigaddset(&mut set, signal);
+            }
+        }
+        // SAFETY: unblocking in the thread that blocked them; `set` is valid.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    }
+}
+
+/// A signal ignored (`SIG_IGN`) until this guard is dropped or [`Ignored::restore`]d, which
+/// puts back the disposition it replaced: the default action, or a handler.
+///
+/// An ignored signal is discarded when it is sent: it does not wait blocked, a
+/// [`RealtimeReceiver`] never sees it, and it stays discarded after the restore.
+///
+/// ```
+/// use ipckit::signal::{self, Signal};
+/// let ignored = signal::ignore(Signal::USR2)?;
+/// signal::send(std::process::id(), Signal::USR2)?;   // would end the process otherwise
+/// ignored.restore()?;                                // SIGUSR2's default action is back
+/// # Ok::<(), ipckit::Error>(())
+/// ```
+#[doc(alias = "sigaction")]
+#[doc(alias = "SIG_IGN")]
+pub fn ignore(signal: Signal) -> Result<Ignored> {
+    // SAFETY: sigaction is plain data; an all-zero one is valid (no flags, empty mask).
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = libc::SIG_IGN;
+    // SAFETY: as above; sigaction fills `previous`.
+    let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: installing SIG_IGN runs no code of ours in a signal context; both structs are
+    // valid for the call.
+    if unsafe { libc::sigaction(signal.0, &action, &mut previous) } == -1 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EINVAL) {
+            return Err(Error::InvalidArgument(format!(
+                "signal {} cannot be ignored (KILL and STOP cannot, and it must be a signal)",
+                signal.0
+            )));
+        }
+        return Err(Error::os("sigaction", format!("signal {}", signal.0), err));
+    }
+    Ok(Ignored {
+        signal,
+        previous: Some(previous),
+    })
+}
+
+/// The guard [`ignore`] returns.
+pub struct Ignored {
+    signal: Signal,
+    previous: Option<libc::sigaction>,
+}
+
+impl std::fmt::Debug for Ignored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ignored")
+            .field("signal", &self.signal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ignored {
+    /// Puts back the disposition `ignore` replaced, reporting a failure (dropping the guard
+    /// does the same silently).
+    ///
+    /// # Errors
+    /// The OS error of `sigaction` (none is expected: the disposition was valid before).
+    pub fn restore(mut self) -> Result<()> {
+        self.put_back()
+    }
+
+    fn put_back(&mut self) -> Result<()> {
+        let Some(previous) = self.previous.take() else {
+            return Ok(());
+        };
+        // SAFETY: reinstalling the exact disposition the kernel gave us for this signal.
+        if unsafe { libc::sigaction(self.signal.0, &previous, std::ptr::null_mut()) } == -1 {
+            return Err(Error::os(
+                "sigaction",
+                format!("signal {}", self.signal.0),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Ignored {
+    fn drop(&mut self) {
+        let _ = self.put_back();
     }
 }

@@ -675,3 +675,41 @@ mod mailbox_link {
     }
     in_process_checks!(pair(), allow_empty: true, full: true);
 }
+
+/// Issue 11: `Capacity::Bounded(0)` means one thing on every link, a capacity error (zero
+/// capacity is spelled `Rendezvous`); the kernel-buffered links' default still works.
+#[test]
+fn bounded_zero_is_refused_by_every_link() {
+    let zero = Capacity::Bounded(0);
+    assert!(matches!(zero.check(), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        pipe::pipe_with(zero),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(pipe::pipe_with(Capacity::KERNEL_BUFFER).is_ok());
+    let name = unique_name("bounded-zero");
+    assert!(matches!(
+        ipckit::shm::Mailbox::builder(&name)
+            .capacity_kind(zero)
+            .create(),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        ipckit::shm::Mailbox::open(&name),
+        Err(Error::NotFound { .. })
+    ));
+    let listener = tcp::Listener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    assert!(matches!(
+        tcp::connect_with(addr, zero),
+        Err(Error::InvalidArgument(_))
+    ));
+    let path = tmp("bounded-zero");
+    let _remove = RemovePath(path.clone());
+    let unix_listener = unix::StreamListener::bind(&path).unwrap();
+    assert!(matches!(
+        unix::connect_stream_with(&path, zero),
+        Err(Error::InvalidArgument(_))
+    ));
+    drop(unix_listener);
+}

@@ -28,7 +28,7 @@ impl Drop for Scrub {
     fn drop(&mut self) {
         let _ = Mailbox::remove(&self.name);
         let _ = Mailbox::remove(&format!("inbox.{}", self.name));
-        let _ = PosixQueue::unlink(&self.name);
+        let _ = PosixQueue::remove(&self.name);
         let _ = Shared::<u64>::remove(&self.name);
         if let Some(base) = &self.base {
             for fifo in [".fifo", ".lost"] {
@@ -218,7 +218,7 @@ fn every_kind_of_named_object_is_listed_and_cleaned() {
     sysv_queue.remove().unwrap();
     sysv_segment.remove().unwrap();
     drop(posix);
-    PosixQueue::unlink(&name).unwrap();
+    PosixQueue::remove(&name).unwrap();
     drop(shared);
     Shared::<u64>::remove(&name).unwrap();
     std::fs::remove_file(&base).unwrap();
@@ -228,4 +228,66 @@ fn every_kind_of_named_object_is_listed_and_cleaned() {
         .filter(|o| o.name.contains(&name))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Issue 12, item 7: `ls` says what a waiter waits for. A sender process holds a loaned slot
+/// of a mailbox and the publish lock of a topic; the listing names both, with its pid.
+#[test]
+fn ls_names_the_process_holding_a_slot_or_a_lock() {
+    const TEST: &str = "ls_names_the_process_holding_a_slot_or_a_lock";
+    if let Some((_, name)) = role() {
+        let mailbox = Mailbox::open(&name).unwrap();
+        let mut tx = mailbox.sender().unwrap();
+        let topic = ipckit::shm::Topic::open(&name).unwrap();
+        let mut publisher = topic.publisher().unwrap();
+        let _slot = tx.loan().unwrap();
+        let _lock = publisher.loan().unwrap();
+        println!("@@holding");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let name = unique_name("held");
+    let _scrub = Scrub {
+        name: name.clone(),
+        base: None,
+        key: None,
+    };
+    struct TopicScrub(String);
+    impl Drop for TopicScrub {
+        fn drop(&mut self) {
+            let _ = ipckit::shm::Topic::remove(&self.0);
+        }
+    }
+    let _topic_scrub = TopicScrub(name.clone());
+    Mailbox::builder(&name).capacity(4).create().unwrap();
+    ipckit::shm::Topic::builder(&name)
+        .capacity(4)
+        .create()
+        .unwrap();
+    let mut child = spawn_role(TEST, "holder", &name);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "holding");
+    let pid = child.id();
+    let listing = namespace::inspect().unwrap();
+    let find = |kind: &str| {
+        listing
+            .objects
+            .iter()
+            .find(|o| o.kind == kind && o.name == name)
+            .unwrap_or_else(|| panic!("{kind} {name} not listed"))
+            .held
+            .clone()
+    };
+    let mailbox_held = find("mailbox");
+    let topic_held = find("topic");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        mailbox_held,
+        [format!("slot of message 0 held by pid {pid} (alive)")]
+    );
+    assert_eq!(
+        topic_held,
+        [format!("the publish lock held by pid {pid} (alive)")]
+    );
 }

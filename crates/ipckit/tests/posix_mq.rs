@@ -13,7 +13,7 @@ const WATCHDOG: Duration = Duration::from_secs(60);
 struct Cleanup(String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = PosixQueue::unlink(&self.0);
+        let _ = PosixQueue::remove(&self.0);
     }
 }
 

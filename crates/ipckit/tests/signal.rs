@@ -93,6 +93,17 @@ fn bad_input_gives_precise_errors() {
         signal::send(999_999_999, Signal::USR1),
         Err(Error::NotFound { .. })
     ));
+    for bad in [
+        Signal::KILL,
+        Signal(libc::SIGSTOP),
+        Signal(0),
+        Signal(100_000),
+    ] {
+        assert!(matches!(
+            signal::ignore(bad),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
     let mut receiver = RealtimeReceiver::new(&[Signal::realtime(5).unwrap()]).unwrap();
     assert!(matches!(
         receiver.recv_deadline(Deadline::Now),

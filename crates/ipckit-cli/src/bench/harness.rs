@@ -14,7 +14,7 @@ use ipckit::shm::topic::{Overflow, Topic};
 use ipckit::shm::WaitStrategy;
 use ipckit::{Deadline, MessageReceiver, MessageSender};
 
-use super::mechanisms::{self, Link, FANOUT, SENDERS};
+use super::mechanisms::{self, Link, Mechanism, Phase, FANOUT, SENDERS};
 
 /// How long a peer waits for anything before it gives up (it never hangs).
 const PEER_PATIENCE: Duration = Duration::from_secs(10);
@@ -81,15 +81,16 @@ struct Peer {
 
 impl Peer {
     fn start(
-        mechanism: &str,
-        phase: &str,
+        mechanism: Mechanism,
+        phase: Phase,
         size: usize,
         arg: &str,
         prepared: Option<&mechanisms::Prepared>,
     ) -> Result<Peer> {
         let mut command = Command::new(std::env::current_exe().context("find the ipckit binary")?);
         command
-            .args(["bench-peer", "--mechanism", mechanism, "--phase", phase])
+            .args(["bench-peer", "--mechanism", mechanism.name()])
+            .args(["--phase", phase.name()])
             .args(["--size", &size.to_string(), "--arg", arg])
             .stderr(Stdio::piped());
         match prepared {
@@ -149,25 +150,31 @@ impl Drop for Peer {
     }
 }
 
-/// Measures one phase (`rtt` or `stream`) of one mechanism at one size, between this process
-/// and a peer process.
-pub fn measure(mechanism: &str, phase: &str, size: usize, duration: Duration) -> Result<Measured> {
+/// Measures one phase of one mechanism at one size, between this process and a peer process.
+pub fn measure(
+    mechanism: Mechanism,
+    phase: Phase,
+    size: usize,
+    duration: Duration,
+) -> Result<Measured> {
     let result = measure_inner(mechanism, phase, size, duration);
     mechanisms::cleanup(mechanism);
     result
 }
 
 fn measure_inner(
-    mechanism: &str,
-    phase: &str,
+    mechanism: Mechanism,
+    phase: Phase,
     size: usize,
     duration: Duration,
 ) -> Result<Measured> {
-    match mechanism {
-        "shm-spin" | "shm-futex" => return pingpong_parent(mechanism, phase, size, duration),
-        "mailbox-zero-copy" => return zero_copy_parent(phase, size, duration),
-        "topic-fanout" => return fanout_parent(phase, size, duration),
-        "mailbox-mpsc" if phase == "stream" => return mpsc_parent(size, duration),
+    match (mechanism, phase) {
+        (Mechanism::ShmSpin | Mechanism::ShmFutex, _) => {
+            return pingpong_parent(mechanism, phase, size, duration)
+        }
+        (Mechanism::MailboxZeroCopy, _) => return zero_copy_parent(phase, size, duration),
+        (Mechanism::TopicFanout, _) => return fanout_parent(phase, size, duration),
+        (Mechanism::MailboxMpsc, Phase::Stream) => return mpsc_parent(size, duration),
         _ => {}
     }
     let (prepared, arg) = mechanisms::prepare(mechanism, size)?;
@@ -181,8 +188,8 @@ fn measure_inner(
         link
     };
     let measured = match phase {
-        "rtt" => rtt_loop(&mut link, size, duration)?,
-        _ => {
+        Phase::Rtt => rtt_loop(&mut link, size, duration)?,
+        Phase::Stream => {
             stream_loop(&mut link, size, duration)?;
             let done = peer.expect("done")?;
             Measured {
@@ -257,19 +264,21 @@ fn stream_loop<S: MessageSender + ?Sized>(
 }
 
 /// The peer side of `ipckit bench-peer`: reports on stderr, never hangs.
-pub fn peer(mechanism: &str, phase: &str, size: usize, arg: &str) -> Result<()> {
+pub fn peer(mechanism: Mechanism, phase: Phase, size: usize, arg: &str) -> Result<()> {
     pin(1);
-    match mechanism {
-        "shm-spin" | "shm-futex" => return pingpong_peer(mechanism, phase, size, arg),
-        "mailbox-zero-copy" => return zero_copy_peer(phase, size, arg),
-        "topic-fanout" => return fanout_peer(size, arg),
-        "mailbox-mpsc" if phase == "stream" => return mpsc_peer(size, arg),
+    match (mechanism, phase) {
+        (Mechanism::ShmSpin | Mechanism::ShmFutex, _) => {
+            return pingpong_peer(mechanism, phase, size, arg)
+        }
+        (Mechanism::MailboxZeroCopy, _) => return zero_copy_peer(phase, size, arg),
+        (Mechanism::TopicFanout, _) => return fanout_peer(size, arg),
+        (Mechanism::MailboxMpsc, Phase::Stream) => return mpsc_peer(size, arg),
         _ => {}
     }
     let (mut link, info) = mechanisms::peer_link(mechanism, arg)?;
     eprintln!("ready {info}");
     let mut buf = Vec::with_capacity(size);
-    let lossy = mechanism == "udp";
+    let lossy = mechanism == Mechanism::Udp;
     let mut expected = 0u64;
     let mut count = 0u64;
     let mut first: Option<Instant> = None;
@@ -300,7 +309,7 @@ pub fn peer(mechanism: &str, phase: &str, size: usize, arg: &str) -> Result<()> 
         expected = seq + 1;
         first.get_or_insert_with(Instant::now);
         count += 1;
-        if phase == "rtt" {
+        if phase == Phase::Rtt {
             link.send_deadline(&buf, deadline)?;
         }
     }
@@ -311,8 +320,8 @@ pub fn peer(mechanism: &str, phase: &str, size: usize, arg: &str) -> Result<()> 
 
 // ---- baselines: raw shared memory --------------------------------------------------------
 
-fn handoff(mechanism: &str) -> Handoff {
-    if mechanism == "shm-spin" {
+fn handoff(mechanism: Mechanism) -> Handoff {
+    if mechanism == Mechanism::ShmSpin {
         Handoff::Spin
     } else {
         Handoff::Futex
@@ -320,8 +329,8 @@ fn handoff(mechanism: &str) -> Handoff {
 }
 
 fn pingpong_parent(
-    mechanism: &str,
-    phase: &str,
+    mechanism: Mechanism,
+    phase: Phase,
     size: usize,
     duration: Duration,
 ) -> Result<Measured> {
@@ -340,17 +349,17 @@ fn pingpong_parent(
         let t = Instant::now();
         fill(&mut msg, seq as u64, size);
         area.send(Direction::Ping, seq, &msg)?;
-        let reply_len = if phase == "rtt" { size } else { 0 };
+        let reply_len = if phase == Phase::Rtt { size } else { 0 };
         area.recv(Direction::Pong, seq - 1, reply_len, &mut reply, deadline)?;
         rtts.push(t.elapsed().as_nanos() as u64);
-        if phase == "rtt" {
+        if phase == Phase::Rtt {
             check(&reply, seq as u64, size)?;
         }
     }
     let elapsed = start.elapsed();
     area.send(Direction::Ping, u32::MAX, &[])?;
     peer.finish()?;
-    Ok(if phase == "rtt" {
+    Ok(if phase == Phase::Rtt {
         Measured {
             rtts,
             msgs_per_sec: None,
@@ -363,7 +372,7 @@ fn pingpong_parent(
     })
 }
 
-fn pingpong_peer(mechanism: &str, phase: &str, size: usize, name: &str) -> Result<()> {
+fn pingpong_peer(mechanism: Mechanism, phase: Phase, size: usize, name: &str) -> Result<()> {
     let area = PingPong::open(name, size, handoff(mechanism))?;
     eprintln!("ready");
     let mut buf = Vec::with_capacity(size);
@@ -378,7 +387,7 @@ fn pingpong_peer(mechanism: &str, phase: &str, size: usize, name: &str) -> Resul
             bail!("message {seq} arrived after {last}");
         }
         check(&buf, seq as u64, size)?;
-        let reply: &[u8] = if phase == "rtt" { &buf } else { &[] };
+        let reply: &[u8] = if phase == Phase::Rtt { &buf } else { &[] };
         area.send(Direction::Pong, seq, reply)?;
         last = seq;
     }
@@ -387,8 +396,8 @@ fn pingpong_peer(mechanism: &str, phase: &str, size: usize, name: &str) -> Resul
 
 // ---- mailbox, zero copy ------------------------------------------------------------------
 
-fn zero_copy_parent(phase: &str, size: usize, duration: Duration) -> Result<Measured> {
-    let name = mechanisms::object_name("mailbox-zero-copy");
+fn zero_copy_parent(phase: Phase, size: usize, duration: Duration) -> Result<Measured> {
+    let name = mechanisms::object_name(Mechanism::MailboxZeroCopy);
     for dir in ["ping", "pong"] {
         Mailbox::builder(&format!("{name}-{dir}"))
             .capacity(64)
@@ -405,20 +414,20 @@ fn zero_copy_parent(phase: &str, size: usize, duration: Duration) -> Result<Meas
     };
     let mut tx = open("ping")?.sender()?;
     let mut rx = open("pong")?.receiver()?;
-    let mut peer = Peer::start("mailbox-zero-copy", phase, size, &name, None)?;
+    let mut peer = Peer::start(Mechanism::MailboxZeroCopy, phase, size, &name, None)?;
     peer.expect("ready")?;
     let mut rtts = Vec::new();
     let end = Instant::now() + duration;
     let deadline = phase_deadline(duration);
     let mut seq = 0u64;
-    while Instant::now() < end || (phase == "rtt" && rtts.len() < 10) {
+    while Instant::now() < end || (phase == Phase::Rtt && rtts.len() < 10) {
         let t = Instant::now();
         {
             let mut loan = tx.loan_deadline(deadline)?;
             write_in_place(&mut loan[..size], seq);
             loan.publish(size)?;
         }
-        if phase == "rtt" {
+        if phase == Phase::Rtt {
             let reply = rx.recv_in_place_deadline(deadline)?;
             rtts.push(t.elapsed().as_nanos() as u64);
             check(&reply, seq, size)?;
@@ -426,7 +435,7 @@ fn zero_copy_parent(phase: &str, size: usize, duration: Duration) -> Result<Meas
         seq += 1;
     }
     tx.send_timeout(STOP, PEER_PATIENCE)?;
-    if phase == "rtt" {
+    if phase == Phase::Rtt {
         peer.finish()?;
         return Ok(Measured {
             rtts,
@@ -450,7 +459,7 @@ fn write_in_place(slot: &mut [u8], seq: u64) {
     }
 }
 
-fn zero_copy_peer(phase: &str, size: usize, name: &str) -> Result<()> {
+fn zero_copy_peer(phase: Phase, size: usize, name: &str) -> Result<()> {
     let open = |dir: &str| {
         Mailbox::builder(&format!("{name}-{dir}"))
             .wait_strategy(WaitStrategy::BusyPoll)
@@ -470,7 +479,7 @@ fn zero_copy_peer(phase: &str, size: usize, name: &str) -> Result<()> {
         }
         check(&msg, count, size)?;
         first.get_or_insert_with(Instant::now);
-        if phase == "rtt" {
+        if phase == Phase::Rtt {
             let mut loan = tx.loan_deadline(deadline)?;
             loan[..size].copy_from_slice(&msg);
             drop(msg);
@@ -491,7 +500,7 @@ fn zero_copy_peer(phase: &str, size: usize, name: &str) -> Result<()> {
 /// this process receives, checks every message against its sender's own sequence, and
 /// reports the total rate from the first message to the last.
 fn mpsc_parent(size: usize, duration: Duration) -> Result<Measured> {
-    let name = mechanisms::object_name("mailbox-mpsc");
+    let name = mechanisms::object_name(Mechanism::MailboxMpsc);
     // More processes than cores: senders that spin forever would starve the receiver.
     let mailbox = Mailbox::builder(&name)
         .capacity(1024)
@@ -500,7 +509,7 @@ fn mpsc_parent(size: usize, duration: Duration) -> Result<Measured> {
     let mut rx = mailbox.receiver()?;
     let arg = format!("{name}:{}", duration.as_millis());
     let mut peers = (0..SENDERS)
-        .map(|_| Peer::start("mailbox-mpsc", "stream", size, &arg, None))
+        .map(|_| Peer::start(Mechanism::MailboxMpsc, Phase::Stream, size, &arg, None))
         .collect::<Result<Vec<_>>>()?;
     for peer in &mut peers {
         peer.expect("ready")?;
@@ -547,11 +556,11 @@ fn mpsc_peer(size: usize, arg: &str) -> Result<()> {
 
 // ---- topic fan-out -----------------------------------------------------------------------
 
-fn fanout_parent(phase: &str, size: usize, duration: Duration) -> Result<Measured> {
-    if phase == "rtt" {
+fn fanout_parent(phase: Phase, size: usize, duration: Duration) -> Result<Measured> {
+    if phase == Phase::Rtt {
         bail!("fan-out is one-way: see the topic row for round trips");
     }
-    let name = mechanisms::object_name("topic-fanout");
+    let name = mechanisms::object_name(Mechanism::TopicFanout);
     // More processes than cores: spinning subscribers would starve each other.
     let topic = Topic::builder(&name)
         .capacity(64)
@@ -560,7 +569,7 @@ fn fanout_parent(phase: &str, size: usize, duration: Duration) -> Result<Measure
         .create()?;
     let mut publisher = topic.publisher()?;
     let mut peers = (0..FANOUT)
-        .map(|_| Peer::start("topic-fanout", "stream", size, &name, None))
+        .map(|_| Peer::start(Mechanism::TopicFanout, Phase::Stream, size, &name, None))
         .collect::<Result<Vec<_>>>()?;
     for peer in &mut peers {
         peer.expect("ready")?;

@@ -10,33 +10,123 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 use ipckit::shm::mailbox::Mailbox;
 use ipckit::shm::topic::{Overflow, Topic};
 use ipckit::shm::WaitStrategy;
 use ipckit::socket::{tcp, udp, unix};
 use ipckit::{fifo, pipe, Capacity, Deadline, MessageReceiver, MessageSender};
+use serde::Serialize;
 
-/// Every mechanism `ipckit bench` knows, in the order it runs them.
-pub const ALL: &[&str] = &[
-    "shm-spin",
-    "shm-futex",
-    "pipe",
-    "fifo",
-    "unix-stream",
-    "unix-seqpacket",
-    "unix-dgram",
-    "tcp",
-    "udp",
-    "posix-mq",
-    "sysv-mq",
-    "mailbox",
-    "mailbox-spin",
-    "mailbox-mpsc",
-    "mailbox-zero-copy",
-    "topic",
-    "topic-fanout",
-    "service",
-];
+/// Every mechanism `ipckit bench` knows, in the order it runs them. Their names (in
+/// `--mechanisms`, the table and the JSON) are DESIGN section 5's: `shm-spin`, `pipe`,
+/// `unix-stream`...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum Mechanism {
+    /// Raw shared-memory hand-off, spinning: the baseline every row is compared with.
+    ShmSpin,
+    /// Raw shared-memory hand-off, sleeping on a futex.
+    ShmFutex,
+    /// An anonymous pipe pair.
+    Pipe,
+    /// A named pipe pair.
+    Fifo,
+    /// A Unix stream socket.
+    UnixStream,
+    /// A Unix sequenced-packet socket.
+    UnixSeqpacket,
+    /// Unix datagram sockets.
+    UnixDgram,
+    /// TCP over loopback.
+    Tcp,
+    /// UDP over loopback.
+    Udp,
+    /// POSIX message queues.
+    PosixMq,
+    /// System V message queues.
+    SysvMq,
+    /// Mailboxes, single sender and receiver, sleeping waits.
+    Mailbox,
+    /// Mailboxes, single sender and receiver, spinning waits.
+    MailboxSpin,
+    /// Mailboxes on the many-senders path.
+    MailboxMpsc,
+    /// A mailbox written and read in place.
+    MailboxZeroCopy,
+    /// Topics with backpressure.
+    Topic,
+    /// One publisher, several subscriber processes.
+    TopicFanout,
+    /// A service connection.
+    Service,
+}
+
+impl Mechanism {
+    /// Every mechanism, in the order they run.
+    pub fn all() -> &'static [Mechanism] {
+        Mechanism::value_variants()
+    }
+
+    /// Its documented name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::ShmSpin => "shm-spin",
+            Mechanism::ShmFutex => "shm-futex",
+            Mechanism::Pipe => "pipe",
+            Mechanism::Fifo => "fifo",
+            Mechanism::UnixStream => "unix-stream",
+            Mechanism::UnixSeqpacket => "unix-seqpacket",
+            Mechanism::UnixDgram => "unix-dgram",
+            Mechanism::Tcp => "tcp",
+            Mechanism::Udp => "udp",
+            Mechanism::PosixMq => "posix-mq",
+            Mechanism::SysvMq => "sysv-mq",
+            Mechanism::Mailbox => "mailbox",
+            Mechanism::MailboxSpin => "mailbox-spin",
+            Mechanism::MailboxMpsc => "mailbox-mpsc",
+            Mechanism::MailboxZeroCopy => "mailbox-zero-copy",
+            Mechanism::Topic => "topic",
+            Mechanism::TopicFanout => "topic-fanout",
+            Mechanism::Service => "service",
+        }
+    }
+
+    /// The mailbox rows' wait strategy.
+    fn mailbox_wait(self) -> WaitStrategy {
+        if self == Mechanism::Mailbox {
+            WaitStrategy::Sleep
+        } else {
+            WaitStrategy::BusyPoll
+        }
+    }
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// The two phases of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Phase {
+    /// Round trips: the parent sends, the peer echoes.
+    Rtt,
+    /// Streaming: the parent sends flat out, the peer counts.
+    Stream,
+}
+
+impl Phase {
+    /// Its name on the peer's command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Rtt => "rtt",
+            Phase::Stream => "stream",
+        }
+    }
+}
 
 /// Subscribers of the `topic-fanout` row.
 pub const FANOUT: usize = 4;
@@ -81,7 +171,7 @@ fn link(tx: impl MessageSender + 'static, rx: impl MessageReceiver + 'static) ->
 }
 
 /// Where the parent put the named objects, passed to the peer on its command line.
-pub fn object_name(mechanism: &str) -> String {
+pub fn object_name(mechanism: Mechanism) -> String {
     format!("bench-{mechanism}-{}", std::process::id())
 }
 
@@ -108,26 +198,26 @@ pub enum Prepared {
 }
 
 /// Creates what the peer will connect to; returns it and the argument to pass to the peer.
-pub fn prepare(mechanism: &str, size: usize) -> Result<(Prepared, String)> {
+pub fn prepare(mechanism: Mechanism, size: usize) -> Result<(Prepared, String)> {
     let name = object_name(mechanism);
     Ok(match mechanism {
-        "pipe" => (Prepared::Pipe, name),
-        "fifo" => {
+        Mechanism::Pipe => (Prepared::Pipe, name),
+        Mechanism::Fifo => {
             let path = tmp_path(&name);
             fifo::Duplex::create(&path, 0o600)?;
             (Prepared::Fifo(path.clone()), path.display().to_string())
         }
-        "unix-stream" => {
+        Mechanism::UnixStream => {
             let path = tmp_path(&name);
             let listener = unix::StreamListener::bind(&path)?;
             (Prepared::UnixStream(listener), path.display().to_string())
         }
-        "unix-seqpacket" => {
+        Mechanism::UnixSeqpacket => {
             let path = tmp_path(&name);
             let listener = unix::SeqpacketListener::bind(&path)?;
             (Prepared::Seqpacket(listener), path.display().to_string())
         }
-        "unix-dgram" => {
+        Mechanism::UnixDgram => {
             let path = tmp_path(&name);
             let peer = tmp_path(&format!("{name}-peer"));
             let bound = unix::BoundDatagram::bind(&path, None)?;
@@ -136,28 +226,24 @@ pub fn prepare(mechanism: &str, size: usize) -> Result<(Prepared, String)> {
                 format!("{} {}", path.display(), peer.display()),
             )
         }
-        "tcp" => {
+        Mechanism::Tcp => {
             let listener = tcp::Listener::bind("127.0.0.1:0")?;
             let addr = listener.local_addr()?;
             (Prepared::Tcp(listener), addr.to_string())
         }
-        "udp" => {
+        Mechanism::Udp => {
             let (link, addr) = udp::bind("127.0.0.1:0")?;
             (Prepared::Udp(link), addr.to_string())
         }
-        "mailbox" | "mailbox-spin" | "mailbox-mpsc" => {
-            let wait = if mechanism == "mailbox" {
-                WaitStrategy::Sleep
-            } else {
-                WaitStrategy::BusyPoll
-            };
+        Mechanism::Mailbox | Mechanism::MailboxSpin | Mechanism::MailboxMpsc => {
+            let wait = mechanism.mailbox_wait();
             for dir in ["ping", "pong"] {
                 let builder = Mailbox::builder(&format!("{name}-{dir}"))
                     .capacity(64)
                     .max_message_size(size)
                     .wait_strategy(wait);
                 // The many-senders row takes the general path: slots claimed by CAS.
-                if mechanism == "mailbox-mpsc" {
+                if mechanism == Mechanism::MailboxMpsc {
                     builder.create()?;
                 } else {
                     builder.single_sender().single_receiver().create()?;
@@ -165,7 +251,7 @@ pub fn prepare(mechanism: &str, size: usize) -> Result<(Prepared, String)> {
             }
             (Prepared::Mailbox(name.clone(), wait), name)
         }
-        "posix-mq" => {
+        Mechanism::PosixMq => {
             for dir in ["ping", "pong"] {
                 ipckit::mq::PosixQueue::builder(&format!("{name}-{dir}"))
                     .max_message_size(size)
@@ -173,18 +259,18 @@ pub fn prepare(mechanism: &str, size: usize) -> Result<(Prepared, String)> {
             }
             (Prepared::PosixMq(name.clone()), name)
         }
-        "sysv-mq" => {
+        Mechanism::SysvMq => {
             let base = sysv_key();
             for dir in 0..2 {
                 ipckit::mq::SysvQueue::create(base + dir, 0o600)?;
             }
             (Prepared::SysvMq(base), base.to_string())
         }
-        "service" => (
+        Mechanism::Service => (
             Prepared::Service(ipckit::service::Server::bind(&name, 0o600)?),
             name,
         ),
-        "topic" => {
+        Mechanism::Topic => {
             for dir in ["ping", "pong"] {
                 Topic::builder(&format!("{name}-{dir}"))
                     .capacity(64)
@@ -204,9 +290,9 @@ fn sysv_key() -> i32 {
 }
 
 /// Removes the named objects of a row (run after the peer has exited or been killed).
-pub fn cleanup(mechanism: &str) {
+pub fn cleanup(mechanism: Mechanism) {
     let name = object_name(mechanism);
-    if mechanism == "sysv-mq" {
+    if mechanism == Mechanism::SysvMq {
         for dir in 0..2 {
             if let Ok(q) = ipckit::mq::SysvQueue::open(sysv_key() + dir) {
                 let _ = q.remove();
@@ -214,7 +300,7 @@ pub fn cleanup(mechanism: &str) {
         }
     }
     for dir in ["ping", "pong"] {
-        let _ = ipckit::mq::PosixQueue::unlink(&format!("{name}-{dir}"));
+        let _ = ipckit::mq::PosixQueue::remove(&format!("{name}-{dir}"));
     }
     let _ = fifo::Duplex::remove(tmp_path(&name));
     for dir in ["ping", "pong"] {
@@ -237,8 +323,8 @@ pub fn configure_peer(prepared: &Prepared, command: &mut Command) {
 }
 
 /// Whether the parent must wait for the peer's "ready" (its address) before connecting.
-pub fn parent_waits_for_peer(mechanism: &str) -> bool {
-    matches!(mechanism, "udp" | "unix-dgram")
+pub fn parent_waits_for_peer(mechanism: Mechanism) -> bool {
+    matches!(mechanism, Mechanism::Udp | Mechanism::UnixDgram)
 }
 
 const OPEN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -262,7 +348,7 @@ pub fn parent_link(
         Prepared::Fifo(path) => Box::new(fifo::Duplex::open(
             &path,
             fifo::Side::First,
-            Capacity::Bounded(0),
+            Capacity::KERNEL_BUFFER,
             Deadline::after(OPEN_DEADLINE),
         )?),
         Prepared::UnixStream(listener) => Box::new(listener.accept()?),
@@ -314,41 +400,37 @@ pub fn parent_link(
 
 /// The peer's end: connects to what the parent prepared (argument `arg`); returns it and
 /// what to tell the parent when ready.
-pub fn peer_link(mechanism: &str, arg: &str) -> Result<(Link, String)> {
+pub fn peer_link(mechanism: Mechanism, arg: &str) -> Result<(Link, String)> {
     Ok(match mechanism {
-        "pipe" => {
+        Mechanism::Pipe => {
             let (tx, rx) = pipe::stdio()?;
             (link(tx, rx), String::new())
         }
-        "fifo" => (
+        Mechanism::Fifo => (
             Box::new(fifo::Duplex::open(
                 arg,
                 fifo::Side::Second,
-                Capacity::Bounded(0),
+                Capacity::KERNEL_BUFFER,
                 Deadline::after(OPEN_DEADLINE),
             )?),
             String::new(),
         ),
-        "unix-stream" => (Box::new(unix::connect_stream(arg)?), String::new()),
-        "unix-seqpacket" => (Box::new(unix::connect_seqpacket(arg)?), String::new()),
-        "unix-dgram" => {
+        Mechanism::UnixStream => (Box::new(unix::connect_stream(arg)?), String::new()),
+        Mechanism::UnixSeqpacket => (Box::new(unix::connect_seqpacket(arg)?), String::new()),
+        Mechanism::UnixDgram => {
             let (parent, mine) = arg.split_once(' ').context("two paths")?;
             let bound = unix::BoundDatagram::bind(mine, Some(std::path::Path::new(parent)))?;
             (Box::new(bound), String::new())
         }
-        "tcp" => (Box::new(tcp::connect(arg)?), String::new()),
-        "udp" => {
+        Mechanism::Tcp => (Box::new(tcp::connect(arg)?), String::new()),
+        Mechanism::Udp => {
             let parent: SocketAddr = arg.parse().context("udp address")?;
             let (udp_link, mine) = udp::bind("127.0.0.1:0")?;
             udp::connect(&udp_link, parent)?;
             (Box::new(udp_link), mine.to_string())
         }
-        "mailbox" | "mailbox-spin" | "mailbox-mpsc" => {
-            let wait = if mechanism == "mailbox" {
-                WaitStrategy::Sleep
-            } else {
-                WaitStrategy::BusyPoll
-            };
+        Mechanism::Mailbox | Mechanism::MailboxSpin | Mechanism::MailboxMpsc => {
+            let wait = mechanism.mailbox_wait();
             let rx = Mailbox::builder(&format!("{arg}-ping"))
                 .wait_strategy(wait)
                 .open()?
@@ -359,19 +441,19 @@ pub fn peer_link(mechanism: &str, arg: &str) -> Result<(Link, String)> {
                 .sender()?;
             (link(tx, rx), String::new())
         }
-        "service" => {
+        Mechanism::Service => {
             let (conn, _) =
                 ipckit::service::Client::connect(arg, b"bench", Deadline::after(OPEN_DEADLINE))?;
             (Box::new(conn), String::new())
         }
-        "posix-mq" => (
+        Mechanism::PosixMq => (
             link(
                 ipckit::mq::PosixQueue::open(&format!("{arg}-pong"))?,
                 ipckit::mq::PosixQueue::open(&format!("{arg}-ping"))?,
             ),
             String::new(),
         ),
-        "sysv-mq" => {
+        Mechanism::SysvMq => {
             let base: i32 = arg.parse().context("queue key")?;
             (
                 link(
@@ -381,7 +463,7 @@ pub fn peer_link(mechanism: &str, arg: &str) -> Result<(Link, String)> {
                 String::new(),
             )
         }
-        "topic" => {
+        Mechanism::Topic => {
             let rx = Topic::builder(&format!("{arg}-ping"))
                 .wait_strategy(WaitStrategy::BusyPoll)
                 .open()?

@@ -5,6 +5,7 @@
 mod harness;
 mod mechanisms;
 mod report;
+mod summary;
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use mechanisms::{Mechanism, Phase};
 pub use report::Row;
 
 use crate::units::{parse_duration, parse_size};
@@ -21,7 +23,7 @@ use crate::units::{parse_duration, parse_size};
 pub struct BenchArgs {
     /// Mechanisms to measure, comma-separated (default: all). See `--list`.
     #[arg(long, value_delimiter = ',')]
-    pub mechanisms: Vec<String>,
+    pub mechanisms: Vec<Mechanism>,
     /// Message sizes in bytes, comma-separated (default 64,4096,65536).
     #[arg(long, value_delimiter = ',', value_parser = parse_size)]
     pub sizes: Vec<usize>,
@@ -40,24 +42,32 @@ pub struct BenchArgs {
     /// List the mechanisms and exit.
     #[arg(long)]
     pub list: bool,
+    /// Print the course notes' comparison table (speed, setup, complexity, network) with the
+    /// speed measured here: by a quick run, or from FILE, written earlier by `--json`.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<Option<std::path::PathBuf>>,
 }
 
 /// Options of the hidden `ipckit bench-peer` (the other process of each row).
 #[derive(Debug, Args)]
 pub struct PeerArgs {
+    /// The row's mechanism.
     #[arg(long)]
-    mechanism: String,
+    mechanism: Mechanism,
+    /// Which phase of the row.
     #[arg(long)]
-    phase: String,
+    phase: Phase,
+    /// Message size, in bytes.
     #[arg(long)]
     size: usize,
+    /// Where the parent put its end: a path, an address, a name or a key, by mechanism.
     #[arg(long)]
     arg: String,
 }
 
 /// Runs `ipckit bench-peer`; failures are reported on stderr, where the parent reads them.
 pub fn peer(args: PeerArgs) -> Result<()> {
-    let result = harness::peer(&args.mechanism, &args.phase, args.size, &args.arg);
+    let result = harness::peer(args.mechanism, args.phase, args.size, &args.arg);
     if let Err(e) = &result {
         eprintln!("error {e:#}");
     }
@@ -67,27 +77,18 @@ pub fn peer(args: PeerArgs) -> Result<()> {
 /// Runs `ipckit bench`.
 pub fn bench(args: BenchArgs) -> Result<()> {
     if args.list {
-        for m in mechanisms::ALL {
+        for m in Mechanism::all() {
             outln!("{m}")?;
         }
         return Ok(());
     }
-    let mechanisms: Vec<&str> = if args.mechanisms.is_empty() {
-        mechanisms::ALL.to_vec()
+    if let Some(from) = &args.summary {
+        return summary::summary(&args, from.as_deref());
+    }
+    let mechanisms: Vec<Mechanism> = if args.mechanisms.is_empty() {
+        Mechanism::all().to_vec()
     } else {
-        let mut chosen = Vec::new();
-        for m in &args.mechanisms {
-            match mechanisms::ALL.iter().find(|known| **known == m.as_str()) {
-                Some(known) => chosen.push(*known),
-                None => {
-                    return Err(crate::exit::usage(format!(
-                        "unknown mechanism {m:?}; known: {}",
-                        mechanisms::ALL.join(", ")
-                    )))
-                }
-            }
-        }
-        chosen
+        args.mechanisms.clone()
     };
     let sizes = match (args.sizes.is_empty(), args.quick) {
         (false, _) => args.sizes.clone(),
@@ -128,29 +129,29 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn measure_row(mechanism: &str, size: usize, phase: Duration) -> Row {
+fn measure_row(mechanism: Mechanism, size: usize, phase: Duration) -> Row {
     let mut row = Row::new(mechanism, size);
-    if mechanism != "shm-spin" && mechanism != "topic-fanout" {
+    if !matches!(mechanism, Mechanism::ShmSpin | Mechanism::TopicFanout) {
         // The baseline, again, right before the row (see `Row::spin_rtt_ns`).
         let calibration = (phase / 4).min(Duration::from_millis(100));
-        if let Ok(m) = harness::measure("shm-spin", "rtt", size, calibration) {
+        if let Ok(m) = harness::measure(Mechanism::ShmSpin, Phase::Rtt, size, calibration) {
             let mut rtts = m.rtts;
             rtts.sort_unstable();
             row.spin_rtt_ns = Some(report::percentile(&rtts, 0.5));
         }
     }
-    let rtt = if mechanism == "topic-fanout" {
+    let rtt = if mechanism == Mechanism::TopicFanout {
         Ok(None)
     } else {
-        harness::measure(mechanism, "rtt", size, phase).map(|m| Some(m.rtts))
+        harness::measure(mechanism, Phase::Rtt, size, phase).map(|m| Some(m.rtts))
     };
-    let stream = harness::measure(mechanism, "stream", size, phase);
+    let stream = harness::measure(mechanism, Phase::Stream, size, phase);
     match (rtt, stream) {
         (Ok(rtts), Ok(stream)) => {
             if let Some(mut rtts) = rtts {
                 rtts.sort_unstable();
                 row.set_rtts(&rtts);
-                if mechanism == "shm-spin" {
+                if mechanism == Mechanism::ShmSpin {
                     row.spin_rtt_ns = row.rtt_ns.map(|p| p.p50);
                 }
             }

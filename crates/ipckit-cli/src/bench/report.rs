@@ -5,6 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::Mechanism;
+
 /// Round-trip percentiles, in nanoseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Percentiles {
@@ -16,7 +18,7 @@ pub struct Percentiles {
 /// One mechanism at one size (the JSON schema's ROW).
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    pub mechanism: String,
+    pub mechanism: Mechanism,
     pub size: usize,
     pub rtt_ns: Option<Percentiles>,
     /// Median round trip of the raw spin hand-off measured just before this row, on the
@@ -38,9 +40,9 @@ pub fn percentile(sorted: &[u64], q: f64) -> u64 {
 }
 
 impl Row {
-    pub fn new(mechanism: &str, size: usize) -> Row {
+    pub fn new(mechanism: Mechanism, size: usize) -> Row {
         Row {
-            mechanism: mechanism.to_string(),
+            mechanism,
             size,
             rtt_ns: None,
             spin_rtt_ns: None,
@@ -155,9 +157,19 @@ fn machine() -> Machine {
     }
 }
 
+/// The JSON document (schema in docs/BENCH.md).
+#[derive(Serialize)]
+struct Report<'a> {
+    machine: Machine,
+    results: &'a [Row],
+}
+
 /// Writes `{"machine": {...}, "results": [ROW, ...]}`.
 pub fn write_json(path: &Path, rows: &[Row]) -> Result<()> {
-    let doc = serde_json::json!({ "machine": machine(), "results": rows });
+    let doc = Report {
+        machine: machine(),
+        results: rows,
+    };
     std::fs::write(path, serde_json::to_string_pretty(&doc)?)
         .with_context(|| format!("cannot write {}", path.display()))
 }
@@ -166,10 +178,10 @@ pub fn write_json(path: &Path, rows: &[Row]) -> Result<()> {
 pub fn write_plot(path: &Path, rows: &[Row]) -> Result<()> {
     use plotters::prelude::*;
 
-    let mut mechanisms: Vec<&str> = Vec::new();
+    let mut mechanisms: Vec<Mechanism> = Vec::new();
     for row in rows {
-        if !mechanisms.contains(&row.mechanism.as_str()) {
-            mechanisms.push(&row.mechanism);
+        if !mechanisms.contains(&row.mechanism) {
+            mechanisms.push(row.mechanism);
         }
     }
     let mut sizes: Vec<usize> = rows.iter().map(|r| r.size).collect();
@@ -259,7 +271,7 @@ mod tests {
 
     #[test]
     fn rate_gives_bytes_per_second() {
-        let mut row = Row::new("pipe", 4096);
+        let mut row = Row::new(Mechanism::Pipe, 4096);
         row.set_rate(1000.0);
         assert_eq!(row.bytes_per_sec, Some(4_096_000.0));
     }

@@ -11,7 +11,7 @@
 //! queue.send_priority(b"urgent", 9, Deadline::Now)?;
 //! let first = queue.recv()?;
 //! assert_eq!((first.data.as_slice(), first.meta.priority), (&b"urgent"[..], Some(9)));
-//! PosixQueue::unlink(&name)?;
+//! PosixQueue::remove(&name)?;
 //! # Ok::<(), ipckit::Error>(())
 //! ```
 //!
@@ -172,12 +172,21 @@ impl PosixQueue {
     }
 
     /// Opens an existing queue.
+    ///
+    /// # Errors
+    /// As [`PosixQueueBuilder::open`].
     pub fn open(name: &str) -> Result<PosixQueue> {
         PosixQueue::builder(name).open()
     }
 
-    /// Removes the queue's name; open descriptors keep working.
-    pub fn unlink(name: &str) -> Result<()> {
+    /// Removes the queue's name; open descriptors keep working. (`remove(name)` is the one
+    /// spelling for removing a named object across ipckit: `Mailbox`, `Topic`, `Shared`,
+    /// `BoundedBuffer`, `fifo`.)
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such queue; [`Error::PermissionDenied`].
+    #[doc(alias = "mq_unlink")]
+    pub fn remove(name: &str) -> Result<()> {
         let (path, object) = names(name)?;
         // SAFETY: NUL-terminated name.
         if unsafe { libc::mq_unlink(path.as_ptr()) } == -1 {
@@ -185,6 +194,18 @@ impl PosixQueue {
         }
         crate::registry::forget(crate::registry::Kind::PosixQueue, name);
         Ok(())
+    }
+
+    /// The old name of [`remove`](Self::remove).
+    ///
+    /// # Errors
+    /// As [`remove`](Self::remove).
+    #[deprecated(
+        since = "0.2.0",
+        note = "use PosixQueue::remove, the spelling every type uses"
+    )]
+    pub fn unlink(name: &str) -> Result<()> {
+        PosixQueue::remove(name)
     }
 
     fn from_mqd(mqd: libc::mqd_t, object: String) -> Result<PosixQueue> {
@@ -202,6 +223,9 @@ impl PosixQueue {
     }
 
     /// The queue's sizes and how many messages it holds now.
+    ///
+    /// # Errors
+    /// An OS error from `mq_getattr` (the descriptor is no longer valid).
     pub fn attributes(&self) -> Result<QueueAttributes> {
         // SAFETY: all-zero mq_attr is a valid out-parameter.
         let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };

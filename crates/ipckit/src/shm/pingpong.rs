@@ -63,6 +63,10 @@ impl PingPong {
     }
 
     /// Creates the area for messages of up to `max` bytes.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], [`Error::InvalidArgument`] for a bad name or size, or an OS
+    /// error.
     pub fn create(name: &str, max: usize, handoff: Handoff) -> Result<PingPong> {
         let segment = Segment::create(KIND, name, PingPong::layout_len(max), 0o600)?;
         Ok(PingPong::from_segment(segment, max, handoff))
@@ -87,6 +91,9 @@ impl PingPong {
     }
 
     /// Removes the area's name.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such area.
     pub fn remove(name: &str) -> Result<()> {
         Segment::unlink(KIND, name)
     }

@@ -40,10 +40,14 @@
 //!
 //! # Waiting
 //!
-//! Two futex words, `not_empty` and `not_full`, each with a count of sleepers. A side that
-//! changes a slot issues a full fence and then makes the wake system call only if the sleeper
-//! count is non-zero; a sleeper increments the count, fences, re-checks the ring and only then
-//! sleeps. That Dekker-style pairing is what rules out a lost wake-up.
+//! Two [`Event`](crate::sync::Event)s, `not_empty` and `not_full` (a futex word and a count of
+//! sleepers each). A side that changes a slot does so with a SeqCst read-modify-write, then
+//! loads the sleeper count and makes the wake system call only if it is non-zero; a sleeper
+//! increments the count, fences, re-checks the ring and only then sleeps
+//! ([`Event::announce`](crate::sync::Event::announce)). That Dekker-style pairing is what
+//! rules out a lost wake-up; the loom models in this file check it together with the claims.
+//! Each sleep is also bounded (one second), so a count scribbled by another process costs a
+//! waiter at most that.
 //!
 //! # Trust
 //!
@@ -56,14 +60,20 @@ use std::ptr::NonNull;
 use crate::error::{Error, Result};
 use crate::sync::primitive::{fence, AtomicU32, AtomicU64, Ordering};
 
+use super::layout::{Geometry, Limits, Padded, Preamble, SlotLayout, Slots, Spec};
+use super::participants::ParticipantEntry;
 use super::wait::{wake_sleepers, WaitWord};
 
 /// Identifies a mailbox ring ("ipckitMB").
 pub(crate) const RING_MAGIC: u64 = u64::from_le_bytes(*b"ipckitMB");
 /// Bumped whenever the layout below changes.
 pub(crate) const RING_VERSION: u32 = 1;
-/// Entries in the participant table.
+/// Entries in the participant table (two under loom, whose atomics are costly objects; the
+/// models do not use the table).
+#[cfg(not(loom))]
 pub(crate) const MAX_PARTICIPANTS: usize = 128;
+#[cfg(loom)]
+pub(crate) const MAX_PARTICIPANTS: usize = 2;
 /// The largest ring we create or accept.
 pub(crate) const MAX_CAPACITY: u32 = 1 << 20;
 /// The largest message we create or accept (64 MiB).
@@ -118,36 +128,12 @@ impl Word {
     }
 }
 
-/// A value on a cache line of its own, so producers and consumers do not false-share.
-#[repr(C, align(64))]
-#[derive(Debug)]
-pub(crate) struct Padded<T>(pub T);
-
-/// One entry of the participant table.
-#[repr(C)]
-#[derive(Debug)]
-pub(crate) struct ParticipantEntry {
-    /// Pid of the attached process, 0 for a free entry.
-    pub pid: AtomicU32,
-    /// 1: sender, 2: receiver.
-    pub role: AtomicU32,
-    /// Start time of the process (`/proc/PID/stat`), so a reused pid is not taken for it.
-    pub start_time: AtomicU64,
-}
-
 /// The ring's header, at offset 0 of the mailbox payload.
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct RingHeader {
-    /// [`RING_MAGIC`], stored last (Release) when the creator has initialised everything.
-    pub magic: AtomicU64,
-    pub version: u32,
-    pub flags: u32,
-    pub capacity: u32,
-    pub slot_size: u32,
-    pub max_message: u32,
-    pub mode: u32,
-    pub created_unix_ns: u64,
+    /// Magic [`RING_MAGIC`] (stored last), version, flags and geometry.
+    pub preamble: Preamble,
     pub creator_pid: u32,
     /// Unbounded chains: 0 while producers may use this ring; once it is full, the index of
     /// the ring that follows it (the ring is then sealed).
@@ -182,33 +168,33 @@ pub(crate) struct SlotHeader {
     pub sequence: AtomicU64,
 }
 
-const SLOT_HEADER: usize = std::mem::size_of::<SlotHeader>();
+// The layout is version 1's, byte for byte: the creator's pid right after the preamble.
+#[cfg(not(loom))] // loom's atomics are larger than the real ones
+const _: () = assert!(std::mem::offset_of!(RingHeader, creator_pid) == 40);
+#[cfg(not(loom))] // loom's atomics are larger than the real ones
+const _: () = assert!(std::mem::offset_of!(RingHeader, chain_next) == 44);
 
-/// Byte offset of slot 0 from the start of the ring.
-pub(crate) const fn slots_offset() -> usize {
-    std::mem::size_of::<RingHeader>().next_multiple_of(64)
-}
+/// The ring's place in the shared layout (`layout.rs`).
+#[derive(Debug)]
+pub(crate) struct RingLayout;
 
-/// Size of one slot carrying messages of up to `max_message` bytes.
-pub(crate) fn slot_size_for(max_message: u32) -> usize {
-    (SLOT_HEADER + max_message as usize).next_multiple_of(64)
+// SAFETY: RingHeader and SlotHeader are #[repr(C)] integers and atomics, aligned to at most
+// 64, and RingHeader starts with a Preamble followed by the creator's pid (asserted above).
+unsafe impl SlotLayout for RingLayout {
+    type Header = RingHeader;
+    type Slot = SlotHeader;
+    const LIMITS: Limits = Limits::new(
+        RING_MAGIC,
+        RING_VERSION,
+        "mailbox",
+        MAX_CAPACITY,
+        MAX_MESSAGE,
+    );
 }
 
 /// Bytes a ring of this geometry occupies, or `None` if it is absurdly large.
 pub(crate) fn ring_len(capacity: u32, max_message: u32) -> Option<usize> {
-    slot_size_for(max_message)
-        .checked_mul(capacity as usize)?
-        .checked_add(slots_offset())
-}
-
-/// The geometry, validated and copied out of shared memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Geometry {
-    pub capacity: u32,
-    pub slot_size: usize,
-    pub max_message: u32,
-    pub flags: u32,
-    pub mode: u32,
+    RingLayout::len(capacity, max_message)
 }
 
 /// Result of trying to claim a position.
@@ -224,11 +210,10 @@ pub(crate) enum Claim {
 /// A ring mapped at `base`, with geometry validated against the mapping.
 #[derive(Debug)]
 pub(crate) struct Ring {
-    base: NonNull<u8>,
+    slots: Slots<RingLayout>,
     /// The header whose futex words this ring's waiters sleep on: its own, or, for the rings
     /// of an unbounded chain, the root's, so one wake reaches every waiter of the mailbox.
     waits: NonNull<RingHeader>,
-    geometry: Geometry,
     object: String,
 }
 
@@ -245,6 +230,9 @@ const MAX_ROUNDS: u32 = 1 << 20;
 impl Ring {
     /// Initialises a ring in `len` zeroed bytes at `base` and returns it.
     ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a geometry outside the limits or larger than `len`.
+    ///
     /// # Safety
     /// - `base` is 64-byte aligned, valid for reads and writes of `len` bytes for as long as
     ///   the returned `Ring` (and anything derived from it) lives, and zero-filled;
@@ -252,119 +240,39 @@ impl Ring {
     pub(crate) unsafe fn init(
         base: NonNull<u8>,
         len: usize,
-        capacity: u32,
-        max_message: u32,
-        flags: u32,
-        mode: u32,
+        spec: Spec,
         object: &str,
     ) -> Result<Ring> {
-        if capacity == 0 || capacity > MAX_CAPACITY {
-            return Err(Error::InvalidArgument(format!(
-                "capacity {capacity} is outside 1..={MAX_CAPACITY}"
-            )));
-        }
-        if max_message > MAX_MESSAGE {
-            return Err(Error::InvalidArgument(format!(
-                "maximum message size {max_message} exceeds {MAX_MESSAGE} bytes"
-            )));
-        }
-        let needed = ring_len(capacity, max_message).ok_or_else(|| {
-            Error::InvalidArgument("capacity x message size overflows".to_string())
-        })?;
-        assert!(needed <= len, "mapping smaller than the ring it must hold");
-        // SAFETY: base is aligned and valid for `len >= size_of::<RingHeader>()` bytes; the
-        // header consists of integers and atomics, for which all-zero bytes are valid.
-        let header = unsafe { &mut *(base.as_ptr() as *mut RingHeader) };
-        header.version = RING_VERSION;
-        header.flags = flags;
-        header.capacity = capacity;
-        header.slot_size = slot_size_for(max_message) as u32;
-        header.max_message = max_message;
-        header.mode = mode;
-        header.created_unix_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        header.creator_pid = std::process::id();
         // Slot words start as (lap 0, EMPTY): zero, as the memory already is.
-        // SYNC: pairs with the Acquire load of the magic in `attach`.
-        header.magic.store(RING_MAGIC, Ordering::Release);
-        // SAFETY: the caller's guarantees carry over.
-        unsafe { Ring::attach(base, len, object) }
+        // SAFETY: the caller's guarantees are those of Slots::init.
+        let slots = unsafe { Slots::init(base, len, spec, object)? };
+        Ok(Ring::from_slots(slots, object))
     }
 
     /// Attaches to an initialised ring, validating the header against the mapping.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the bytes are not a valid ring that fits in `len` bytes.
     ///
     /// # Safety
     /// `base` is 64-byte aligned and valid for reads and writes of `len` bytes for as long as
     /// the returned `Ring` lives. The bytes may be anything: they are validated.
     pub(crate) unsafe fn attach(base: NonNull<u8>, len: usize, object: &str) -> Result<Ring> {
-        let corrupt = |detail: String| Error::corrupt(object, detail);
-        if len < slots_offset() {
-            return Err(corrupt(format!(
-                "the ring needs at least {} bytes, the segment has {len}",
-                slots_offset()
-            )));
-        }
-        // SAFETY: aligned, in bounds (checked above), and every bit pattern is a valid header.
-        let header = unsafe { &*(base.as_ptr() as *const RingHeader) };
-        // SYNC: pairs with the Release store of the magic in `init`.
-        let magic = header.magic.load(Ordering::Acquire);
-        if magic != RING_MAGIC {
-            return Err(corrupt(format!(
-                "bad ring magic {magic:#x} (not an ipckit mailbox, or not initialised)"
-            )));
-        }
-        // SAFETY: plain integer fields of the header, in bounds; read once, copied out.
-        let (version, capacity, slot_size, max_message, flags, mode) = unsafe {
-            let h = base.as_ptr() as *const RingHeader;
-            (
-                std::ptr::addr_of!((*h).version).read_volatile(),
-                std::ptr::addr_of!((*h).capacity).read_volatile(),
-                std::ptr::addr_of!((*h).slot_size).read_volatile(),
-                std::ptr::addr_of!((*h).max_message).read_volatile(),
-                std::ptr::addr_of!((*h).flags).read_volatile(),
-                std::ptr::addr_of!((*h).mode).read_volatile(),
-            )
-        };
-        if version != RING_VERSION {
-            return Err(corrupt(format!(
-                "layout version {version}, this ipckit reads version {RING_VERSION}"
-            )));
-        }
-        if capacity == 0 || capacity > MAX_CAPACITY || max_message > MAX_MESSAGE {
-            return Err(corrupt(format!(
-                "implausible geometry: capacity {capacity}, max message {max_message}"
-            )));
-        }
-        if slot_size as usize != slot_size_for(max_message) {
-            return Err(corrupt(format!(
-                "slot size {slot_size} does not match max message {max_message}"
-            )));
-        }
-        match ring_len(capacity, max_message) {
-            Some(needed) if needed <= len => {}
-            _ => {
-                return Err(corrupt(format!(
-                    "{capacity} slots of {slot_size} bytes do not fit in {len} bytes"
-                )))
-            }
-        }
-        Ok(Ring {
-            base,
-            waits: base.cast(),
-            geometry: Geometry {
-                capacity,
-                slot_size: slot_size as usize,
-                max_message,
-                flags,
-                mode,
-            },
+        // SAFETY: the caller's guarantees are those of Slots::attach.
+        let slots = unsafe { Slots::attach(base, len, object)? };
+        Ok(Ring::from_slots(slots, object))
+    }
+
+    fn from_slots(slots: Slots<RingLayout>, object: &str) -> Ring {
+        Ring {
+            waits: slots.base().cast(),
+            slots,
             object: object.to_string(),
-        })
+        }
     }
 
     pub(crate) fn geometry(&self) -> Geometry {
-        self.geometry
+        *self.slots.geometry()
     }
 
     /// Makes this ring's waiters sleep on `root`'s futex words.
@@ -388,42 +296,27 @@ impl Ring {
         // SYNC: pairs with the fence after a producer's claim in an unbounded chain, so a
         // claim made before the ring was sealed is seen here.
         fence(Ordering::SeqCst);
-        (0..self.geometry.capacity as u64).all(|index| {
+        (0..self.slots.geometry().capacity as u64).all(|index| {
             let word = Word::decode(self.slot(index).word.load(Ordering::Acquire));
             !matches!(word.state, SlotState::Writing | SlotState::Full)
         })
     }
 
     pub(crate) fn header(&self) -> &RingHeader {
-        // SAFETY: validated in `attach`: aligned, in bounds, any bit pattern valid.
-        unsafe { &*(self.base.as_ptr() as *const RingHeader) }
-    }
-
-    fn slot_ptr(&self, pos: u64) -> *mut u8 {
-        let index = (pos % self.geometry.capacity as u64) as usize;
-        // SAFETY: index < capacity and capacity * slot_size + slots_offset() <= mapping length
-        // (checked in `attach`), so the offset stays inside the mapping.
-        unsafe {
-            self.base
-                .as_ptr()
-                .add(slots_offset() + index * self.geometry.slot_size)
-        }
+        self.slots.header()
     }
 
     pub(crate) fn slot(&self, pos: u64) -> &SlotHeader {
-        // SAFETY: slot_ptr is in bounds and 64-byte aligned (slot_size and slots_offset are
-        // multiples of 64); a SlotHeader is atomics only, valid for any bits.
-        unsafe { &*(self.slot_ptr(pos) as *const SlotHeader) }
+        self.slots.slot(pos)
     }
 
     /// The message area of the slot of `pos`: `max_message` bytes.
     pub(crate) fn data_ptr(&self, pos: u64) -> *mut u8 {
-        // SAFETY: the slot holds SLOT_HEADER + max_message bytes, inside the mapping.
-        unsafe { self.slot_ptr(pos).add(SLOT_HEADER) }
+        self.slots.data_ptr(pos)
     }
 
     fn lap(&self, pos: u64) -> u32 {
-        (pos / self.geometry.capacity as u64) as u32
+        (pos / self.slots.geometry().capacity as u64) as u32
     }
 
     fn corrupt(&self, detail: &str) -> Error {
@@ -464,7 +357,7 @@ impl Ring {
                 // The previous lap's message is still there: the ring is full.
                 -1 => {
                     // The slot in the way holds the previous lap's position.
-                    let held = pos.wrapping_sub(self.geometry.capacity as u64);
+                    let held = pos.wrapping_sub(self.slots.geometry().capacity as u64);
                     let blocker = match word.state {
                         SlotState::Writing | SlotState::Reading => Some((word.pid, held)),
                         _ => None,
@@ -559,7 +452,7 @@ impl Ring {
     /// Positions already published (a predecessor died between publishing and moving on)
     /// are stepped over.
     pub(crate) fn claim_write_single(&self, next: &mut u64) -> Result<Claim> {
-        for _ in 0..=self.geometry.capacity {
+        for _ in 0..=self.slots.geometry().capacity {
             let pos = *next;
             let lap = self.lap(pos);
             let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
@@ -567,7 +460,7 @@ impl Ring {
                 0 if word.state == SlotState::Empty => return Ok(Claim::Got(pos)),
                 d if d >= 0 => *next += 1,
                 -1 => {
-                    let held = pos.wrapping_sub(self.geometry.capacity as u64);
+                    let held = pos.wrapping_sub(self.slots.geometry().capacity as u64);
                     let blocker = match word.state {
                         SlotState::Writing | SlotState::Reading => Some((word.pid, held)),
                         _ => None,
@@ -584,7 +477,7 @@ impl Ring {
     /// for its lap. No `READING` state: a receiver killed before releasing it leaves it full,
     /// and the next receiver gets it again.
     pub(crate) fn claim_read_single(&self, next: &mut u64) -> Result<Claim> {
-        for _ in 0..=self.geometry.capacity {
+        for _ in 0..=self.slots.geometry().capacity {
             let pos = *next;
             let lap = self.lap(pos);
             let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
@@ -612,7 +505,7 @@ impl Ring {
     pub(crate) fn publish(&self, pos: u64) {
         let word = Word::encode(self.lap(pos), SlotState::Full, 0);
         // SYNC: Release half pairs with the Acquire load/CAS of the slot word in
-        // `claim_read`; SeqCst half with the fence in `prepare_sleep` (see `notify`).
+        // `claim_read`; SeqCst half with the fence in `Event::announce` (see `notify`).
         self.slot(pos).word.swap(word, Ordering::SeqCst);
         self.notify(&self.waits().not_empty.0);
     }
@@ -623,7 +516,7 @@ impl Ring {
         let word = Word::encode(self.lap(pos).wrapping_add(1), SlotState::Empty, 0);
         // SYNC: Release half pairs with the Acquire load/CAS of the slot word in
         // `claim_write` (and the head hint with the single sender's read of it); SeqCst
-        // half with the fence in `prepare_sleep` (see `notify`).
+        // half with the fence in `Event::announce` (see `notify`).
         self.slot(pos).word.swap(word, Ordering::SeqCst);
         self.skip_head_past(pos);
         self.notify(&self.waits().not_full.0);
@@ -703,12 +596,12 @@ impl Ring {
     /// Every slot held (`WRITING` or `READING`) right now, as (position-in-current-lap slot
     /// index, pid). Used by `clean` and `ls`.
     pub(crate) fn held_slots(&self) -> Vec<(u64, u32)> {
-        (0..self.geometry.capacity as u64)
+        (0..self.slots.geometry().capacity as u64)
             .filter_map(|index| {
                 let word = Word::decode(self.slot(index).word.load(Ordering::Acquire));
                 match word.state {
                     SlotState::Writing | SlotState::Reading => {
-                        let pos = word.lap as u64 * self.geometry.capacity as u64 + index;
+                        let pos = word.lap as u64 * self.slots.geometry().capacity as u64 + index;
                         Some((pos, word.pid))
                     }
                     _ => None,
@@ -721,9 +614,12 @@ impl Ring {
     pub(crate) fn depth(&self) -> u64 {
         let head = self.header().head.0.load(Ordering::Acquire);
         let tail = self.header().tail.0.load(Ordering::Acquire);
-        tail.saturating_sub(head).min(self.geometry.capacity as u64)
+        tail.saturating_sub(head)
+            .min(self.slots.geometry().capacity as u64)
     }
 
+    /// Wakes the sleepers on `wait`, if any. No fence of its own: the caller's SeqCst
+    /// read-modify-write of the slot word is the store half of the Dekker pairing.
     fn notify(&self, wait: &WaitWord) {
         wake_sleepers(wait);
     }
@@ -747,11 +643,78 @@ mod tests {
             let layout = Layout::from_size_align(len, 64).unwrap();
             // SAFETY: layout has non-zero size.
             let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+            #[cfg(loom)]
+            // SAFETY: fresh allocation of `len` bytes, aligned to 64, nobody else sees it.
+            unsafe {
+                construct_atomics(ptr, capacity, max_message)
+            };
+            let spec = Spec {
+                capacity,
+                max_message,
+                flags: 0,
+                mode: 0o600,
+            };
             // SAFETY: fresh zeroed allocation of `len` bytes, aligned to 64, freed in Drop
             // after the ring.
-            let ring =
-                unsafe { Ring::init(ptr, len, capacity, max_message, 0, 0o600, "heap") }.unwrap();
+            let ring = unsafe { Ring::init(ptr, len, spec, "heap") }.unwrap();
             HeapRing { ring, ptr, layout }
+        }
+    }
+
+    /// Loom's atomics are objects registered with the model checker, not plain integers:
+    /// zeroed bytes are not valid ones, so under loom every atomic of the header and of each
+    /// slot header is constructed in place (with the value zero, as in a fresh segment).
+    ///
+    /// # Safety
+    /// `base` is valid for writes of `ring_len(capacity, max_message)` bytes, 64-byte aligned.
+    #[cfg(loom)]
+    unsafe fn construct_atomics(base: NonNull<u8>, capacity: u32, max_message: u32) {
+        let header = RingHeader {
+            preamble: Preamble {
+                magic: AtomicU64::new(0),
+                version: 0,
+                flags: 0,
+                capacity: 0,
+                slot_size: 0,
+                max_message: 0,
+                mode: 0,
+                created_unix_ns: 0,
+            },
+            creator_pid: 0,
+            chain_next: AtomicU32::new(0),
+            chain_head: AtomicU32::new(0),
+            chain_tail: AtomicU32::new(0),
+            sole_sender: AtomicU32::new(0),
+            sole_receiver: AtomicU32::new(0),
+            _reserved: [0; 2],
+            tail: Padded(AtomicU64::new(0)),
+            head: Padded(AtomicU64::new(0)),
+            not_empty: Padded(WaitWord::new()),
+            not_full: Padded(WaitWord::new()),
+            participants: std::array::from_fn(|_| ParticipantEntry {
+                pid: AtomicU32::new(0),
+                role: AtomicU32::new(0),
+                start_time: AtomicU64::new(0),
+            }),
+        };
+        // SAFETY: (caller) in bounds and aligned for a RingHeader.
+        unsafe { std::ptr::write(base.as_ptr() as *mut RingHeader, header) };
+        for index in 0..capacity as usize {
+            let slot = SlotHeader {
+                word: AtomicU64::new(0),
+                len: AtomicU32::new(0),
+                sender_pid: AtomicU32::new(0),
+                sender_uid: AtomicU32::new(0),
+                _reserved: AtomicU32::new(0),
+                sequence: AtomicU64::new(0),
+            };
+            // SAFETY: slot `index` lies inside the ring (ring_len) and is 64-byte aligned.
+            unsafe {
+                let at = base
+                    .as_ptr()
+                    .add(RingLayout::slots_offset() + index * RingLayout::slot_size(max_message));
+                std::ptr::write(at as *mut SlotHeader, slot)
+            };
         }
     }
 
@@ -763,6 +726,16 @@ mod tests {
 
     impl Drop for HeapRing {
         fn drop(&mut self) {
+            #[cfg(loom)]
+            // SAFETY: constructed in `new`; dropped once, here, before the memory is freed.
+            unsafe {
+                std::ptr::drop_in_place(self.ptr.as_ptr() as *mut RingHeader);
+                for index in 0..self.ring.geometry().capacity as u64 {
+                    std::ptr::drop_in_place(
+                        self.ring.slot(index) as *const SlotHeader as *mut SlotHeader
+                    );
+                }
+            }
             // SAFETY: allocated in `new` with this layout.
             unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
         }
@@ -773,6 +746,15 @@ mod tests {
             Claim::Got(pos) => pos,
             other => panic!("expected a claim, got {other:?}"),
         }
+    }
+
+    /// tests/neighbour_hangs.rs scribbles the sleeper count of `not_empty` at this offset.
+    #[test]
+    #[cfg(not(loom))]
+    fn the_wait_words_sit_where_the_layout_says() {
+        assert_eq!(std::mem::offset_of!(RingHeader, not_empty), 256);
+        assert_eq!(std::mem::offset_of!(RingHeader, not_full), 320);
+        assert_eq!(std::mem::size_of::<WaitWord>(), 8);
     }
 
     #[test]
@@ -920,7 +902,7 @@ mod tests {
         assert!(matches!(attach(len - 1), Err(Error::Corrupt { .. })));
         assert!(matches!(attach(16), Err(Error::Corrupt { .. })));
         // SAFETY: writing the header's capacity field of our own allocation.
-        unsafe { (*(heap.ptr.as_ptr() as *mut RingHeader)).capacity = 1 << 30 };
+        unsafe { (*(heap.ptr.as_ptr() as *mut RingHeader)).preamble.capacity = 1 << 30 };
         assert!(matches!(attach(len), Err(Error::Corrupt { .. })));
     }
 
@@ -981,5 +963,373 @@ mod tests {
             .collect();
         all.sort_unstable();
         assert_eq!(all, (0..2 * PER_PRODUCER).collect::<Vec<_>>());
+    }
+
+    /// The ring against a model built on a `VecDeque`: random sends, receives, loans
+    /// (published or dropped) and in-place reads (held, then dropped), one thread. The model
+    /// keeps every position from the oldest unfinished one to the tail with its state, which
+    /// says what the ring must answer: a claim is refused exactly when the slot still holds
+    /// the previous lap's position, a receive returns the oldest published message unless a
+    /// message still being written comes first, and every message arrives once, intact.
+    #[cfg(not(loom))]
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::VecDeque;
+
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum State {
+            Writing,
+            Full(u64),
+            Reading(u64),
+            Done,
+        }
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Send,
+            Recv,
+            Loan,
+            PublishLoan(usize),
+            DropLoan(usize),
+            ReadInPlace,
+            DropInPlace(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => Just(Op::Send),
+                3 => Just(Op::Recv),
+                1 => Just(Op::Loan),
+                1 => any::<usize>().prop_map(Op::PublishLoan),
+                1 => any::<usize>().prop_map(Op::DropLoan),
+                1 => Just(Op::ReadInPlace),
+                1 => any::<usize>().prop_map(Op::DropInPlace),
+            ]
+        }
+
+        struct Model {
+            capacity: u64,
+            /// Position of the front entry of `slots`.
+            base: u64,
+            /// The state of every position from `base` to the tail.
+            slots: VecDeque<State>,
+        }
+
+        impl Model {
+            fn tail(&self) -> u64 {
+                self.base + self.slots.len() as u64
+            }
+
+            fn state(&self, pos: u64) -> State {
+                if pos < self.base {
+                    State::Done
+                } else {
+                    self.slots[(pos - self.base) as usize]
+                }
+            }
+
+            fn set(&mut self, pos: u64, state: State) {
+                self.slots[(pos - self.base) as usize] = state;
+                while self.slots.front() == Some(&State::Done) {
+                    self.slots.pop_front();
+                    self.base += 1;
+                }
+            }
+
+            /// What `claim_write` must answer.
+            fn claim_write(&mut self) -> Claim {
+                let tail = self.tail();
+                if tail >= self.capacity {
+                    let held = tail - self.capacity;
+                    match self.state(held) {
+                        State::Done => {}
+                        // The writer is pid 1, the reader pid 2.
+                        State::Writing => {
+                            return Claim::Blocked {
+                                blocker: Some((1, held)),
+                            }
+                        }
+                        State::Reading(_) => {
+                            return Claim::Blocked {
+                                blocker: Some((2, held)),
+                            }
+                        }
+                        State::Full(_) => return Claim::Blocked { blocker: None },
+                    }
+                }
+                self.slots.push_back(State::Writing);
+                Claim::Got(tail)
+            }
+
+            /// What `claim_read` must answer.
+            fn claim_read(&mut self) -> Claim {
+                for pos in self.base..self.tail() {
+                    match self.state(pos) {
+                        State::Done | State::Reading(_) => continue,
+                        State::Writing => {
+                            return Claim::Blocked {
+                                blocker: Some((1, pos)),
+                            }
+                        }
+                        State::Full(value) => {
+                            self.set(pos, State::Reading(value));
+                            return Claim::Got(pos);
+                        }
+                    }
+                }
+                Claim::Blocked { blocker: None }
+            }
+        }
+
+        fn write(ring: &Ring, pos: u64, value: u64) {
+            // SAFETY: we own the slot of `pos` for writing; 8 bytes fit in max_message.
+            unsafe { (ring.data_ptr(pos) as *mut u64).write_unaligned(value) };
+        }
+
+        fn read(ring: &Ring, pos: u64) -> u64 {
+            // SAFETY: we own the slot of `pos` for reading; 8 bytes fit in max_message.
+            unsafe { (ring.data_ptr(pos) as *const u64).read_unaligned() }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn the_ring_behaves_as_its_vecdeque_model(
+                capacity in 1u32..5,
+                ops in proptest::collection::vec(op(), 1..120),
+            ) {
+                let heap = HeapRing::new(capacity, 8);
+                let ring = &heap.ring;
+                let mut model = Model { capacity: capacity as u64, base: 0, slots: VecDeque::new() };
+                let mut loans: Vec<u64> = Vec::new();
+                let mut in_place: Vec<(u64, u64)> = Vec::new();
+                let mut next_value = 1000u64;
+                let mut sent: Vec<u64> = Vec::new();
+                let mut received: Vec<u64> = Vec::new();
+                let mut positions: Vec<u64> = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Send | Op::Loan => {
+                            let claim = ring.claim_write(1).unwrap();
+                            prop_assert_eq!(claim, model.claim_write());
+                            if let Claim::Got(pos) = claim {
+                                if matches!(op, Op::Send) {
+                                    next_value += 1;
+                                    write(ring, pos, next_value);
+                                    ring.publish(pos);
+                                    model.set(pos, State::Full(next_value));
+                                    sent.push(next_value);
+                                } else {
+                                    loans.push(pos);
+                                }
+                            }
+                        }
+                        Op::PublishLoan(i) | Op::DropLoan(i) if !loans.is_empty() => {
+                            let pos = loans.remove(i % loans.len());
+                            if matches!(op, Op::PublishLoan(_)) {
+                                next_value += 1;
+                                write(ring, pos, next_value);
+                                ring.publish(pos);
+                                model.set(pos, State::Full(next_value));
+                                sent.push(next_value);
+                            } else {
+                                ring.release(pos);
+                                model.set(pos, State::Done);
+                            }
+                        }
+                        Op::Recv | Op::ReadInPlace => {
+                            let claim = ring.claim_read(2).unwrap();
+                            prop_assert_eq!(claim, model.claim_read());
+                            if let Claim::Got(pos) = claim {
+                                let State::Reading(value) = model.state(pos) else {
+                                    unreachable!("the model just marked it read")
+                                };
+                                prop_assert_eq!(read(ring, pos), value);
+                                received.push(value);
+                                positions.push(pos);
+                                if matches!(op, Op::Recv) {
+                                    ring.release(pos);
+                                    model.set(pos, State::Done);
+                                } else {
+                                    in_place.push((pos, value));
+                                }
+                            }
+                        }
+                        Op::DropInPlace(i) if !in_place.is_empty() => {
+                            let (pos, value) = in_place.remove(i % in_place.len());
+                            prop_assert_eq!(read(ring, pos), value, "held in place, unchanged");
+                            ring.release(pos);
+                            model.set(pos, State::Done);
+                        }
+                        _ => {}
+                    }
+                }
+                // Give back what is still held, then drain: every message published arrives
+                // exactly once, in position order.
+                for pos in loans {
+                    ring.release(pos);
+                    model.set(pos, State::Done);
+                }
+                for (pos, _) in in_place {
+                    ring.release(pos);
+                    model.set(pos, State::Done);
+                }
+                loop {
+                    let claim = ring.claim_read(2).unwrap();
+                    prop_assert_eq!(claim, model.claim_read());
+                    let Claim::Got(pos) = claim else { break };
+                    received.push(read(ring, pos));
+                    ring.release(pos);
+                    model.set(pos, State::Done);
+                }
+                prop_assert!(model.slots.is_empty());
+                prop_assert!(positions.windows(2).all(|w| w[0] < w[1]), "{:?}", positions);
+                received.sort_unstable();
+                sent.sort_unstable();
+                prop_assert_eq!(received, sent);
+            }
+        }
+    }
+
+    /// The ring's claims, publish and release under loom, with waiters sleeping through the
+    /// real `wait_for` (strategy `Sleep`, so every wait goes through the Event's announce /
+    /// re-check / sleep, and every change through `notify_sleepers`). A lost wake-up leaves a
+    /// thread blocked forever, which loom reports; the message is carried in the slot's
+    /// `sequence` atomic (Relaxed), so a missing Release/Acquire pairing on the slot word
+    /// shows as a stale value.
+    #[cfg(loom)]
+    mod loom_models {
+        use super::*;
+        use crate::link::Deadline;
+        use crate::shm::wait::{wait_for, Attempt, WaitStrategy};
+        use loom::sync::Arc;
+        use loom::thread;
+
+        fn outcome(claim: Claim) -> std::result::Result<u64, bool> {
+            match claim {
+                Claim::Got(pos) => Ok(pos),
+                Claim::Blocked { .. } => Err(false),
+            }
+        }
+
+        fn wait(ring: &Ring, on: &WaitWord, attempt: impl FnMut(bool) -> Attempt<u64>) -> u64 {
+            wait_for(
+                WaitStrategy::Sleep,
+                on,
+                Deadline::Never,
+                Error::Timeout,
+                attempt,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", ring.object))
+        }
+
+        fn send(ring: &Ring, value: u64) {
+            let pos = wait(ring, &ring.waits().not_full.0, |_| {
+                Ok(outcome(ring.claim_write(1)?))
+            });
+            ring.slot(pos).sequence.store(value, Ordering::Relaxed);
+            ring.publish(pos);
+        }
+
+        fn recv(ring: &Ring) -> u64 {
+            let pos = wait(ring, &ring.waits().not_empty.0, |_| {
+                Ok(outcome(ring.claim_read(2)?))
+            });
+            let value = ring.slot(pos).sequence.load(Ordering::Relaxed);
+            ring.release(pos);
+            value
+        }
+
+        #[test]
+        fn a_full_ring_and_an_empty_one_wake_their_waiters() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let producer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        send(&heap.ring, 11);
+                        send(&heap.ring, 12);
+                    })
+                };
+                assert_eq!(recv(&heap.ring), 11);
+                assert_eq!(recv(&heap.ring), 12);
+                producer.join().unwrap();
+            });
+        }
+
+        #[test]
+        fn a_cancelled_loan_is_skipped_and_the_next_message_arrives() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let producer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        let ring = &heap.ring;
+                        let loan = wait(ring, &ring.waits().not_full.0, |_| {
+                            Ok(outcome(ring.claim_write(1)?))
+                        });
+                        ring.release(loan);
+                        send(ring, 21);
+                    })
+                };
+                assert_eq!(recv(&heap.ring), 21);
+                producer.join().unwrap();
+            });
+        }
+
+        #[test]
+        fn the_single_sender_and_receiver_paths_hand_over_in_order() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let producer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        let ring = &heap.ring;
+                        let mut next = 0;
+                        for value in [31, 32] {
+                            let pos = wait(ring, &ring.waits().not_full.0, |_| {
+                                Ok(outcome(ring.claim_write_single(&mut next)?))
+                            });
+                            ring.slot(pos).sequence.store(value, Ordering::Relaxed);
+                            ring.publish(pos);
+                            next = pos + 1;
+                        }
+                    })
+                };
+                let ring = &heap.ring;
+                let mut next = 0;
+                for expected in [31, 32] {
+                    let pos = wait(ring, &ring.waits().not_empty.0, |_| {
+                        Ok(outcome(ring.claim_read_single(&mut next)?))
+                    });
+                    assert_eq!(ring.slot(pos).sequence.load(Ordering::Relaxed), expected);
+                    ring.release_single(pos);
+                    next = pos + 1;
+                }
+                producer.join().unwrap();
+            });
+        }
+
+        #[test]
+        fn two_producers_one_consumer_nothing_lost_or_doubled() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let producers: Vec<_> = [41, 42]
+                    .into_iter()
+                    .map(|value| {
+                        let heap = heap.clone();
+                        thread::spawn(move || send(&heap.ring, value))
+                    })
+                    .collect();
+                let mut got = [recv(&heap.ring), recv(&heap.ring)];
+                got.sort_unstable();
+                assert_eq!(got, [41, 42]);
+                for producer in producers {
+                    producer.join().unwrap();
+                }
+            });
+        }
     }
 }

@@ -98,6 +98,11 @@ impl<T: ShmSafe> Shared<T> {
             ));
         }
         let segment = Segment::create(KIND, name, TYPE_HEADER + std::mem::size_of::<T>(), mode)?;
+        Ok(Shared::init(segment, value))
+    }
+
+    /// Writes the type header and `value` into a new segment of the right size.
+    fn init(segment: Segment, value: T) -> Shared<T> {
         let base = segment.payload().as_ptr();
         // SAFETY: the payload is TYPE_HEADER + size_of::<T>() bytes, 64-aligned (so the
         // value at +64 is aligned for T); nobody else uses it before `create` returns... except
@@ -109,10 +114,39 @@ impl<T: ShmSafe> Shared<T> {
             (*(base.add(16) as *const AtomicU64))
                 .store(type_tag::<T>(), std::sync::atomic::Ordering::Release);
         }
-        Ok(Shared {
+        Shared {
             segment,
             _type: PhantomData,
-        })
+        }
+    }
+
+    /// An anonymous value (a sealed `memfd`, see [`Segment::anonymous`]): hand
+    /// [`Shared::fd`] to another process, which maps it with [`Shared::from_fd`].
+    ///
+    /// # Errors
+    /// As [`Segment::anonymous`]; [`Error::InvalidArgument`] for a type aligned to more than
+    /// 64 bytes.
+    pub fn anonymous(value: T) -> Result<Shared<T>> {
+        if std::mem::align_of::<T>() > TYPE_HEADER {
+            return Err(Error::InvalidArgument(
+                "types aligned to more than 64 bytes cannot be shared".into(),
+            ));
+        }
+        let segment = Segment::anonymous(KIND, TYPE_HEADER + std::mem::size_of::<T>())?;
+        Ok(Shared::init(segment, value))
+    }
+
+    /// Maps an anonymous value received as a descriptor, checking that it holds a `T`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if it is not an ipckit segment holding a `T`.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Shared<T>> {
+        Shared::check(Segment::from_fd(fd, KIND)?, "anonymous shared value")
+    }
+
+    /// The descriptor of an anonymous value (to pass to another process).
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.segment.fd()
     }
 
     /// Opens the segment, checking that it holds a `T`.
@@ -121,8 +155,14 @@ impl<T: ShmSafe> Shared<T> {
     /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::Corrupt`] if it holds
     /// something else.
     pub fn open(name: &str) -> Result<Shared<T>> {
-        let segment = Segment::open(KIND, name)?;
-        let object = format!("shared value {name:?}");
+        Shared::check(
+            Segment::open(KIND, name)?,
+            &format!("shared value {name:?}"),
+        )
+    }
+
+    /// Checks that `segment` holds a `T`.
+    fn check(segment: Segment, object: &str) -> Result<Shared<T>> {
         if segment.payload_len() < TYPE_HEADER + std::mem::size_of::<T>() {
             return Err(Error::corrupt(object, "too small for the type asked for"));
         }
@@ -151,6 +191,9 @@ impl<T: ShmSafe> Shared<T> {
     }
 
     /// Removes the segment's name.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such segment; [`Error::InvalidArgument`] for a bad name.
     pub fn remove(name: &str) -> Result<()> {
         Segment::unlink(KIND, name)
     }
@@ -206,6 +249,10 @@ impl<T: ShmSafe + Copy> BoundedBuffer<T> {
     }
 
     /// Creates a buffer of `capacity` items.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad name or capacity, [`Error::AlreadyExists`],
+    /// [`Error::PermissionDenied`], or an OS error.
     pub fn create(name: &str, capacity: usize, mode: u32) -> Result<BoundedBuffer<T>> {
         if capacity == 0 || capacity > u32::MAX as usize {
             return Err(Error::InvalidArgument(format!(
@@ -235,6 +282,10 @@ impl<T: ShmSafe + Copy> BoundedBuffer<T> {
     }
 
     /// Opens a buffer, checking its geometry against the segment.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::Corrupt`] if the segment is not
+    /// a bounded buffer of `T`.
     pub fn open(name: &str) -> Result<BoundedBuffer<T>> {
         let segment = Segment::open(BUFFER_KIND, name)?;
         let object = format!("bounded buffer {name:?}");
@@ -267,6 +318,9 @@ impl<T: ShmSafe + Copy> BoundedBuffer<T> {
     }
 
     /// Removes the buffer's name.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such buffer; [`Error::InvalidArgument`] for a bad name.
     pub fn remove(name: &str) -> Result<()> {
         Segment::unlink(BUFFER_KIND, name)
     }
@@ -312,6 +366,9 @@ impl<T: ShmSafe + Copy> BoundedBuffer<T> {
     }
 
     /// Puts an item in, waiting as long as needed.
+    ///
+    /// # Errors
+    /// As [`put_deadline`](Self::put_deadline), without a deadline.
     pub fn put(&self, item: T) -> Result<()> {
         self.put_deadline(item, Deadline::Never)
     }
@@ -340,6 +397,9 @@ impl<T: ShmSafe + Copy> BoundedBuffer<T> {
     }
 
     /// Takes an item out, waiting as long as needed.
+    ///
+    /// # Errors
+    /// As [`take_deadline`](Self::take_deadline), without a deadline.
     pub fn take(&self) -> Result<T> {
         self.take_deadline(Deadline::Never)
     }

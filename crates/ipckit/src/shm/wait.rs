@@ -1,12 +1,17 @@
 //! How ipckit's shared-memory endpoints wait: spin a while, then sleep on a futex; and how
 //! the other side wakes them with a system call only when someone sleeps.
+//!
+//! The futex word and sleeper count are a [`crate::sync::Event`], the one wait/wake
+//! protocol of the crate (model-checked under loom, with the ring that uses it); this module
+//! adds the spin-then-sleep strategy and the liveness turns around it. Every sleep is
+//! bounded by [`futex::MAX_SLEEP`](crate::sync::futex::MAX_SLEEP), so a lost wake-up costs
+//! at most that.
 
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::link::Deadline;
-use crate::sync::futex;
-use crate::sync::primitive::{fence, AtomicU32, Ordering};
+use crate::sync::Event;
 
 /// How often a waiter that is blocked by another process's slot checks that it is alive.
 pub(crate) const LIVENESS_POLL: Duration = Duration::from_millis(20);
@@ -32,42 +37,17 @@ impl Default for WaitStrategy {
     }
 }
 
-/// A futex word and the number of processes asleep on it.
-#[repr(C)]
-#[derive(Debug)]
-pub(crate) struct WaitWord {
-    /// Bumped by every wake; sleepers wait on it.
-    pub seq: AtomicU32,
-    /// How many are asleep (or about to be).
-    pub sleepers: AtomicU32,
-}
+/// The futex word and sleeper count a ring or topic header holds for each direction: an
+/// [`Event`], ipckit's one wait/wake implementation (same `#[repr(C)]` layout as before:
+/// the sequence number, then the count of sleepers).
+pub(crate) type WaitWord = Event;
 
-/// Wakes sleepers on `wait` if there are any; no system call otherwise.
+/// Wakes sleepers on `wait` if there are any; no store and no system call otherwise.
 ///
-/// Every caller has just changed a slot word with a SeqCst read-modify-write. That, this
-/// SeqCst load, and the sleeper's SeqCst increment followed by a SeqCst fence before it
-/// re-checks the slot (`prepare_sleep`) form the Dekker pattern: either we see the
-/// sleeper and wake it, or it sees the slot change and does not sleep. On x86 the
-/// read-modify-write is the one locked instruction of the fast path; no `mfence`.
+/// Every caller has just changed a slot word (or cursor, or `write_pos`) with a SeqCst
+/// read-modify-write; see [`Event::notify_sleepers`] for why that makes the skip sound.
 pub(crate) fn wake_sleepers(wait: &WaitWord) {
-    if wait.sleepers.load(Ordering::SeqCst) != 0 {
-        wait.seq.fetch_add(1, Ordering::Release);
-        crate::sync::futex::wake_all(&wait.seq);
-    }
-}
-
-/// Announces a sleeper on `wait` and returns the futex value to sleep on; the caller must
-/// re-check the ring after this and before sleeping, then call `finish_sleep`.
-pub(crate) fn prepare_sleep(wait: &WaitWord) -> u32 {
-    wait.sleepers.fetch_add(1, Ordering::SeqCst);
-    // SYNC: pairs with the fence in `Ring::notify`.
-    fence(Ordering::SeqCst);
-    wait.seq.load(Ordering::Acquire)
-}
-
-/// Withdraws the sleeper announced by `prepare_sleep`.
-pub(crate) fn finish_sleep(wait: &WaitWord) {
-    wait.sleepers.fetch_sub(1, Ordering::Release);
+    wait.notify_sleepers();
 }
 
 /// The outcome of one attempt: done, or blocked (`true`: by a slot another process holds,
@@ -137,20 +117,22 @@ pub(crate) fn wait_for<T>(
             }
             continue;
         }
-        let seen = prepare_sleep(wait);
+        // Announced before the last check, so a notifier that changes the ring after it
+        // sees us (Event::notify_sleepers).
+        let ticket = wait.announce();
         let blocked_by_process = match attempt(true) {
             Ok(Ok(v)) => {
-                finish_sleep(wait);
+                wait.withdraw();
                 return Ok(v);
             }
             Err(e) => {
-                finish_sleep(wait);
+                wait.withdraw();
                 return Err(e);
             }
             Ok(Err(by_process)) => by_process,
         };
         if deadline.expired() {
-            finish_sleep(wait);
+            wait.withdraw();
             return Err(expired);
         }
         // A slot owner that dies never wakes us: sleep in short turns to notice it.
@@ -159,7 +141,8 @@ pub(crate) fn wait_for<T>(
             (true, _) => Deadline::after(LIVENESS_POLL),
             (false, d) => d,
         };
-        futex::wait(&wait.seq, seen, turn);
-        finish_sleep(wait);
+        // Each sleep lasts at most `futex::MAX_SLEEP`: a wake-up lost to a neighbour that
+        // scribbled the sleeper count costs at most that before the re-check above.
+        wait.sleep_announced(ticket, turn);
     }
 }

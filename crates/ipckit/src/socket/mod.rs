@@ -1,7 +1,9 @@
 //! Sockets: Unix domain (stream, datagram, seqpacket), TCP and UDP, all speaking the
 //! message vocabulary.
 //!
-//! - Stream sockets (Unix stream, TCP) carry length-prefixed frames: [`FramedStream`].
+//! - Stream sockets (Unix stream, TCP) are plain byte streams ([`ByteStream`], `std::io::Read`
+//!   and `Write`) or carry length-prefixed frames ([`FramedStream`], an adapter on top); each
+//!   has constructors for both forms (module `stream`, re-exported here).
 //! - Datagram and seqpacket sockets keep message boundaries in the kernel: [`DatagramLink`].
 //! - Unix sockets pass file descriptors (`SCM_RIGHTS`) and tell who the peer is
 //!   (`SO_PEERCRED`: pid, uid and gid, verified by the kernel).
@@ -19,24 +21,18 @@ pub mod udp;
 pub mod unix;
 
 use std::collections::VecDeque;
-use std::io::IoSliceMut;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::event::PollFlags;
 use rustix::io::Errno;
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
+use rustix::net::{RecvFlags, SendFlags};
 
 use crate::error::{Error, Result};
-pub use crate::frame::FramedStream;
-use crate::frame::{set_nonblocking, wait_ready};
+use crate::fd::{recv_with_fds, send_with_fds, set_nonblocking, wait_ready};
 use crate::link::{check_size, Deadline, MessageReceiver, MessageSender, Metadata};
+pub use crate::stream::{ByteStream, FramedStream};
 
-/// Most descriptors one message may carry.
-pub const MAX_FDS: usize = 16;
+pub use crate::fd::MAX_FDS;
 
 /// Who is at the other end of a Unix socket, as the kernel recorded it at connect time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,62 +61,6 @@ fn peer_metadata(cred: Option<PeerCredentials>) -> Metadata {
         sender_pid: cred.map(|c| c.pid),
         sender_uid: cred.map(|c| c.uid),
         ..Metadata::default()
-    }
-}
-
-/// `recvmsg` into `buf`, queueing any descriptors that came along.
-pub(crate) fn recv_with_fds(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    fds: &mut VecDeque<OwnedFd>,
-) -> rustix::io::Result<usize> {
-    let (received, _) = recvmsg_fds(fd, buf, fds, RecvFlags::empty())?;
-    Ok(received)
-}
-
-/// `recvmsg` with `flags`; returns (bytes received, whether the message was truncated).
-fn recvmsg_fds(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    fds: &mut VecDeque<OwnedFd>,
-    flags: RecvFlags,
-) -> rustix::io::Result<(usize, bool)> {
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = rustix::net::recvmsg(fd, &mut iov, &mut control, flags | RecvFlags::CMSG_CLOEXEC)?;
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = message {
-            fds.extend(received);
-        }
-    }
-    let truncated = msg.flags.contains(rustix::net::ReturnFlags::TRUNC);
-    Ok((msg.bytes, truncated))
-}
-
-/// `sendmsg` of `bytes` with `fds` attached; returns how many bytes were sent.
-pub(crate) fn send_with_fds(
-    fd: BorrowedFd<'_>,
-    bytes: &[u8],
-    fds: &[BorrowedFd<'_>],
-) -> rustix::io::Result<usize> {
-    if fds.len() > MAX_FDS {
-        return Err(Errno::TOOMANYREFS);
-    }
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() {
-        control.push(SendAncillaryMessage::ScmRights(fds));
-    }
-    let iov = [std::io::IoSlice::new(bytes)];
-    loop {
-        match rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::NOSIGNAL) {
-            Err(Errno::AGAIN) => {
-                let _ = wait_ready(fd, PollFlags::OUT, Deadline::Never);
-            }
-            Err(Errno::INTR) => {}
-            other => return other,
-        }
     }
 }
 
@@ -195,21 +135,21 @@ impl DatagramLink {
         fds: &[BorrowedFd<'_>],
         deadline: Deadline,
     ) -> Result<()> {
-        check_size(msg.len(), self.max)?;
         if self.kind == DatagramKind::Udp {
             return Err(Error::Unsupported(
                 "UDP cannot pass file descriptors".into(),
             ));
         }
-        if !wait_ready(self.fd.as_fd(), PollFlags::OUT, deadline)? {
-            return Err(deadline.send_expired());
+        check_size(msg.len(), self.max)?;
+        match send_with_fds(self.fd.as_fd(), msg, fds, deadline) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(deadline.send_expired()),
+            Err(e) => Err(self.map_err("sendmsg", e)),
         }
-        send_with_fds(self.fd.as_fd(), msg, fds)
-            .map(|_| ())
-            .map_err(|e| self.map_err("sendmsg", e))
     }
 
-    /// Receives one message and the descriptors that came with it.
+    /// Receives one message and the descriptors that came with it (at most [`MAX_FDS`];
+    /// descriptors that came with messages received by plain `recv` are closed).
     ///
     /// # Errors
     /// As [`MessageReceiver::recv_deadline`].
@@ -271,6 +211,8 @@ impl MessageSender for DatagramLink {
 
 impl MessageReceiver for DatagramLink {
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
+        // Descriptors that came with an earlier message and were not asked for are closed.
+        self.fds.clear();
         buf.clear();
         buf.resize(self.max + 1, 0);
         loop {
@@ -278,7 +220,7 @@ impl MessageReceiver for DatagramLink {
             let result = match self.kind {
                 DatagramKind::Udp => rustix::net::recv(&self.fd, &mut buf[..], flags)
                     .map(|(_, full)| (full, full > self.max)),
-                _ => recvmsg_fds(self.fd.as_fd(), &mut buf[..], &mut self.fds, flags),
+                _ => recv_with_fds(self.fd.as_fd(), &mut buf[..], &mut self.fds, MAX_FDS, flags),
             };
             match result {
                 Ok((0, _)) if self.kind == DatagramKind::UnixSeqpacket => {

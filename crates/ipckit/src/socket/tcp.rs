@@ -1,5 +1,10 @@
-//! TCP: a reliable byte stream, carrying length-prefixed frames, with `TCP_NODELAY` set so a
-//! small message leaves at once instead of waiting to be coalesced (Nagle's algorithm).
+//! TCP: a reliable byte stream, used plain ([`ByteStream`]) or carrying length-prefixed frames
+//! ([`TcpStream`], a [`FramedStream`]), with `TCP_NODELAY` set so a small message leaves at
+//! once instead of waiting to be coalesced (Nagle's algorithm).
+//!
+//! [`connect`], [`connect_with`], [`Listener::accept`] and [`Listener::accept_with`] return
+//! framed endpoints; [`connect_bytes`] and [`Listener::accept_bytes`] return the plain byte
+//! stream, which speaks to any TCP program (`nc`, a web server) on the other end.
 //!
 //! ```
 //! use ipckit::socket::tcp;
@@ -20,20 +25,34 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, OwnedFd};
 
 use crate::error::{Error, Result};
-use crate::frame::FramedStream;
+use crate::stream::{ByteStream, FramedStream};
 use crate::Capacity;
 
 /// A framed TCP connection.
 pub type TcpStream = FramedStream;
 
-fn framed(stream: std::net::TcpStream, capacity: Capacity) -> Result<TcpStream> {
+fn bytes(stream: std::net::TcpStream) -> Result<ByteStream> {
     let object = match stream.peer_addr() {
         Ok(addr) => format!("tcp connection to {addr}"),
         Err(_) => "tcp connection".to_string(),
     };
     rustix::net::sockopt::set_tcp_nodelay(stream.as_fd(), true)
         .map_err(|e| Error::os("setsockopt(TCP_NODELAY)", object.clone(), e))?;
-    FramedStream::from_socket(OwnedFd::from(stream), object)?.with_capacity(capacity)
+    ByteStream::from_socket(OwnedFd::from(stream), object)
+}
+
+fn framed(stream: std::net::TcpStream, capacity: Capacity) -> Result<TcpStream> {
+    FramedStream::over(bytes(stream)?).with_capacity(capacity)
+}
+
+/// Connects to `addr`, as a plain byte stream.
+///
+/// # Errors
+/// [`Error::Disconnected`] if nobody listens there.
+pub fn connect_bytes(addr: impl ToSocketAddrs) -> Result<ByteStream> {
+    let stream = std::net::TcpStream::connect(addr)
+        .map_err(|e| Error::os("connect", "tcp connection", e))?;
+    bytes(stream)
 }
 
 /// Connects to `addr`.
@@ -41,7 +60,7 @@ fn framed(stream: std::net::TcpStream, capacity: Capacity) -> Result<TcpStream> 
 /// # Errors
 /// [`Error::Disconnected`] if nobody listens there.
 pub fn connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
-    connect_with(addr, Capacity::Bounded(0))
+    connect_with(addr, Capacity::KERNEL_BUFFER)
 }
 
 /// Connects with a capacity: `Rendezvous` makes every send wait for the receiver's
@@ -75,7 +94,16 @@ impl Listener {
 
     /// Waits for a connection.
     pub fn accept(&self) -> Result<TcpStream> {
-        self.accept_with(Capacity::Bounded(0))
+        self.accept_with(Capacity::KERNEL_BUFFER)
+    }
+
+    /// Waits for a connection, as a plain byte stream.
+    pub fn accept_bytes(&self) -> Result<ByteStream> {
+        let (stream, _) = self
+            .inner
+            .accept()
+            .map_err(|e| Error::os("accept", "tcp listener", e))?;
+        bytes(stream)
     }
 
     /// Waits for a connection, with a capacity (see [`connect_with`]).

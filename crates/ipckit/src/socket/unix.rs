@@ -1,5 +1,10 @@
-//! Unix domain sockets: stream (framed), datagram and seqpacket (boundaries kept by the
-//! kernel), with descriptor passing and kernel-verified peer credentials.
+//! Unix domain sockets: stream (plain bytes or framed), datagram and seqpacket (boundaries kept
+//! by the kernel), with descriptor passing and kernel-verified peer credentials.
+//!
+//! [`stream_pair`], [`connect_stream`], [`connect_stream_with`], [`StreamListener::accept`] and
+//! [`StreamListener::accept_with`] return framed endpoints ([`UnixStream`]); [`stream_pair_bytes`],
+//! [`connect_stream_bytes`] and [`StreamListener::accept_bytes`] return the plain byte stream
+//! ([`ByteStream`]), which any program can be the other end of (`socat`, `nc -U`).
 //!
 //! ```
 //! use ipckit::socket::unix;
@@ -19,12 +24,13 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::{peer_credentials, peer_metadata, DatagramKind, DatagramLink, PeerCredentials};
 use crate::error::{Error, Result};
-use crate::frame::FramedStream;
 use crate::link::{MessageReceiver, MessageSender};
+use crate::stream::{ByteStream, FramedStream};
 use crate::Capacity;
 
 /// Default maximum message of Unix datagram and seqpacket sockets: 64 KiB.
@@ -37,24 +43,53 @@ fn describe(kind: &str, path: &Path) -> String {
 /// A framed Unix stream socket: [`FramedStream`] with peer credentials and fd passing.
 pub type UnixStream = FramedStream;
 
-fn framed(fd: OwnedFd, object: String) -> Result<UnixStream> {
+fn bytes(fd: OwnedFd, object: String) -> Result<ByteStream> {
     let cred = peer_credentials(fd.as_fd(), &object).ok();
-    let mut stream = FramedStream::from_socket(fd, object)?;
+    let mut stream = ByteStream::from_socket(fd, object)?;
     stream.set_unix_peer(peer_metadata(cred));
     Ok(stream)
+}
+
+fn framed(fd: OwnedFd, object: String) -> Result<UnixStream> {
+    bytes(fd, object).map(FramedStream::over)
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::os("socketpair", "unix stream pair", e))
+}
+
+/// A connected pair of plain byte-stream Unix sockets (`socketpair`).
+pub fn stream_pair_bytes() -> Result<(ByteStream, ByteStream)> {
+    let (a, b) = socketpair()?;
+    Ok((
+        bytes(a, "unix stream pair".into())?,
+        bytes(b, "unix stream pair".into())?,
+    ))
+}
+
+/// Connects to the stream listener at `path`, as a plain byte stream.
+///
+/// # Errors
+/// As [`connect_stream`].
+pub fn connect_stream_bytes(path: impl AsRef<Path>) -> Result<ByteStream> {
+    let path = path.as_ref();
+    let object = describe("stream", path);
+    let std = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| Error::os("connect", object.clone(), e))?;
+    bytes(OwnedFd::from(std), object)
 }
 
 /// A connected pair of framed Unix stream sockets (`socketpair`), e.g. to hand one end to a
 /// child process.
 #[doc(alias = "socketpair")]
 pub fn stream_pair() -> Result<(UnixStream, UnixStream)> {
-    let (a, b) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| Error::os("socketpair", "unix stream pair", e))?;
+    let (a, b) = socketpair()?;
     Ok((
         framed(a, "unix stream pair".into())?,
         framed(b, "unix stream pair".into())?,
@@ -67,7 +102,7 @@ pub fn stream_pair() -> Result<(UnixStream, UnixStream)> {
 /// [`Error::NotFound`] if nothing is at `path`, [`Error::Disconnected`] if nobody listens,
 /// [`Error::PermissionDenied`].
 pub fn connect_stream(path: impl AsRef<Path>) -> Result<UnixStream> {
-    connect_stream_with(path, Capacity::Bounded(0))
+    connect_stream_with(path, Capacity::KERNEL_BUFFER)
 }
 
 /// Connects with a capacity: `Rendezvous` makes every send wait for the receiver's
@@ -103,7 +138,17 @@ impl StreamListener {
 
     /// Waits for a connection.
     pub fn accept(&self) -> Result<UnixStream> {
-        self.accept_with(Capacity::Bounded(0))
+        self.accept_with(Capacity::KERNEL_BUFFER)
+    }
+
+    /// Waits for a connection, as a plain byte stream.
+    pub fn accept_bytes(&self) -> Result<ByteStream> {
+        let object = describe("stream", &self.path);
+        let (std, _) = self
+            .inner
+            .accept()
+            .map_err(|e| Error::os("accept", object.clone(), e))?;
+        bytes(OwnedFd::from(std), object)
     }
 
     /// Waits for a connection, with a capacity (see [`connect_stream_with`]).
@@ -114,6 +159,18 @@ impl StreamListener {
             .accept()
             .map_err(|e| Error::os("accept", object.clone(), e))?;
         framed(OwnedFd::from(std), object)?.with_capacity(capacity)
+    }
+
+    /// Takes a waiting connection if there is one, without blocking (the listener must be
+    /// non-blocking). `Ok(None)`: nobody is waiting.
+    pub(crate) fn try_accept(&self) -> Result<Option<UnixStream>> {
+        let object = describe("stream", &self.path);
+        match rustix::net::accept_with(&self.inner, SocketFlags::CLOEXEC) {
+            Ok(fd) => framed(fd, object).map(Some),
+            // A client that gave up before we took it is no connection.
+            Err(Errno::AGAIN | Errno::INTR | Errno::CONNABORTED) => Ok(None),
+            Err(e) => Err(Error::os("accept", object, e)),
+        }
     }
 
     /// The path it listens on.
@@ -272,14 +329,7 @@ impl SeqpacketListener {
     pub fn bind(path: impl AsRef<Path>) -> Result<SeqpacketListener> {
         let path = path.as_ref().to_path_buf();
         let object = describe("seqpacket listener", &path);
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| Error::os("socket", object.clone(), e))?;
-        let addr = SocketAddrUnix::new(&path).map_err(|e| Error::os("bind", object.clone(), e))?;
+        let (fd, addr) = seqpacket_socket(&path, "bind", &object)?;
         rustix::net::bind(&fd, &addr).map_err(|e| Error::os("bind", object.clone(), e))?;
         rustix::net::listen(&fd, 128).map_err(|e| Error::os("listen", object, e))?;
         let entry = SocketEntry::record(&path);
@@ -291,7 +341,7 @@ impl SeqpacketListener {
         let object = describe("seqpacket", &self.path);
         let fd = loop {
             match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC) {
-                Err(rustix::io::Errno::INTR) => continue,
+                Err(Errno::INTR) => continue,
                 other => break other.map_err(|e| Error::os("accept", object.clone(), e))?,
             }
         };
@@ -311,18 +361,28 @@ impl Drop for SeqpacketListener {
     }
 }
 
-/// Connects to the seqpacket listener at `path`.
-pub fn connect_seqpacket(path: impl AsRef<Path>) -> Result<DatagramLink> {
-    let path = path.as_ref();
-    let object = describe("seqpacket", path);
+/// A new seqpacket socket and the address `path`, for `op` (bind or connect).
+fn seqpacket_socket(
+    path: &Path,
+    op: &'static str,
+    object: &str,
+) -> Result<(OwnedFd, SocketAddrUnix)> {
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
         SocketFlags::CLOEXEC,
         None,
     )
-    .map_err(|e| Error::os("socket", object.clone(), e))?;
-    let addr = SocketAddrUnix::new(path).map_err(|e| Error::os("connect", object.clone(), e))?;
+    .map_err(|e| Error::os("socket", object, e))?;
+    let addr = SocketAddrUnix::new(path).map_err(|e| Error::os(op, object, e))?;
+    Ok((fd, addr))
+}
+
+/// Connects to the seqpacket listener at `path`.
+pub fn connect_seqpacket(path: impl AsRef<Path>) -> Result<DatagramLink> {
+    let path = path.as_ref();
+    let object = describe("seqpacket", path);
+    let (fd, addr) = seqpacket_socket(path, "connect", &object)?;
     rustix::net::connect(&fd, &addr).map_err(|e| Error::os("connect", object.clone(), e))?;
     DatagramLink::new(
         fd,

@@ -19,14 +19,20 @@
 //! ```
 
 use super::futex;
-use super::primitive::{fence, AtomicU32, Ordering};
+use super::primitive::{self, fence, AtomicU32, Ordering};
 use crate::link::Deadline;
 
 /// The state an [`Event::wait`] compares against: taken by [`Event::listen`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket(u32);
 
-/// A wait/notify primitive (`#[repr(C)]`, two 32-bit words), usable in shared memory.
+/// A wait/notify primitive (`#[repr(C)]`, two 32-bit words: the sequence number, then the
+/// count of sleepers), usable in shared memory.
+///
+/// It is ipckit's one wait/wake implementation: the mailbox ring's and the topic's futex
+/// words are `Event`s too (waiters announce themselves before their last check, so a
+/// notifier that finds nobody asleep skips the store and the system call), and the loom
+/// models check both ways of using it.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct Event {
@@ -51,6 +57,10 @@ impl Event {
 
     /// Sleeps until notified after `ticket` was taken, or until `deadline`. Returns true if a
     /// notification happened (or may have: re-check the condition either way).
+    ///
+    /// No single sleep lasts more than [`futex::MAX_SLEEP`]: a wake-up lost to a scribbled
+    /// sleeper count costs at most that, and the call then returns true so the caller
+    /// re-checks.
     pub fn wait(&self, ticket: Ticket, deadline: Deadline) -> bool {
         if self.seq.load(Ordering::SeqCst) != ticket.0 {
             return true;
@@ -59,9 +69,63 @@ impl Event {
         // SYNC: pairs with the fence in `bump` (Dekker): either the notifier sees us, or
         // the futex sees its new sequence number and does not sleep.
         fence(Ordering::SeqCst);
+        self.sleep_announced(ticket, deadline)
+    }
+
+    /// Announces a sleeper *before* the caller checks its condition, and returns the ticket
+    /// to sleep on. The caller then re-checks its condition and either calls
+    /// [`sleep_announced`](Event::sleep_announced) or withdraws with
+    /// [`withdraw`](Event::withdraw).
+    ///
+    /// This order lets a notifier that has just changed the condition with a SeqCst
+    /// read-modify-write skip the sequence bump, and the wake system call, when nobody sleeps:
+    /// see [`notify_sleepers`](Event::notify_sleepers). It is how the mailbox ring and the
+    /// topic wait.
+    pub(crate) fn announce(&self) -> Ticket {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // SYNC: Dekker with the condition change and the SeqCst load of `sleepers` in
+        // `notify_sleepers`: either the notifier sees this sleeper and wakes it, or the
+        // caller's re-check after this fence sees the changed condition.
+        fence(Ordering::SeqCst);
+        // SYNC: pairs with the Release increment in `notify_sleepers` (and the SeqCst one in
+        // `bump`): a notification that changed the sequence is seen by the futex compare.
+        Ticket(self.seq.load(Ordering::Acquire))
+    }
+
+    /// Sleeps on a ticket from [`announce`](Event::announce) (or from `wait`'s own
+    /// announcement) until notified or `deadline`, at most [`futex::MAX_SLEEP`] at a time,
+    /// and withdraws the sleeper. Returns true if a notification happened or may have.
+    pub(crate) fn sleep_announced(&self, ticket: Ticket, deadline: Deadline) -> bool {
         let outcome = futex::wait(&self.seq, ticket.0, deadline);
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        self.withdraw();
         outcome == futex::WaitOutcome::Woken || self.seq.load(Ordering::SeqCst) != ticket.0
+    }
+
+    /// Withdraws a sleeper announced by [`announce`](Event::announce) that will not sleep.
+    ///
+    /// The count never goes below zero: another process may have scribbled it to zero while
+    /// we slept, and wrapping to `u32::MAX` would make every later notification a system
+    /// call.
+    pub(crate) fn withdraw(&self) {
+        let _ = self
+            .sleepers
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Wakes every sleeper, if there is one; no store and no system call otherwise.
+    ///
+    /// Sound only together with [`announce`](Event::announce) on the waiting side, and only
+    /// right after the caller changed the awaited condition with a SeqCst read-modify-write
+    /// (a slot word's swap or compare-and-swap): that operation, this SeqCst load, and the
+    /// sleeper's SeqCst increment and fence form the Dekker pattern, so no `mfence` is
+    /// needed here. Waiters using [`listen`](Event::listen) need [`notify_all`](Event::notify_all).
+    pub(crate) fn notify_sleepers(&self) {
+        primitive::seqcst_accesses_fence();
+        if self.sleepers.load(Ordering::SeqCst) != 0 {
+            // SYNC: pairs with the Acquire load in `announce`.
+            self.seq.fetch_add(1, Ordering::Release);
+            futex::wake_all(&self.seq);
+        }
     }
 
     fn bump(&self) -> bool {

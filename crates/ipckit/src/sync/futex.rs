@@ -8,11 +8,8 @@
 //! # References
 //! - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
 
-#[cfg(not(loom))]
 use std::time::Duration;
 
-#[cfg(not(loom))]
-use rustix::io::Errno;
 #[cfg(not(loom))]
 use rustix::thread::futex;
 
@@ -29,24 +26,35 @@ pub enum WaitOutcome {
     TimedOut,
 }
 
-/// Sleeps while `word` holds `expected`, until woken or until `deadline`.
-#[cfg(not(loom))]
+/// The longest a single futex sleep lasts. Another process can scribble the words that
+/// decide whether a wake system call is made (a sleeper count set to zero, say); a sleeper
+/// then is not woken, and without a bound would sleep forever with its condition met. With
+/// it, every sleeper re-checks its condition at least this often: a lost wake-up costs at
+/// most this long, never forever.
+pub const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// Sleeps while `word` holds `expected`, until woken, until `deadline`, or for at most
+/// [`MAX_SLEEP`].
 ///
 /// Returns at once with [`WaitOutcome::Woken`] if the word already differs (the kernel
-/// compares atomically with going to sleep, which is what rules out a lost wake-up).
+/// compares atomically with going to sleep, which is what rules out a lost wake-up). A sleep
+/// cut short by [`MAX_SLEEP`] before the deadline also returns [`WaitOutcome::Woken`]: the
+/// caller re-checks its condition and sleeps again.
+#[cfg(not(loom))]
 pub fn wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> WaitOutcome {
-    let timeout = match deadline.remaining() {
-        None => None,
+    let left = match deadline.remaining() {
+        None => MAX_SLEEP,
         Some(Duration::ZERO) => return WaitOutcome::TimedOut,
-        Some(left) => Some(rustix::time::Timespec {
-            tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: left.subsec_nanos().into(),
-        }),
+        Some(left) => left.min(MAX_SLEEP),
     };
-    match futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref()) {
+    let timeout = rustix::time::Timespec {
+        tv_sec: left.as_secs() as i64,
+        tv_nsec: left.subsec_nanos().into(),
+    };
+    match futex::wait(word, futex::Flags::empty(), expected, Some(&timeout)) {
         Ok(()) => WaitOutcome::Woken,
-        Err(Errno::TIMEDOUT) => WaitOutcome::TimedOut,
-        // EAGAIN: the value changed before we slept; EINTR: a signal. Both: re-check.
+        // TIMEDOUT after a turn of MAX_SLEEP, EAGAIN (the value changed before we slept),
+        // EINTR (a signal): re-check, unless the deadline itself has passed.
         Err(_) => {
             if deadline.expired() {
                 WaitOutcome::TimedOut
@@ -131,6 +139,16 @@ mod tests {
         assert_eq!(outcome, WaitOutcome::TimedOut);
         assert!(start.elapsed() >= Duration::from_millis(20));
         assert_eq!(wait(&word, 0, Deadline::Now), WaitOutcome::TimedOut);
+    }
+
+    #[test]
+    fn no_sleep_lasts_longer_than_max_sleep() {
+        let word = AtomicU32::new(0);
+        let start = Instant::now();
+        // Nobody wakes it: it returns after one turn, asking the caller to re-check.
+        assert_eq!(wait(&word, 0, Deadline::Never), WaitOutcome::Woken);
+        let slept = start.elapsed();
+        assert!(slept >= MAX_SLEEP && slept < MAX_SLEEP * 3, "{slept:?}");
     }
 
     #[test]

@@ -1,0 +1,160 @@
+//! What a sender and a receiver share: the mailbox, the ring they are on, their participant
+//! entry, and their flavour, the one private switch between the mailbox's paths (as
+//! crossbeam-channel's `Sender` wraps a private `SenderFlavor`).
+
+use std::sync::Arc;
+
+use super::chain;
+use super::participants::{is_dead, Participant, Role, SoleToken};
+use super::{check_intact, Link, Shared};
+use crate::error::{Error, Result};
+use crate::link::Deadline;
+use crate::shm::ring::{Claim, Ring};
+use crate::shm::wait::{wait_for, Attempt};
+
+/// How an endpoint claims positions, chosen once when it is made.
+pub(super) enum Flavor {
+    /// One of possibly many endpoints of its role on a bounded (or rendezvous) ring: claims
+    /// are compare-and-swaps on the slot words.
+    Many,
+    /// The one sender (receiver) of a single-sender (single-receiver) ring, holding the
+    /// token: it claims position `next` without a compare-and-swap.
+    Sole { _token: SoleToken, next: u64 },
+    /// An endpoint of an unbounded mailbox: claims hop along the chain of rings.
+    Chain,
+}
+
+/// The state a [`MailboxSender`](super::MailboxSender) and a
+/// [`MailboxReceiver`](super::MailboxReceiver) have in common.
+pub(super) struct Endpoint {
+    pub(super) shared: Arc<Shared>,
+    /// The ring this endpoint is on (the root, or a ring of an unbounded chain).
+    pub(super) link: Arc<Link>,
+    pub(super) flavor: Flavor,
+    pub(super) participant: Participant,
+}
+
+impl Endpoint {
+    /// A `role` endpoint of the mailbox: takes the single-`role` token if the mailbox has
+    /// one, enters the participant table, and finds the ring to start on.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) for a second single sender
+    /// (receiver); [`Error::LimitReached`](crate::Error::LimitReached) when the participant
+    /// table is full; for an unbounded mailbox, the errors of mapping its chain.
+    pub(super) fn new(shared: &Arc<Shared>, role: Role) -> Result<Endpoint> {
+        let sole = SoleToken::acquire(shared, role)?;
+        let participant = Participant::register(shared, role)?;
+        let link = chain::starting_link(shared, role)?;
+        let flavor = match sole {
+            Some((token, next)) => Flavor::Sole {
+                _token: token,
+                next,
+            },
+            None if shared.unbounded() => Flavor::Chain,
+            None => Flavor::Many,
+        };
+        Ok(Endpoint {
+            shared: Arc::clone(shared),
+            link,
+            flavor,
+            participant,
+        })
+    }
+
+    /// The ring this endpoint is on.
+    #[inline]
+    pub(super) fn ring(&self) -> &Ring {
+        &self.link.ring
+    }
+
+    /// Whether this is the sole sender (receiver) of its ring.
+    #[inline]
+    pub(super) fn is_sole(&self) -> bool {
+        matches!(self.flavor, Flavor::Sole { .. })
+    }
+
+    /// Claims the next position to write (`role` sender) or read (receiver), waiting on the
+    /// mailbox's `not_full` (`not_empty`) word until `deadline`. The role is the caller's
+    /// constant, not a field, so that each endpoint's copy of this folds to its own path.
+    ///
+    /// # Errors
+    /// [`Error::Full`](crate::Error::Full)/[`Error::Empty`](crate::Error::Empty) or
+    /// [`Error::Timeout`](crate::Error::Timeout) at the deadline;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) for a scribbled ring.
+    #[inline]
+    pub(super) fn claim(&mut self, role: Role, deadline: Deadline) -> Result<u64> {
+        let shared = &*self.shared;
+        let link = &mut self.link;
+        let flavor = &mut self.flavor;
+        let pid = self.participant.pid;
+        let header = shared.ring().header();
+        let (word, expired) = match role {
+            Role::Sender => (&header.not_full.0, deadline.send_expired()),
+            Role::Receiver => (&header.not_empty.0, deadline.recv_expired()),
+        };
+        let pos = wait_for(shared.wait, word, deadline, expired, |check| {
+            check_intact(shared, link, check)?;
+            match flavor {
+                Flavor::Sole { next, .. } => {
+                    resolve_claim(shared, &link.ring, check, || match role {
+                        Role::Sender => link.ring.claim_write_single(next),
+                        Role::Receiver => link.ring.claim_read_single(next),
+                    })
+                }
+                Flavor::Chain => chain::claim(shared, link, pid, role, check),
+                Flavor::Many => claim_on(shared, &link.ring, pid, role, check),
+            }
+        });
+        // A claim that read lost pages saw zeroes: report the loss, not what it made of them
+        // (the zeroed tail of a file cut mid-page raises no SIGBUS: ask the file).
+        check_intact(shared, link, matches!(pos, Err(Error::Corrupt { .. })))?;
+        pos
+    }
+
+    /// `Corrupt` if a segment this endpoint uses was truncated (see [`check_intact`]).
+    #[inline]
+    pub(super) fn check_intact(&self) -> Result<()> {
+        check_intact(&self.shared, &self.link, false)
+    }
+}
+
+/// Claims a position on `ring` for `role`, reclaiming slots of dead owners in the way when
+/// `check_owners` is set.
+pub(super) fn claim_on(
+    shared: &Shared,
+    ring: &Ring,
+    pid: u32,
+    role: Role,
+    check_owners: bool,
+) -> Attempt<u64> {
+    let claim = || match role {
+        Role::Sender => ring.claim_write(pid),
+        Role::Receiver => ring.claim_read(pid),
+    };
+    resolve_claim(shared, ring, check_owners, claim)
+}
+
+/// Runs `claim` until it gets a position or is blocked by something other than a dead
+/// process's slot (which it reclaims when `check_owners` is set).
+fn resolve_claim(
+    shared: &Shared,
+    ring: &Ring,
+    check_owners: bool,
+    mut claim: impl FnMut() -> Result<Claim>,
+) -> Attempt<u64> {
+    for _ in 0..=ring.geometry().capacity {
+        match claim()? {
+            Claim::Got(pos) => return Ok(Ok(pos)),
+            Claim::Blocked {
+                blocker: Some((owner, pos)),
+            } => {
+                if !(check_owners && is_dead(shared, owner) && ring.reclaim(pos, owner)) {
+                    return Ok(Err(true));
+                }
+            }
+            Claim::Blocked { blocker: None } => return Ok(Err(false)),
+        }
+    }
+    Ok(Err(true))
+}

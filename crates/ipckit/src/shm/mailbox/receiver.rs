@@ -1,0 +1,181 @@
+//! The receiving side of a mailbox: [`MailboxReceiver`] and its in-place [`MailboxSample`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::cache::CACHED_TAG;
+use super::endpoint::{Endpoint, Flavor};
+use super::participants::Role;
+use super::{describe, Shared};
+use crate::error::{Error, Result};
+use crate::link::{Deadline, MessageReceiver, Metadata};
+use crate::shm::layout::slot_bytes;
+use crate::sync::primitive::Ordering;
+
+/// Receives from a mailbox. Implements [`MessageReceiver`].
+pub struct MailboxReceiver {
+    endpoint: Endpoint,
+}
+
+impl fmt::Debug for MailboxReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailboxReceiver")
+            .field("mailbox", &self.endpoint.shared.name)
+            .finish()
+    }
+}
+
+impl MailboxReceiver {
+    /// A receiver of the mailbox `shared`, entered in its participant table.
+    pub(super) fn new(shared: &Arc<Shared>) -> Result<MailboxReceiver> {
+        Ok(MailboxReceiver {
+            endpoint: Endpoint::new(shared, Role::Receiver)?,
+        })
+    }
+
+    /// Claims the next message and validates its slot: (position, length, metadata).
+    fn claim(&mut self, deadline: Deadline) -> Result<(u64, usize, Metadata)> {
+        self.deliver_cached();
+        let pos = self.endpoint.claim(Role::Receiver, deadline)?;
+        let ring = self.endpoint.ring();
+        let slot = ring.slot(pos);
+        let len = slot.len.load(Ordering::Relaxed) as usize;
+        let max_message = ring.geometry().max_message;
+        if len > max_message as usize {
+            let err = Error::corrupt(
+                describe(&self.endpoint.shared.name),
+                format!(
+                    "a slot claims a {len}-byte message, larger than the {max_message}-byte slots"
+                ),
+            );
+            self.finish(pos);
+            return Err(err);
+        }
+        let mut sequence = Some(slot.sequence.load(Ordering::Relaxed));
+        if let (Some(tag), Some(cache)) = (sequence, &self.endpoint.shared.cache) {
+            if tag & CACHED_TAG != 0 {
+                sequence = cache.received(tag);
+            }
+        }
+        let meta = Metadata {
+            sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
+            sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
+            sequence,
+            ..Metadata::default()
+        };
+        Ok((pos, len, meta))
+    }
+
+    /// Receives a message in place, without copying it; the slot is released when the
+    /// returned guard drops (or when this process dies holding it).
+    ///
+    /// # Errors
+    /// As [`MessageReceiver::recv_deadline`].
+    pub fn recv_in_place_deadline(&mut self, deadline: Deadline) -> Result<MailboxSample<'_>> {
+        let (pos, len, meta) = self.claim(deadline)?;
+        Ok(MailboxSample {
+            receiver: self,
+            pos,
+            len,
+            meta,
+        })
+    }
+
+    /// Receives a message in place, waiting as long as needed.
+    ///
+    /// # Errors
+    /// As [`MessageReceiver::recv_deadline`].
+    pub fn recv_in_place(&mut self) -> Result<MailboxSample<'_>> {
+        self.recv_in_place_deadline(Deadline::Never)
+    }
+
+    /// Hands the slot of `pos` back once its message has been taken.
+    fn finish(&mut self, pos: u64) {
+        let ring = &self.endpoint.link.ring;
+        match &mut self.endpoint.flavor {
+            Flavor::Sole { next, .. } => {
+                ring.release_single(pos);
+                *next = pos + 1;
+            }
+            Flavor::Many | Flavor::Chain => ring.release(pos),
+        }
+        self.deliver_cached();
+    }
+
+    /// Moves messages waiting in the mailbox's cache into the room just made (`cache.rs`).
+    #[inline]
+    fn deliver_cached(&self) {
+        if let Some(cache) = &self.endpoint.shared.cache {
+            cache.deliver_pending(&self.endpoint.shared, self.endpoint.participant.pid);
+        }
+    }
+}
+
+impl MessageReceiver for MailboxReceiver {
+    fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
+        let (pos, len, meta) = self.claim(deadline)?;
+        let data = self.endpoint.ring().data_ptr(pos);
+        buf.clear();
+        buf.reserve(len);
+        // SAFETY: we own the slot (READING by us); len <= max_message was checked in claim, so
+        // the source is in the slot's data area; buf has capacity for len bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
+            buf.set_len(len);
+        }
+        self.finish(pos);
+        self.endpoint.check_intact()?;
+        Ok(meta)
+    }
+}
+
+/// A message read in place from a mailbox; its slot goes back to the mailbox when this
+/// drops. (The topic's counterpart is [`TopicSample`](crate::shm::topic::TopicSample).)
+pub struct MailboxSample<'a> {
+    receiver: &'a mut MailboxReceiver,
+    pos: u64,
+    len: usize,
+    meta: Metadata,
+}
+
+impl fmt::Debug for MailboxSample<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailboxSample")
+            .field("len", &self.len)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+impl MailboxSample<'_> {
+    /// What the mailbox recorded about the message.
+    pub fn meta(&self) -> Metadata {
+        self.meta
+    }
+
+    /// The message's position in the mailbox's ring: a counter that never wraps, unique
+    /// among the messages of a bounded or rendezvous mailbox's file (a removed and
+    /// re-created mailbox starts again at 0; each chained ring of an unbounded mailbox
+    /// counts on its own). It is stable while the message waits: in a single-receiver
+    /// mailbox, a receiver that dies holding it leaves it to the next receiver at the same
+    /// position. `ipckit-bridge` uses it to recognise a message it is given again.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
+impl MailboxSample<'_> {
+    /// The message's bytes: we own the slot (claimed for reading), and len <= max_message
+    /// was validated when it was claimed.
+    fn bytes(&self) -> (*mut u8, usize) {
+        (self.receiver.endpoint.ring().data_ptr(self.pos), self.len)
+    }
+}
+
+slot_bytes!(MailboxSample);
+
+impl Drop for MailboxSample<'_> {
+    fn drop(&mut self) {
+        self.receiver.finish(self.pos);
+    }
+}

@@ -1,0 +1,331 @@
+//! The sending side of a mailbox: [`MailboxSender`] and its in-place [`MailboxLoan`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::cache::{CacheState, Ticket};
+use super::endpoint::{Endpoint, Flavor};
+use super::participants::Role;
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::link::{check_size, Deadline, MessageSender, WhenFull};
+use crate::shm::layout::slot_bytes;
+use crate::shm::named::setters;
+use crate::shm::ring::{FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER};
+use crate::shm::wait::wait_for;
+use crate::sync::primitive::Ordering;
+
+/// Sends into a mailbox. Implements [`MessageSender`].
+pub struct MailboxSender {
+    endpoint: Endpoint,
+    // Single sender *and* single receiver: positions below this are known free (the
+    // receiver's head, read now and then, plus the capacity), so the fast path reads
+    // nothing the receiver writes.
+    free_until: u64,
+    uid: u32,
+    sequence: u64,
+    when_full: WhenFull,
+    /// The message this sender last cached in the mailbox (`cache.rs`), if any.
+    cached: Option<Ticket>,
+}
+
+impl fmt::Debug for MailboxSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailboxSender")
+            .field("mailbox", &self.endpoint.shared.name)
+            .field("when_full", &self.when_full)
+            .field("cached", &self.cached)
+            .finish()
+    }
+}
+
+impl MailboxSender {
+    /// A sender of the mailbox `shared`, entered in its participant table.
+    pub(super) fn new(shared: &Arc<Shared>) -> Result<MailboxSender> {
+        Ok(MailboxSender {
+            endpoint: Endpoint::new(shared, Role::Sender)?,
+            free_until: 0,
+            uid: rustix::process::getuid().as_raw(),
+            sequence: 0,
+            when_full: WhenFull::Block,
+            cached: None,
+        })
+    }
+
+    setters! {
+        /// Sets what `send` does when the mailbox is full (Mach's four options). `try_send`
+        /// and `send_timeout` keep their own meaning.
+        when_full(policy: WhenFull) |s| s.when_full = policy;
+    }
+
+    /// Formerly bounded the sender's heap overflow cache; now a sender caches one message at a
+    /// time, in the mailbox itself, and this does nothing.
+    #[deprecated(
+        since = "0.3.0",
+        note = "a sender caches one message at a time, in the mailbox (WhenFull::Cache)"
+    )]
+    pub fn cache_limit(self, _messages: usize) -> Self {
+        self
+    }
+
+    /// What became of the message this sender last cached: [`CacheState::Pending`] while it
+    /// waits for room, [`CacheState::Delivered`] once it is in the mailbox (whoever moved it:
+    /// this sender, or a receiver that made room).
+    pub fn cache_state(&self) -> CacheState {
+        match (self.cached, &self.endpoint.shared.cache) {
+            (Some(ticket), Some(cache)) => cache.state(ticket),
+            _ => CacheState::Empty,
+        }
+    }
+
+    /// Messages of this sender waiting in the mailbox's cache: 0 or 1.
+    pub fn cached(&self) -> usize {
+        usize::from(self.cache_state() == CacheState::Pending)
+    }
+
+    /// Moves this sender's cached message into the mailbox if it is still waiting, waiting
+    /// for room until `deadline`.
+    ///
+    /// # Errors
+    /// [`Error::Full`]/[`Error::Timeout`] if it is still cached at the deadline.
+    pub fn flush_deadline(&mut self, deadline: Deadline) -> Result<()> {
+        let (Some(ticket), Some(cache)) = (self.cached, &self.endpoint.shared.cache) else {
+            return Ok(());
+        };
+        let shared = &*self.endpoint.shared;
+        let pid = self.endpoint.participant.pid;
+        wait_for(
+            shared.wait,
+            &shared.ring().header().not_full.0,
+            deadline,
+            deadline.send_expired(),
+            |_| {
+                Ok(if cache.move_own(shared, ticket, pid)? {
+                    Ok(())
+                } else {
+                    Err(false)
+                })
+            },
+        )
+    }
+
+    /// Moves this sender's cached message into the mailbox, waiting for room as long as
+    /// needed.
+    ///
+    /// # Errors
+    /// As [`flush_deadline`](Self::flush_deadline), without a deadline: an error other than
+    /// waiting, such as [`Error::Corrupt`].
+    pub fn flush(&mut self) -> Result<()> {
+        self.flush_deadline(Deadline::Never)
+    }
+
+    /// Borrows a free slot to write a message in place; [`MailboxLoan::publish`] sends it.
+    ///
+    /// # Errors
+    /// [`Error::Full`]/[`Error::Timeout`] if no slot frees up before `deadline`.
+    pub fn loan_deadline(&mut self, deadline: Deadline) -> Result<MailboxLoan<'_>> {
+        if self.cached.is_some() {
+            self.flush_deadline(deadline)?;
+        }
+        let pos = self.claim(deadline)?;
+        Ok(MailboxLoan {
+            sender: self,
+            pos: Some(pos),
+        })
+    }
+
+    /// Borrows a free slot, waiting for one as long as needed.
+    ///
+    /// # Errors
+    /// As [`loan_deadline`](Self::loan_deadline), without a deadline.
+    pub fn loan(&mut self) -> Result<MailboxLoan<'_>> {
+        self.loan_deadline(Deadline::Never)
+    }
+
+    fn claim(&mut self, deadline: Deadline) -> Result<u64> {
+        if let Flavor::Sole { next, .. } = self.endpoint.flavor {
+            if next < self.free_until {
+                return Ok(next);
+            }
+        }
+        let pos = self.endpoint.claim(Role::Sender, deadline)?;
+        let shared = &*self.endpoint.shared;
+        let geometry = shared.ring().geometry();
+        if self.endpoint.is_sole() && geometry.flags & FLAG_SINGLE_RECEIVER != 0 {
+            // SYNC: pairs with the release of the slot before the receiver moves the head.
+            let head = shared.ring().header().head.0.load(Ordering::Acquire);
+            self.free_until = head.saturating_add(geometry.capacity as u64);
+        }
+        Ok(pos)
+    }
+
+    /// Fills in the slot's metadata and publishes it; for a rendezvous mailbox, waits until a
+    /// receiver has taken it (and takes it back if none does by `deadline`).
+    fn commit(&mut self, pos: u64, len: usize, deadline: Deadline) -> Result<()> {
+        let ring = &self.endpoint.link.ring;
+        let slot = ring.slot(pos);
+        slot.len.store(len as u32, Ordering::Relaxed);
+        slot.sender_pid
+            .store(self.endpoint.participant.pid, Ordering::Relaxed);
+        slot.sender_uid.store(self.uid, Ordering::Relaxed);
+        slot.sequence.store(self.sequence, Ordering::Relaxed);
+        ring.publish(pos);
+        if let Flavor::Sole { next, .. } = &mut self.endpoint.flavor {
+            *next = pos + 1;
+            ring.header().tail.0.store(*next, Ordering::Release);
+        }
+        self.sequence += 1;
+        if ring.geometry().flags & FLAG_RENDEZVOUS == 0 {
+            return Ok(());
+        }
+        let shared = &*self.endpoint.shared;
+        let taken = wait_for(
+            shared.wait,
+            &shared.ring().header().not_full.0,
+            deadline,
+            deadline.send_expired(),
+            |_| {
+                Ok(if ring.is_unclaimed(pos) {
+                    Err(false)
+                } else {
+                    Ok(())
+                })
+            },
+        );
+        match taken {
+            Err(err) if err.is_transient() && ring.retract(pos) => {
+                self.sequence -= 1;
+                Err(err)
+            }
+            Err(err) if err.is_transient() => Ok(()),
+            other => other,
+        }
+    }
+
+    fn send_now(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        let pos = self.claim(deadline)?;
+        let data = self.endpoint.ring().data_ptr(pos);
+        // SAFETY: we own the slot of `pos` (WRITING by us) and msg.len() <= max_message
+        // (checked by the caller), which is the size of its data area.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
+        self.commit(pos, msg.len(), deadline)?;
+        self.endpoint.check_intact()
+    }
+}
+
+impl MailboxSender {
+    /// Gives up a claimed position without publishing it. A single sender's claim changed
+    /// nothing in the ring, so there is nothing to undo.
+    fn cancel(&mut self, pos: u64) {
+        if !self.endpoint.is_sole() {
+            self.endpoint.ring().release(pos);
+        }
+    }
+}
+
+impl MessageSender for MailboxSender {
+    /// Sends one message. For `send` (no deadline) the sender's [`WhenFull`] policy decides
+    /// what happens when the mailbox is full.
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        check_size(msg.len(), self.max_message_size())?;
+        let deadline = match (deadline, self.when_full) {
+            (Deadline::Never, WhenFull::Timeout(d)) => Deadline::after(d),
+            (Deadline::Never, WhenFull::Fail) => Deadline::Now,
+            (Deadline::Never, WhenFull::Cache) => return self.send_cached(msg),
+            (d, _) => d,
+        };
+        if self.cached.is_some() {
+            // This sender's messages stay in order: its cached one goes first.
+            self.flush_deadline(deadline)?;
+        }
+        self.send_now(msg, deadline)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.endpoint.shared.ring().geometry().max_message as usize
+    }
+}
+
+impl MailboxSender {
+    /// `send` under [`WhenFull::Cache`]: into the mailbox if it has room, else into the
+    /// mailbox's cache (`cache.rs`), one message per sender at a time.
+    fn send_cached(&mut self, msg: &[u8]) -> Result<()> {
+        if self.cached.is_some() {
+            match self.flush_deadline(Deadline::Now) {
+                // The earlier cached message still waits: only one may.
+                Err(Error::Full) => return Err(Error::Full),
+                other => other?,
+            }
+        }
+        match self.send_now(msg, Deadline::Now) {
+            Err(Error::Full) => {}
+            other => return other,
+        }
+        let shared = Arc::clone(&self.endpoint.shared);
+        let cache = shared.cache.as_ref().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{} has no message cache (a single-sender or rendezvous mailbox, or one created \
+                 by an older ipckit or with cache_slots(0)): WhenFull::Cache cannot keep the \
+                 message",
+                super::describe(&shared.name)
+            ))
+        })?;
+        let me = crate::process::ProcessIdentity::current();
+        let ticket = cache.store(msg, me, self.uid, self.sequence)?;
+        self.sequence += 1;
+        self.cached = Some(ticket);
+        // Room may have appeared meanwhile, and nobody else may come to move it.
+        cache.deliver_pending(&shared, self.endpoint.participant.pid);
+        Ok(())
+    }
+}
+
+/// A slot borrowed for writing a message in place. Dropping it unpublished cancels it.
+pub struct MailboxLoan<'a> {
+    sender: &'a mut MailboxSender,
+    pos: Option<u64>,
+}
+
+impl fmt::Debug for MailboxLoan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailboxLoan")
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+impl MailboxLoan<'_> {
+    /// Publishes the first `len` bytes of the slot as a message.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`] if `len` exceeds the slot (the loan is then cancelled).
+    pub fn publish(mut self, len: usize) -> Result<()> {
+        let pos = self.pos.take().expect("a loan is published once");
+        if let Err(err) = check_size(len, self.sender.max_message_size()) {
+            self.sender.cancel(pos);
+            return Err(err);
+        }
+        self.sender.commit(pos, len, Deadline::Never)?;
+        self.sender.endpoint.check_intact()
+    }
+}
+
+impl MailboxLoan<'_> {
+    /// The slot's whole data area: we own the slot (claimed for writing), and no honest
+    /// participant touches it until we publish.
+    fn bytes(&self) -> (*mut u8, usize) {
+        let pos = self.pos.expect("a live loan has a slot");
+        let ring = self.sender.endpoint.ring();
+        (ring.data_ptr(pos), ring.geometry().max_message as usize)
+    }
+}
+
+slot_bytes!(mut MailboxLoan);
+
+impl Drop for MailboxLoan<'_> {
+    fn drop(&mut self) {
+        if let Some(pos) = self.pos.take() {
+            self.sender.cancel(pos);
+        }
+    }
+}

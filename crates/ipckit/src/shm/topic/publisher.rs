@@ -1,0 +1,273 @@
+//! The publishing side of a topic: [`Publisher`] and its in-place [`TopicLoan`].
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use super::{describe, Shared, MAX_PUBLISHERS};
+use crate::error::Result;
+use crate::link::{check_size, Deadline, MessageSender};
+use crate::shm::layout::slot_bytes;
+use crate::shm::liveness::{Held, Table};
+use crate::shm::participants;
+use crate::shm::seqlock;
+use crate::shm::wait::{wait_for, wake_sleepers, Attempt};
+use crate::sync::primitive::{AtomicU32, Ordering};
+
+/// Publishes to a topic. Implements [`MessageSender`]: `try_send` fails with
+/// [`Error::Full`](crate::Error::Full) only under backpressure.
+pub struct Publisher {
+    shared: Arc<Shared>,
+    /// Our entry in the publisher table.
+    index: usize,
+    pid: u32,
+    /// Our entry's liveness lock, released (by dropping it) after the entry.
+    _lock: Option<Held>,
+    uid: u32,
+    /// Cached lower bound of the slowest subscriber's cursor.
+    slowest: u64,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topic", &self.shared.name)
+            .finish()
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        participants::leave(&self.shared.header().publishers[self.index], self.pid);
+    }
+}
+
+/// The publish lock, released on drop (a cancelled loan drops it without publishing).
+///
+/// It points at the lock word instead of holding a clone of the `Arc<Shared>`: two atomic
+/// reference-count updates per message were a fifth of a publish. A guard is private and
+/// never outlives the [`Publisher`] that took it (it lives in a local of a publish, or in a
+/// [`TopicLoan`] that borrows the publisher), and the publisher's `Arc<Shared>` keeps the
+/// mapping alive.
+struct PublishGuard {
+    lock: NonNull<AtomicU32>,
+}
+
+// SAFETY: the lock word is an atomic in shared memory, usable from any thread.
+unsafe impl Send for PublishGuard {}
+// SAFETY: as above.
+unsafe impl Sync for PublishGuard {}
+
+impl PublishGuard {
+    fn new(lock: &AtomicU32) -> PublishGuard {
+        PublishGuard {
+            lock: NonNull::from(lock),
+        }
+    }
+}
+
+impl Drop for PublishGuard {
+    fn drop(&mut self) {
+        // SAFETY: the mapping outlives the guard (see the type's documentation).
+        let lock = unsafe { self.lock.as_ref() };
+        // Only the holder releases: nobody takes the lock from a live holder, so a plain
+        // store is enough. SYNC: Release pairs with the next holder's Acquire CAS.
+        lock.store(0, Ordering::Release);
+    }
+}
+
+impl Publisher {
+    /// A publisher of the topic `shared`, entered in its publisher table.
+    pub(super) fn new(shared: &Arc<Shared>) -> Result<Publisher> {
+        let table = &shared.header().publishers;
+        let limit = format!("{MAX_PUBLISHERS} attached publishers");
+        let (index, pid, lock) = participants::join(
+            table,
+            &describe(&shared.name),
+            &limit,
+            &shared.locks(Table::Publishers),
+        )?;
+        table[index].role.store(1, Ordering::Release);
+        Ok(Publisher {
+            shared: Arc::clone(shared),
+            index,
+            pid,
+            _lock: lock,
+            uid: rustix::process::getuid().as_raw(),
+            slowest: 0,
+        })
+    }
+
+    fn lock(&self, deadline: Deadline) -> Result<PublishGuard> {
+        self.shared.check_intact(false)?;
+        let lock = &self.shared.header().publish_lock.0;
+        // Uncontended (the usual case): one CAS and no clock read on the fast path.
+        if lock
+            .compare_exchange(0, self.pid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Ok(PublishGuard::new(lock));
+        }
+        // Contended: the holder is copying one message (microseconds), or is stuck, or dead.
+        // Spin the wait strategy's budget, then sleep on `new_message`, which the holder's
+        // publish notifies; a cancelled loan does not, nor does a stuck holder, so sleeps come
+        // in liveness turns, with the holder checked between them (and taken over if dead).
+        let pid = self.pid;
+        wait_for(
+            self.shared.wait,
+            &self.shared.header().new_message.0,
+            deadline,
+            deadline.send_expired(),
+            |check| -> Attempt<()> {
+                let holder = lock.load(Ordering::Acquire);
+                let stale =
+                    check && holder != 0 && holder != pid && !self.shared.publisher_alive(holder);
+                if (holder == 0 || stale)
+                    && lock
+                        .compare_exchange(holder, pid, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return Ok(Ok(()));
+                }
+                Ok(Err(true))
+            },
+        )?;
+        Ok(PublishGuard::new(lock))
+    }
+
+    /// Under backpressure, waits until slot `seq` no longer holds a message some live
+    /// subscriber still has to read.
+    fn wait_for_room(&mut self, seq: u64, deadline: Deadline) -> Result<()> {
+        let shared = &*self.shared;
+        let capacity = shared.capacity as u64;
+        if shared.overrun || seq < self.slowest.saturating_add(capacity) {
+            return Ok(());
+        }
+        let slowest = &mut self.slowest;
+        wait_for(
+            shared.wait,
+            &shared.header().room.0,
+            deadline,
+            deadline.send_expired(),
+            |check| -> Attempt<()> {
+                shared.check_intact(check)?;
+                match shared.slowest_cursor(check) {
+                    None => {
+                        *slowest = seq;
+                        Ok(Ok(()))
+                    }
+                    Some(cursor) => {
+                        *slowest = cursor;
+                        Ok(if seq < cursor.saturating_add(capacity) {
+                            Ok(())
+                        } else {
+                            Err(true)
+                        })
+                    }
+                }
+            },
+        )
+    }
+
+    /// Takes the lock, waits for room, and stamps the next slot as being written.
+    fn begin(&mut self, deadline: Deadline) -> Result<(u64, PublishGuard)> {
+        let guard = self.lock(deadline)?;
+        let seq = self.shared.header().write_pos.0.load(Ordering::Acquire);
+        self.wait_for_room(seq, deadline)?;
+        seqlock::begin_write(&self.shared.slot(seq).stamp, seq);
+        Ok((seq, guard))
+    }
+
+    /// Completes message `seq` of `len` bytes and releases the lock.
+    fn finish(&mut self, seq: u64, len: usize, guard: PublishGuard) {
+        let shared = &*self.shared;
+        let slot = shared.slot(seq);
+        slot.len.store(len as u32, Ordering::Relaxed);
+        slot.sender_pid.store(self.pid, Ordering::Relaxed);
+        slot.sender_uid.store(self.uid, Ordering::Relaxed);
+        seqlock::end_write(&slot.stamp, seq);
+        // SYNC: Release pairs with subscribers' Acquire load of write_pos; SeqCst with the
+        // fence of a sleeping subscriber (see `wake_sleepers`).
+        shared.header().write_pos.0.swap(seq + 1, Ordering::SeqCst);
+        drop(guard);
+        wake_sleepers(&shared.header().new_message.0);
+    }
+
+    /// Borrows the next slot to write a message in place; [`TopicLoan::publish`] sends it.
+    /// Other publishers wait while a loan is out.
+    ///
+    /// # Errors
+    /// Under backpressure, [`Error::Full`](crate::Error::Full)/[`Error::Timeout`](crate::Error::Timeout) if no room by `deadline`.
+    pub fn loan_deadline(&mut self, deadline: Deadline) -> Result<TopicLoan<'_>> {
+        let (seq, guard) = self.begin(deadline)?;
+        Ok(TopicLoan {
+            publisher: self,
+            seq,
+            guard: Some(guard),
+        })
+    }
+
+    /// Borrows the next slot, waiting for room as long as needed.
+    ///
+    /// # Errors
+    /// As [`loan_deadline`](Self::loan_deadline), without a deadline.
+    pub fn loan(&mut self) -> Result<TopicLoan<'_>> {
+        self.loan_deadline(Deadline::Never)
+    }
+}
+
+impl MessageSender for Publisher {
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        check_size(msg.len(), self.shared.max_message as usize)?;
+        let (seq, guard) = self.begin(deadline)?;
+        // SAFETY: we hold the publish lock and stamped the slot of `seq` as being written;
+        // msg.len() <= max_message, the size of the slot's data area.
+        unsafe {
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), self.shared.data_ptr(seq), msg.len())
+        };
+        self.finish(seq, msg.len(), guard);
+        self.shared.check_intact(false)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.shared.max_message as usize
+    }
+}
+
+/// A slot borrowed for writing a message in place. Dropping it unpublished cancels it (the
+/// sequence number is reused by the next message).
+pub struct TopicLoan<'a> {
+    publisher: &'a mut Publisher,
+    seq: u64,
+    guard: Option<PublishGuard>,
+}
+
+impl fmt::Debug for TopicLoan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicLoan").field("seq", &self.seq).finish()
+    }
+}
+
+impl TopicLoan<'_> {
+    /// Publishes the first `len` bytes of the slot.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`](crate::Error::MessageTooLarge) if `len` exceeds the slot (the loan is cancelled).
+    pub fn publish(mut self, len: usize) -> Result<()> {
+        check_size(len, self.publisher.shared.max_message as usize)?;
+        let guard = self.guard.take().expect("a loan is published once");
+        self.publisher.finish(self.seq, len, guard);
+        self.publisher.shared.check_intact(false)
+    }
+}
+
+impl TopicLoan<'_> {
+    /// The slot's whole data area. We hold the publish lock and the slot is stamped as
+    /// being written by us: nobody else writes it until we publish.
+    fn bytes(&self) -> (*mut u8, usize) {
+        let shared = &self.publisher.shared;
+        (shared.data_ptr(self.seq), shared.max_message as usize)
+    }
+}
+
+slot_bytes!(mut TopicLoan);

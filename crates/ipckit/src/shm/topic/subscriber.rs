@@ -1,0 +1,340 @@
+//! The receiving side of a topic: [`Subscriber`] and its in-place [`TopicSample`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::{describe, Shared, MAX_SUBSCRIBERS};
+use crate::error::Error;
+use crate::error::Result;
+use crate::link::{Deadline, MessageReceiver, Metadata};
+use crate::shm::layout::slot_bytes;
+use crate::shm::liveness::{Held, Table};
+use crate::shm::participants;
+use crate::shm::seqlock;
+use crate::shm::wait::{wait_for, wake_sleepers, Attempt};
+use crate::sync::primitive::Ordering;
+
+/// Receives every message of a topic, in order, from its own cursor. Implements
+/// [`MessageReceiver`]; [`Metadata::missed`] says how many messages were lost to overrun just
+/// before the one received.
+pub struct Subscriber {
+    shared: Arc<Shared>,
+    /// Our entry in the subscriber table, where we publish our cursor.
+    index: usize,
+    pid: u32,
+    /// Our entry's liveness lock, released (by dropping it) after the entry.
+    _lock: Option<Held>,
+    /// The next message to read.
+    cursor: u64,
+    /// Messages lost to overrun since the last one received.
+    missed: u64,
+    /// Where an in-place receive of an overrun topic puts its validated copy.
+    copy: Vec<u8>,
+}
+
+impl fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("topic", &self.shared.name)
+            .field("cursor", &self.cursor)
+            .finish()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let entry = &self.shared.header().subscribers[self.index].0;
+        let _ = entry
+            .pid
+            .compare_exchange(self.pid, 0, Ordering::SeqCst, Ordering::Relaxed);
+        // A publisher may be waiting for this subscriber.
+        wake_sleepers(&self.shared.header().room.0);
+    }
+}
+
+/// How many times in a row one receive may lose the race for a slot before it waits for the
+/// next message instead.
+const MAX_LOST_RACES: u32 = 64;
+
+/// Losses after which a receive aims at the newest complete message, not the oldest.
+const CHASE_OLDEST_RACES: u32 = 2;
+
+/// Where the next complete message is: its sequence number, length and metadata.
+struct Located {
+    seq: u64,
+    len: usize,
+    meta: Metadata,
+}
+
+impl Subscriber {
+    /// A subscriber of the topic `shared` starting `history` messages back, entered in its
+    /// subscriber table.
+    pub(super) fn new(shared: &Arc<Shared>, history: usize) -> Result<Subscriber> {
+        if history > shared.capacity as usize {
+            return Err(Error::InvalidArgument(format!(
+                "{} keeps {} messages; cannot replay {history}",
+                describe(&shared.name),
+                shared.capacity
+            )));
+        }
+        let table = &shared.header().subscribers;
+        let limit = format!("{MAX_SUBSCRIBERS} attached subscribers");
+        let (index, pid, lock) = participants::join(
+            table,
+            &describe(&shared.name),
+            &limit,
+            &shared.locks(Table::Subscribers),
+        )?;
+        let write_pos = shared.header().write_pos.0.load(Ordering::Acquire);
+        let cursor = write_pos.saturating_sub(history as u64);
+        table[index].0.cursor.store(cursor, Ordering::Release);
+        Ok(Subscriber {
+            shared: Arc::clone(shared),
+            index,
+            pid,
+            _lock: lock,
+            cursor,
+            missed: 0,
+            copy: Vec::new(),
+        })
+    }
+
+    /// Finds the message at the cursor (skipping, and counting, what was overrun), and with
+    /// `copy_into` copies it out and verifies that it was not overwritten meanwhile.
+    ///
+    /// A subscriber that falls behind a fast publisher may lose the race for a slot several
+    /// times in a row: each loss moves the cursor to the oldest message still intact, and
+    /// after a few losses to the newest complete one (it stays readable the longest). This
+    /// never gives up with an error while the stamps are consistent with `write_pos`; only a
+    /// stamp from beyond the publisher's position is corruption.
+    fn attempt(
+        shared: &Shared,
+        cursor: &mut u64,
+        missed: &mut u64,
+        mut copy_into: Option<&mut Vec<u8>>,
+    ) -> Attempt<Located> {
+        let capacity = shared.capacity as u64;
+        for lost_races in 0..MAX_LOST_RACES {
+            // The slot's stamp alone says whether message `cursor` is there: stamps are unique
+            // per message and move to "complete" before `write_pos` does. Only an overrun
+            // needs `write_pos` (one cache line fewer on the fast path).
+            let seq = *cursor;
+            let slot = shared.slot(seq);
+            let want = seqlock::complete(seq);
+            let stamp = seqlock::read_begin(&slot.stamp);
+            if stamp < want {
+                // Not published yet (or being written right now).
+                return Ok(Err(false));
+            }
+            if stamp == want {
+                let len = slot.len.load(Ordering::Relaxed) as usize;
+                if len > shared.max_message as usize {
+                    return Err(shared.corrupt(format!(
+                        "message {seq} claims {len} bytes, more than the {}-byte slots",
+                        shared.max_message
+                    )));
+                }
+                let meta = Metadata {
+                    sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
+                    sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
+                    sequence: Some(seq),
+                    ..Metadata::default()
+                };
+                if let Some(buf) = copy_into.as_deref_mut() {
+                    buf.clear();
+                    buf.reserve(len);
+                    // SAFETY: len <= max_message: the source is inside the slot's data area;
+                    // buf has room for len bytes. A concurrent overwrite (overrun) can only
+                    // change the bytes, which the second stamp check below then rejects.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(shared.data_ptr(seq), buf.as_mut_ptr(), len);
+                        buf.set_len(len);
+                    }
+                }
+                if seqlock::read_validate(&slot.stamp, seq) {
+                    return Ok(Ok(Located { seq, len, meta }));
+                }
+            }
+            // Message `seq` was overwritten, before or while we looked: move on to a message
+            // that is still there.
+            // The stamp first, then `write_pos`: a stamp read earlier can never be beyond
+            // the position read later, so only corruption trips the check below.
+            let stamp_now = seqlock::read_begin(&slot.stamp);
+            let published = shared.header().write_pos.0.load(Ordering::Acquire);
+            let newest_stamp = seqlock::complete(published);
+            if stamp_now > newest_stamp || published < seq {
+                return Err(shared.corrupt(format!(
+                    "slot of message {seq} is stamped {stamp_now}, beyond the {published} messages published"
+                )));
+            }
+            // The oldest message the ring still holds (unless message `published` is being
+            // written over it right now: then the next round moves on again).
+            let oldest_intact = published.saturating_sub(capacity);
+            let next = if lost_races < CHASE_OLDEST_RACES {
+                oldest_intact
+            } else {
+                published.saturating_sub(1).max(oldest_intact)
+            };
+            let next = next.max(seq + 1);
+            *missed += next - seq;
+            *cursor = next;
+        }
+        // A publisher that overwrites every slot faster than we copy one: nothing can be read
+        // now. Report "not yet" so the caller waits for the next message and tries again.
+        Ok(Err(false))
+    }
+
+    fn locate(&mut self, deadline: Deadline, copy_into: Option<&mut Vec<u8>>) -> Result<Located> {
+        let shared = &*self.shared;
+        let cursor = &mut self.cursor;
+        let missed = &mut self.missed;
+        let mut copy_into = copy_into;
+        let located = wait_for(
+            shared.wait,
+            &shared.header().new_message.0,
+            deadline,
+            deadline.recv_expired(),
+            |check| {
+                shared.check_intact(check)?;
+                Subscriber::attempt(shared, cursor, missed, copy_into.as_deref_mut())
+            },
+        );
+        // Bytes read after a lost page are zeroes, not a message (the zeroed tail of a file
+        // cut mid-page raises no SIGBUS: ask the file).
+        shared.check_intact(matches!(located, Err(Error::Corrupt { .. })))?;
+        located
+    }
+
+    /// Moves past message `seq`, telling publishers held back by us.
+    fn advance(&mut self, seq: u64) {
+        self.cursor = seq + 1;
+        let entry = &self.shared.header().subscribers[self.index].0;
+        if self.shared.overrun {
+            entry.cursor.store(self.cursor, Ordering::Release);
+        } else {
+            // SYNC: SeqCst pairs with the fence of a sleeping publisher (`wake_sleepers`).
+            entry.cursor.swap(self.cursor, Ordering::SeqCst);
+            wake_sleepers(&self.shared.header().room.0);
+        }
+    }
+
+    fn take_missed(&mut self, meta: &mut Metadata) {
+        meta.missed = Some(std::mem::take(&mut self.missed));
+    }
+
+    /// Receives the next message as a [`TopicSample`], which derefs to its bytes.
+    ///
+    /// On a backpressure topic the bytes are read in place, without copying: no publisher
+    /// writes the slot until the sample drops (the subscriber's cursor holds it). On an
+    /// overrun topic a publisher may overwrite any slot at any moment, so a reference into
+    /// the slot could change under the reader: the bytes are copied once into the
+    /// subscriber's own buffer and the copy is validated (sequence lock) before the sample
+    /// is handed out. The overrun path therefore costs one copy of the message, the same as
+    /// [`recv`](MessageReceiver::recv) without its allocation; it never hands out bytes a
+    /// publisher may be rewriting.
+    ///
+    /// # Errors
+    /// As [`MessageReceiver::recv_deadline`].
+    pub fn recv_in_place_deadline(&mut self, deadline: Deadline) -> Result<TopicSample<'_>> {
+        let copied = self.shared.overrun;
+        let mut copy = std::mem::take(&mut self.copy);
+        let located = self.locate(deadline, copied.then_some(&mut copy));
+        self.copy = copy;
+        let mut located = located?;
+        self.take_missed(&mut located.meta);
+        Ok(TopicSample {
+            subscriber: self,
+            located,
+            copied,
+        })
+    }
+
+    /// Receives the next message in place, waiting as long as needed.
+    ///
+    /// # Errors
+    /// As [`MessageReceiver::recv_deadline`].
+    pub fn recv_in_place(&mut self) -> Result<TopicSample<'_>> {
+        self.recv_in_place_deadline(Deadline::Never)
+    }
+
+    /// How many messages are published and not yet received by this subscriber.
+    pub fn lag(&self) -> u64 {
+        self.shared
+            .header()
+            .write_pos
+            .0
+            .load(Ordering::Acquire)
+            .saturating_sub(self.cursor)
+    }
+}
+
+impl MessageReceiver for Subscriber {
+    fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
+        let mut located = self.locate(deadline, Some(buf))?;
+        self.advance(located.seq);
+        self.take_missed(&mut located.meta);
+        Ok(located.meta)
+    }
+}
+
+/// A message read in place from a topic; the subscriber moves past it when this drops.
+pub struct TopicSample<'a> {
+    subscriber: &'a mut Subscriber,
+    located: Located,
+    /// The bytes are the subscriber's validated copy (overrun topics), not the slot.
+    copied: bool,
+}
+
+impl fmt::Debug for TopicSample<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicSample")
+            .field("seq", &self.located.seq)
+            .field("len", &self.located.len)
+            .finish()
+    }
+}
+
+impl TopicSample<'_> {
+    /// What the topic recorded about the message.
+    pub fn meta(&self) -> Metadata {
+        self.located.meta
+    }
+
+    /// Whether the bytes are the message as published. Always true: a sample of an overrun
+    /// topic is a validated copy, and a backpressure topic's slot is not rewritten while the
+    /// sample lives. Kept so that code written against 0.1 still compiles.
+    #[deprecated(
+        since = "0.2.0",
+        note = "always true: samples of overrun topics are validated copies"
+    )]
+    pub fn is_intact(&self) -> bool {
+        if self.copied {
+            return true;
+        }
+        let seq = self.located.seq;
+        seqlock::read_validate(&self.subscriber.shared.slot(seq).stamp, seq)
+    }
+}
+
+impl TopicSample<'_> {
+    /// The message's bytes: the subscriber's validated copy (overrun), or the slot, where
+    /// len <= max_message was validated when the sample was located and no publisher writes
+    /// until we drop (backpressure: our cursor holds the slot).
+    fn bytes(&self) -> (*mut u8, usize) {
+        if self.copied {
+            let copy = &self.subscriber.copy;
+            return (copy.as_ptr().cast_mut(), copy.len());
+        }
+        let shared = &self.subscriber.shared;
+        (shared.data_ptr(self.located.seq), self.located.len)
+    }
+}
+
+slot_bytes!(TopicSample);
+
+impl Drop for TopicSample<'_> {
+    fn drop(&mut self) {
+        let seq = self.located.seq;
+        self.subscriber.advance(seq);
+    }
+}

@@ -1,7 +1,10 @@
 //! `ipckit ls` and `ipckit clean`.
 
-use anyhow::Result;
-use ipckit::namespace::{self, Skipped};
+use anyhow::{bail, Context, Result};
+use ipckit::namespace::{self, ObjectInfo, Skipped};
+use ipckit::shm::mailbox::Mailbox;
+use ipckit::shm::topic::Topic;
+use serde::Serialize;
 
 /// Text found on the machine, made safe for a terminal and a table: control characters
 /// (a newline in a path would start a new row) and backslashes are escaped, the rest is kept.
@@ -30,7 +33,8 @@ pub fn ls(json: bool) -> Result<()> {
     report_skipped(&listing.skipped);
     let objects = listing.objects;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&objects)?)?;
+        let entries: Vec<LsEntry<'_>> = objects.iter().map(LsEntry::of).collect();
+        outln!("{}", serde_json::to_string_pretty(&entries)?)?;
         return Ok(());
     }
     outln!(
@@ -63,6 +67,88 @@ pub fn ls(json: bool) -> Result<()> {
         }
     }
     crate::bridge_cmd::ls_section()
+}
+
+/// One object as `ipckit ls --json` prints it (the schema in docs/CLI.md): numbers as
+/// numbers, the mode as the octal text the table shows.
+#[derive(Debug, Serialize)]
+struct LsEntry<'a> {
+    kind: &'static str,
+    name: &'a str,
+    /// Messages waiting (mailbox, queue), or the slowest subscriber's lag (topic).
+    depth: Option<u64>,
+    /// Messages it holds; 0 for a rendezvous mailbox, `null` for an unbounded one or where
+    /// the capacity is not a count of messages.
+    capacity: Option<u64>,
+    /// The capacity as the table shows it (`64`, `rendezvous`, `64:overrun`, `4096 bytes`).
+    capacity_text: Option<&'a str>,
+    /// A topic's `overrun` or `backpressure`.
+    overflow: Option<&'a str>,
+    /// Size in bytes, for kinds measured in bytes (segments).
+    bytes: Option<u64>,
+    /// File mode in octal, as in the table (`"0600"`).
+    mode: Option<String>,
+    alive: usize,
+    dead: usize,
+    error: Option<&'a str>,
+}
+
+impl<'a> LsEntry<'a> {
+    fn of(o: &'a ObjectInfo) -> LsEntry<'a> {
+        let text = o.capacity.as_deref();
+        let (mut capacity, mut overflow, mut bytes) = (None, None, None);
+        match text {
+            Some("rendezvous") => capacity = Some(0),
+            Some(t) => {
+                if let Some(n) = t.strip_suffix(" bytes") {
+                    bytes = n.parse().ok();
+                } else if let Some((n, how)) = t.split_once(':') {
+                    capacity = n.parse().ok();
+                    overflow = Some(how);
+                } else {
+                    capacity = t.parse().ok();
+                }
+            }
+            None => {}
+        }
+        LsEntry {
+            kind: o.kind.as_str(),
+            name: &o.name,
+            depth: o.depth,
+            capacity,
+            capacity_text: text,
+            overflow,
+            bytes,
+            mode: o.mode.map(|m| format!("{m:04o}")),
+            alive: o.alive,
+            dead: o.dead,
+            error: o.error.as_deref(),
+        }
+    }
+}
+
+/// Runs `ipckit rm NAME`: removes the mailbox or the topic of that name, whichever exists.
+pub fn rm(name: &str) -> Result<()> {
+    let is_mailbox = Mailbox::list()?.iter().any(|m| m == name);
+    let is_topic = Topic::list()?.iter().any(|t| t == name);
+    match (is_mailbox, is_topic) {
+        (true, true) => bail!(
+            "both a mailbox and a topic are called {name:?}: say which with \
+             `ipckit mailbox rm {name}` or `ipckit topic rm {name}`"
+        ),
+        (true, false) => {
+            Mailbox::remove(name).with_context(|| format!("cannot remove mailbox {name:?}"))?;
+            outln!("removed mailbox {name:?}")?;
+        }
+        (false, true) => {
+            Topic::remove(name).with_context(|| format!("cannot remove topic {name:?}"))?;
+            outln!("removed topic {name:?}")?;
+        }
+        (false, false) => {
+            bail!("no mailbox or topic is called {name:?} (`ipckit ls` lists what there is)")
+        }
+    }
+    Ok(())
 }
 
 /// Runs `ipckit clean`: repairs what dead processes left; `--dry-run` only reports.

@@ -7,8 +7,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use ipckit::shm::mailbox::Mailbox;
 use ipckit::{Capacity, Deadline, MessageSender, WhenFull};
 
-use crate::transfer::{receive_each, send_each, ReceiveArgs};
-use crate::units::{parse_duration, parse_size};
+use crate::transfer::{receive_each, send_each, ReceiveArgs, SendOptions};
+use crate::units::{parse_duration, parse_size, refused_size, shm_footprint};
 
 /// `ipckit mailbox ...`
 #[derive(Debug, Subcommand)]
@@ -44,7 +44,8 @@ pub struct CreateArgs {
     pub mode: u32,
 }
 
-fn parse_mode(text: &str) -> Result<u32, String> {
+/// Parses an octal file mode (`0600`, `0o640`, `644`).
+pub fn parse_mode(text: &str) -> Result<u32, String> {
     u32::from_str_radix(text.trim_start_matches("0o"), 8)
         .ok()
         .filter(|m| *m <= 0o777)
@@ -80,6 +81,13 @@ pub struct SendArgs {
     pub name: String,
     /// Messages to send, in order; none: one message per line of standard input.
     pub messages: Vec<String>,
+    /// Send all of standard input as one message, byte for byte (any bytes, newlines too).
+    #[arg(long, conflicts_with = "messages")]
+    pub binary: bool,
+    /// Say on stderr when the mailbox is full and the command waits for room (said anyway
+    /// when stderr is a terminal).
+    #[arg(long, short)]
+    pub verbose: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
     /// `cache`: when the mailbox is full, keep the message in the mailbox's cache and return at
@@ -116,12 +124,29 @@ pub fn mailbox(command: MailboxCommand) -> Result<()> {
             } else {
                 Capacity::Bounded(args.capacity)
             };
-            Mailbox::builder(&args.name)
+            let mailbox = Mailbox::builder(&args.name)
                 .capacity_kind(capacity)
                 .max_message_size(args.max_msg_size)
                 .mode(args.mode)
                 .create()
-                .with_context(|| format!("cannot create mailbox {:?}", args.name))?;
+                .map_err(|e| {
+                    let size = refused_size(&e);
+                    anyhow::Error::new(e)
+                        .context(format!("cannot create mailbox {:?}{size}", args.name))
+                })?;
+            let holds = match capacity {
+                Capacity::Bounded(1) => "1 message".into(),
+                Capacity::Bounded(n) => format!("{n} messages"),
+                Capacity::Rendezvous => "no messages (rendezvous)".into(),
+                Capacity::Unbounded => "any number of messages (unbounded; it grows)".into(),
+            };
+            outln!(
+                "created mailbox {:?}: holds {holds} of up to {} bytes; takes {}",
+                args.name,
+                mailbox.max_message_size(),
+                shm_footprint(ipckit::shm::mailbox::KIND, &args.name)
+                    .unwrap_or_else(|| "an unknown amount of /dev/shm".into())
+            )?;
             Ok(())
         }
         MailboxCommand::Rm { name } => {
@@ -130,22 +155,40 @@ pub fn mailbox(command: MailboxCommand) -> Result<()> {
     }
 }
 
-fn open(name: &str) -> Result<Mailbox> {
-    Mailbox::open(name).with_context(|| {
-        format!("cannot open mailbox {name:?} (create it with `ipckit mailbox create {name}`)")
-    })
+/// Opens mailbox `name`; if there is none but a topic has that name, says to use the topic's
+/// command (`verb`: `publish` or `subscribe`) instead of creating a mailbox.
+fn open(name: &str, verb: &str) -> Result<Mailbox> {
+    match Mailbox::open(name) {
+        Err(e @ ipckit::Error::NotFound { .. }) => {
+            let hint = if ipckit::shm::topic::Topic::list()
+                .is_ok_and(|topics| topics.iter().any(|t| t == name))
+            {
+                format!("{name:?} is a topic: use `ipckit {verb} {name}`")
+            } else {
+                format!("create it with `ipckit mailbox create {name}`")
+            };
+            Err(anyhow::Error::new(e).context(format!("cannot open mailbox {name:?} ({hint})")))
+        }
+        other => other.with_context(|| format!("cannot open mailbox {name:?}")),
+    }
 }
 
 /// Runs `ipckit send`.
 pub fn send(args: SendArgs) -> Result<()> {
-    let mailbox = open(&args.name)?;
+    let mailbox = open(&args.name, "publish")?;
     let mut tx = mailbox.sender()?;
     let caching = args.when_full == Some(WhenFullArg::Cache);
     if caching {
         tx = tx.when_full(WhenFull::Cache);
     }
     let deadline = args.wait.deadline();
-    send_each(&args.messages, |msg| {
+    let options = SendOptions {
+        binary: args.binary,
+        verbose: args.verbose,
+        deadline,
+        full: &format!("mailbox {:?} is full", args.name),
+    };
+    send_each(&args.messages, options, |msg, deadline| {
         let result = if caching {
             tx.send(msg)
         } else {
@@ -173,6 +216,6 @@ fn result_is_full(caching: bool, result: &ipckit::Result<()>) -> bool {
 
 /// Runs `ipckit recv`.
 pub fn recv(args: RecvArgs) -> Result<()> {
-    let mut rx = open(&args.name)?.receiver()?;
+    let mut rx = open(&args.name, "subscribe")?.receiver()?;
     receive_each(&mut rx, &args.receive, &format!("mailbox {:?}", args.name))
 }

@@ -60,9 +60,14 @@ enum Command {
     Publish(topic_cmd::PublishArgs),
     /// Receive a topic's messages; each is written followed by a newline.
     Subscribe(topic_cmd::SubscribeArgs),
+    /// Remove a mailbox or topic by name, whichever it is.
+    Rm {
+        /// The mailbox's or topic's name.
+        name: String,
+    },
     /// List every named ipckit object: kind, name, depth, capacity, mode, participants.
     Ls {
-        /// Print JSON instead of a table.
+        /// Print JSON instead of a table (schema in docs/CLI.md).
         #[arg(long)]
         json: bool,
     },
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
         Command::Topic(command) => topic_cmd::topic(command),
         Command::Publish(args) => topic_cmd::publish(args),
         Command::Subscribe(args) => topic_cmd::subscribe(args),
+        Command::Rm { name } => ls_cmd::rm(&name),
         Command::Ls { json } => ls_cmd::ls(json),
         Command::Bench(args) => bench::bench(args),
         Command::Demo(args) => demo::demo(args),

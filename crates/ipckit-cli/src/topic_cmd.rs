@@ -5,9 +5,9 @@ use clap::{Args, Subcommand};
 use ipckit::shm::topic::{Overflow, Topic};
 use ipckit::MessageSender;
 
-use crate::mailbox_cmd::WaitArgs;
-use crate::transfer::{receive_each, send_each, ReceiveArgs};
-use crate::units::parse_size;
+use crate::mailbox_cmd::{parse_mode, WaitArgs};
+use crate::transfer::{receive_each, send_each, ReceiveArgs, SendOptions};
+use crate::units::{parse_size, refused_size, shm_footprint};
 
 /// `ipckit topic ...`
 #[derive(Debug, Subcommand)]
@@ -38,6 +38,9 @@ pub struct CreateArgs {
     /// The largest message, in bytes.
     #[arg(long, default_value = "4096", value_parser = parse_size)]
     pub max_msg_size: usize,
+    /// File mode, in octal.
+    #[arg(long, default_value = "0600", value_parser = parse_mode)]
+    pub mode: u32,
 }
 
 /// Options of `ipckit publish`.
@@ -47,6 +50,13 @@ pub struct PublishArgs {
     pub name: String,
     /// Messages to publish, in order; none: one message per line of standard input.
     pub messages: Vec<String>,
+    /// Publish all of standard input as one message, byte for byte (any bytes, newlines too).
+    #[arg(long, conflicts_with = "messages")]
+    pub binary: bool,
+    /// Say on stderr when a slow subscriber holds publishing back and the command waits
+    /// (said anyway when stderr is a terminal).
+    #[arg(long, short)]
+    pub verbose: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -56,7 +66,8 @@ pub struct PublishArgs {
 pub struct SubscribeArgs {
     /// The topic's name.
     pub name: String,
-    /// Start with (up to) the last N messages.
+    /// Start with up to the last N messages: as many as the topic keeps and has, if fewer
+    /// (said on stderr).
     #[arg(long, default_value_t = 0)]
     pub history: usize,
     #[command(flatten)]
@@ -76,8 +87,21 @@ pub fn topic(command: TopicCommand) -> Result<()> {
                 .capacity(args.history)
                 .max_message_size(args.max_msg_size)
                 .overflow(overflow)
+                .mode(args.mode)
                 .create()
-                .with_context(|| format!("cannot create topic {:?}", args.name))?;
+                .map_err(|e| {
+                    let size = refused_size(&e);
+                    anyhow::Error::new(e)
+                        .context(format!("cannot create topic {:?}{size}", args.name))
+                })?;
+            outln!(
+                "created topic {:?}: keeps the last {} messages of up to {} bytes; takes {}",
+                args.name,
+                args.history,
+                args.max_msg_size,
+                shm_footprint(ipckit::shm::topic::KIND, &args.name)
+                    .unwrap_or_else(|| "an unknown amount of /dev/shm".into())
+            )?;
             Ok(())
         }
         TopicCommand::Rm { name } => {
@@ -86,17 +110,37 @@ pub fn topic(command: TopicCommand) -> Result<()> {
     }
 }
 
-fn open(name: &str) -> Result<Topic> {
-    Topic::open(name).with_context(|| {
-        format!("cannot open topic {name:?} (create it with `ipckit topic create {name}`)")
-    })
+/// Opens topic `name`; if there is none but a mailbox has that name, says to use the
+/// mailbox's command (`verb`: `send` or `recv`) instead of creating a topic.
+fn open(name: &str, verb: &str) -> Result<Topic> {
+    match Topic::open(name) {
+        Err(e @ ipckit::Error::NotFound { .. }) => {
+            let hint = if ipckit::shm::mailbox::Mailbox::list()
+                .is_ok_and(|mailboxes| mailboxes.iter().any(|m| m == name))
+            {
+                format!("{name:?} is a mailbox: use `ipckit {verb} {name}`")
+            } else {
+                format!("create it with `ipckit topic create {name}`")
+            };
+            Err(anyhow::Error::new(e).context(format!("cannot open topic {name:?} ({hint})")))
+        }
+        other => other.with_context(|| format!("cannot open topic {name:?}")),
+    }
 }
 
 /// Runs `ipckit publish`.
 pub fn publish(args: PublishArgs) -> Result<()> {
-    let mut publisher = open(&args.name)?.publisher()?;
-    let deadline = args.wait.deadline();
-    send_each(&args.messages, |msg| {
+    let mut publisher = open(&args.name, "send")?.publisher()?;
+    let options = SendOptions {
+        binary: args.binary,
+        verbose: args.verbose,
+        deadline: args.wait.deadline(),
+        full: &format!(
+            "topic {:?} is held back by its slowest subscriber (backpressure)",
+            args.name
+        ),
+    };
+    send_each(&args.messages, options, |msg, deadline| {
         publisher
             .send_deadline(msg, deadline)
             .with_context(|| format!("cannot publish to topic {:?}", args.name))
@@ -105,7 +149,26 @@ pub fn publish(args: PublishArgs) -> Result<()> {
 
 /// Runs `ipckit subscribe`.
 pub fn subscribe(args: SubscribeArgs) -> Result<()> {
-    let mut subscriber = open(&args.name)?.subscriber_with_history(args.history)?;
+    let topic = open(&args.name, "recv")?;
+    let history = if args.history == 0 {
+        0
+    } else {
+        // The topic replays what it keeps and has: never more than its capacity, and never
+        // more than was ever published.
+        let info = topic.info();
+        let kept = info
+            .capacity
+            .min(usize::try_from(info.published).unwrap_or(usize::MAX));
+        if kept < args.history {
+            eprintln!(
+                "ipckit: topic {:?} keeps {} messages and has {kept}: replaying those {kept}, \
+                 not {}",
+                args.name, info.capacity, args.history
+            );
+        }
+        args.history.min(info.capacity)
+    };
+    let mut subscriber = topic.subscriber_with_history(history)?;
     receive_each(
         &mut subscriber,
         &args.receive,

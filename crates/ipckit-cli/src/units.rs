@@ -48,6 +48,53 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// A byte count for people: `512 B`, `4.0 KiB`, `272.5 KiB`, `61.0 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// How much a new named segment takes of `/dev/shm` (the file of `kind` `name`), and how much
+/// is still free there: `272.0 KiB of /dev/shm (22.9 GiB still free)`.
+pub fn shm_footprint(kind: &str, name: &str) -> Option<String> {
+    let file = std::fs::metadata(format!("/dev/shm/ipckit.{kind}.{name}")).ok()?;
+    let free = rustix::fs::statvfs("/dev/shm")
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .ok()?;
+    Some(format!(
+        "{} of /dev/shm ({} still free)",
+        human_bytes(file.len()),
+        human_bytes(free)
+    ))
+}
+
+/// For an object refused for want of room, how big it would have been, in people's units:
+/// ` (it would take 61.1 GiB; 23.5 GiB are free)`; empty for any other error.
+pub fn refused_size(err: &ipckit::Error) -> String {
+    match err {
+        ipckit::Error::NoSpace {
+            requested,
+            available,
+            ..
+        } => format!(
+            " (it would take {}; {} are free)",
+            human_bytes(*requested),
+            human_bytes(*available)
+        ),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +108,13 @@ mod tests {
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(4096), "4.0 KiB");
+        assert_eq!(human_bytes(65 << 30), "65.0 GiB");
     }
 
     #[test]

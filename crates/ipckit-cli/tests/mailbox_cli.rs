@@ -91,6 +91,7 @@ fn send_and_recv_round_trip_with_documented_exit_codes() {
         keys,
         [
             "data",
+            "data_base64",
             "len",
             "missed",
             "sender_pid",

@@ -96,6 +96,7 @@ fn every_subscriber_process_gets_every_message_and_history_replays() {
         keys,
         [
             "data",
+            "data_base64",
             "len",
             "missed",
             "sender_pid",
@@ -132,8 +133,11 @@ fn errors_are_clear() {
         .assert()
         .success();
     ipckit().args(["topic", "create", &name]).assert().code(1);
-    ipckit()
-        .args(["subscribe", &name, "--history", "3"])
-        .assert()
-        .code(1);
+    // More history than kept is what is kept (here nothing yet), said on stderr (issue 17).
+    let out = ipckit()
+        .args(["subscribe", &name, "--history", "3", "--nonblocking"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keeps 2"));
 }

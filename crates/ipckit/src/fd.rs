@@ -140,3 +140,40 @@ pub(crate) fn send_with_fds(
         }
     }
 }
+
+/// The credentials the kernel recorded for the peer of socket `fd` (`SO_PEERCRED`), as
+/// `(pid, uid, gid)`; `None` when there is no peer (an unconnected socket, or one whose peer
+/// is not a local process: the kernel then reports pid 0).
+///
+/// rustix's `socket_peercred` reads the pid into a non-zero type, which a pid of 0 would
+/// violate, so the option is read here through libc.
+///
+/// # Errors
+/// The `getsockopt` failure (`ENOTSOCK`, `EBADF`...).
+pub(crate) fn peer_ucred(fd: BorrowedFd<'_>) -> std::io::Result<Option<(u32, u32, u32)>> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a valid, writable `ucred` and `len` its size; the kernel writes at
+    // most `len` bytes and any bit pattern is a valid `ucred` (three integers).
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if cred.pid <= 0 {
+        return Ok(None);
+    }
+    Ok(Some((cred.pid as u32, cred.uid, cred.gid)))
+}

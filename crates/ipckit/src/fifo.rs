@@ -86,6 +86,10 @@ pub fn create(path: impl AsRef<Path>, mode: u32) -> Result<()> {
 }
 
 /// Removes the FIFO's name; ends already open keep working.
+///
+/// # Errors
+/// [`Error::NotFound`] if nothing is at `path`; [`Error::PermissionDenied`] without write
+/// permission on its directory; another OS error as [`Error::Os`].
 pub fn remove(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     rustix::fs::unlink(path).map_err(|e| Error::os("unlink", describe(path), e))?;
@@ -200,6 +204,10 @@ impl Duplex {
     }
 
     /// Creates both FIFOs.
+    ///
+    /// # Errors
+    /// As [`create`], for either FIFO ([`Error::AlreadyExists`] if either name is taken). If
+    /// the second cannot be made, the first is removed again.
     pub fn create(prefix: impl AsRef<Path>, mode: u32) -> Result<()> {
         let (a, b) = Duplex::paths(prefix.as_ref());
         create(&a, mode)?;
@@ -211,6 +219,10 @@ impl Duplex {
     }
 
     /// Removes both FIFOs.
+    ///
+    /// # Errors
+    /// As [`remove`]. Both removals are tried; if both fail, the error returned is the one
+    /// for `NAME.1to0`.
     pub fn remove(prefix: impl AsRef<Path>) -> Result<()> {
         let (a, b) = Duplex::paths(prefix.as_ref());
         let first = remove(a);
@@ -219,6 +231,13 @@ impl Duplex {
 
     /// Opens this process's end, waiting until `deadline` for the other end to open its own.
     /// `Rendezvous` capacity is honoured by acknowledgements on the reverse FIFO.
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`] if the other side has not opened its read end by `deadline`;
+    /// [`Error::NotFound`], [`Error::PermissionDenied`] or [`Error::InvalidArgument`] (not a
+    /// FIFO) for either path, as [`open_read`] and [`open_write`]; [`Error::InvalidArgument`]
+    /// for `Capacity::Bounded(0)`, [`Error::Unsupported`] for `Capacity::Unbounded`; another
+    /// OS error as [`Error::Os`].
     pub fn open(
         prefix: impl AsRef<Path>,
         side: Side,

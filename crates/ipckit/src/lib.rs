@@ -22,6 +22,8 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
+// Every public `Result` says which `Error` variants a caller can get, and when.
+#![warn(clippy::missing_errors_doc)]
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub mod direct;

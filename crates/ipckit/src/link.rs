@@ -180,23 +180,37 @@ pub trait MessageSender {
     /// # Errors
     /// [`Error::Full`] (for [`Deadline::Now`]) or [`Error::Timeout`] when the deadline passes,
     /// [`Error::MessageTooLarge`] when `msg` exceeds [`max_message_size`](Self::max_message_size),
-    /// [`Error::Disconnected`] when the peer is gone.
+    /// [`Error::Disconnected`] when the peer is gone; a failure of the mechanism itself as
+    /// the variant its type documents (an OS error as [`Error::Os`]).
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()>;
 
     /// The largest message this link carries, in bytes.
     fn max_message_size(&self) -> usize;
 
     /// Sends, waiting as long as the link is full.
+    ///
+    /// # Errors
+    /// As [`send_deadline`](Self::send_deadline) with [`Deadline::Never`]: it waits instead
+    /// of failing with [`Error::Full`] or [`Error::Timeout`], unless the sender's own policy
+    /// for a full link says otherwise (a mailbox sender's [`WhenFull`]).
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_deadline(msg, Deadline::Never)
     }
 
     /// Sends without waiting; [`Error::Full`] if there is no room now.
+    ///
+    /// # Errors
+    /// As [`send_deadline`](Self::send_deadline) with [`Deadline::Now`]: [`Error::Full`] if
+    /// there is no room now.
     fn try_send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_deadline(msg, Deadline::Now)
     }
 
     /// Sends, waiting at most `timeout`; [`Error::Timeout`] after that.
+    ///
+    /// # Errors
+    /// As [`send_deadline`](Self::send_deadline): [`Error::Timeout`] if no room came within
+    /// `timeout`.
     fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
         self.send_deadline(msg, Deadline::after(timeout))
     }
@@ -209,26 +223,42 @@ pub trait MessageReceiver {
     /// # Errors
     /// [`Error::Empty`] (for [`Deadline::Now`]) or [`Error::Timeout`] when the deadline
     /// passes, [`Error::Disconnected`] when the peer is gone and nothing is left to read,
-    /// [`Error::Corrupt`] when what arrived is not a valid message.
+    /// [`Error::Corrupt`] when what arrived is not a valid message; a failure of the mechanism
+    /// itself as the variant its type documents (an OS error as [`Error::Os`]).
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata>;
 
     /// Receives into `buf`, waiting as long as needed. Reusing `buf` avoids an allocation per
     /// message.
+    ///
+    /// # Errors
+    /// As [`recv_deadline`](Self::recv_deadline) with [`Deadline::Never`]: it waits instead
+    /// of failing with [`Error::Empty`] or [`Error::Timeout`].
     fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<Metadata> {
         self.recv_deadline(buf, Deadline::Never)
     }
 
     /// Receives one message, waiting as long as needed.
+    ///
+    /// # Errors
+    /// As [`recv_into`](Self::recv_into).
     fn recv(&mut self) -> Result<Message> {
         recv_message(self, Deadline::Never)
     }
 
     /// Receives without waiting; [`Error::Empty`] if nothing is there.
+    ///
+    /// # Errors
+    /// As [`recv_deadline`](Self::recv_deadline) with [`Deadline::Now`]: [`Error::Empty`] if
+    /// nothing is there.
     fn try_recv(&mut self) -> Result<Message> {
         recv_message(self, Deadline::Now)
     }
 
     /// Receives, waiting at most `timeout`; [`Error::Timeout`] after that.
+    ///
+    /// # Errors
+    /// As [`recv_deadline`](Self::recv_deadline): [`Error::Timeout`] if nothing came within
+    /// `timeout`.
     fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {
         recv_message(self, Deadline::after(timeout))
     }

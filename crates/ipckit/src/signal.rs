@@ -61,7 +61,7 @@ impl Signal {
     /// Real-time signal `SIGRTMIN + n`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] past `SIGRTMAX`.
+    /// [`Error::InvalidArgument`] for a negative `n` or one past `SIGRTMAX`.
     pub fn realtime(n: i32) -> Result<Signal> {
         let signal = libc::SIGRTMIN() + n;
         if n < 0 || signal > libc::SIGRTMAX() {
@@ -74,17 +74,31 @@ impl Signal {
     }
 }
 
+/// The kernel's pid for process `pid`: one process, never a group or "every process".
+/// `kill` reads 0 as the caller's process group and a negative number (a `u32` above
+/// `i32::MAX`) as a group, or as every process for -1: ipckit only ever names one process.
+fn one_process(pid: u32) -> Result<libc::pid_t> {
+    match libc::pid_t::try_from(pid) {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err(Error::InvalidArgument(format!(
+            "{pid} is not a process id (1..={})",
+            libc::pid_t::MAX
+        ))),
+    }
+}
+
 /// Sends `signal` to process `pid` (`kill`).
 ///
 /// # Errors
-/// [`Error::NotFound`]-like `Os` error (`ESRCH`) for no such process,
-/// [`Error::PermissionDenied`] for another user's process.
+/// [`Error::InvalidArgument`] for pid 0 or a pid above `i32::MAX` (which the kernel would
+/// read as a process group); [`Error::NotFound`] if there is no such process;
+/// [`Error::PermissionDenied`] for another user's process; [`Error::Os`] (`EINVAL`) for a
+/// number that is not a signal.
 pub fn send(pid: u32, signal: Signal) -> Result<()> {
+    let target = one_process(pid)?;
     let object = format!("process {pid}");
-    let target = rustix::process::Pid::from_raw(pid as i32)
-        .ok_or_else(|| Error::InvalidArgument("pid 0 is not a process".into()))?;
     // SAFETY: sending a signal has no memory effects in this process.
-    let rc = unsafe { libc::kill(target.as_raw_nonzero().get(), signal.0) };
+    let rc = unsafe { libc::kill(target, signal.0) };
     if rc == -1 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::ESRCH) {
@@ -101,12 +115,13 @@ pub fn send(pid: u32, signal: Signal) -> Result<()> {
 /// As [`send`]; [`Error::LimitReached`] when the receiver's queue of pending signals is full
 /// (`RLIMIT_SIGPENDING`).
 pub fn queue(pid: u32, signal: Signal, value: i32) -> Result<()> {
+    let target = one_process(pid)?;
     let object = format!("process {pid}");
     let sigval = libc::sigval {
         sival_ptr: value as isize as *mut libc::c_void,
     };
     // SAFETY: plain system call; the sigval is passed by value.
-    let rc = unsafe { libc::sigqueue(pid as libc::pid_t, signal.0, sigval) };
+    let rc = unsafe { libc::sigqueue(target, signal.0, sigval) };
     if rc == -1 {
         let err = std::io::Error::last_os_error();
         return Err(match err.raw_os_error() {
@@ -209,6 +224,12 @@ pub struct RealtimeReceiver {
 impl RealtimeReceiver {
     /// Blocks `signals` in the calling thread and opens a `signalfd` for them. See the module
     /// docs: do this in the main thread before starting other threads.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a number that is not a signal a program may use (0,
+    /// past the last signal, or one the C library keeps for itself: 32 and 33 with glibc);
+    /// [`Error::Os`] if the `signalfd` cannot be made (the descriptor limit, say). `KILL` and
+    /// `STOP` are accepted but never received.
     pub fn new(signals: &[Signal]) -> Result<RealtimeReceiver> {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -261,7 +282,8 @@ impl RealtimeReceiver {
     /// Takes the next signal, waiting until `deadline`.
     ///
     /// # Errors
-    /// [`Error::Empty`]/[`Error::Timeout`] when none arrives in time.
+    /// [`Error::Empty`] (for [`Deadline::Now`]) or [`Error::Timeout`] when none arrives in
+    /// time; another OS error as [`Error::Os`] (none is expected).
     pub fn recv_deadline(&mut self, deadline: Deadline) -> Result<QueuedSignal> {
         loop {
             // SAFETY: signalfd_siginfo is plain data.
@@ -297,6 +319,9 @@ impl RealtimeReceiver {
     }
 
     /// Takes the next signal, waiting as long as needed.
+    ///
+    /// # Errors
+    /// An OS error as [`Error::Os`] (none is expected).
     pub fn recv(&mut self) -> Result<QueuedSignal> {
         self.recv_deadline(Deadline::Never)
     }
@@ -341,6 +366,10 @@ impl Drop for RealtimeReceiver {
 /// ignored.restore()?;                                // SIGUSR2's default action is back
 /// # Ok::<(), ipckit::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for `KILL`, `STOP`, or a number that is not a signal; another
+/// OS error as [`Error::Os`].
 #[doc(alias = "sigaction")]
 #[doc(alias = "SIG_IGN")]
 pub fn ignore(signal: Signal) -> Result<Ignored> {

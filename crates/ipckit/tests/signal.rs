@@ -93,6 +93,18 @@ fn bad_input_gives_precise_errors() {
         signal::send(999_999_999, Signal::USR1),
         Err(Error::NotFound { .. })
     ));
+    // 0 and anything above i32::MAX would reach the kernel as a process group (u32::MAX as
+    // -1: every process); they are refused before any system call.
+    for pid in [0, 1 << 31, u32::MAX] {
+        assert!(matches!(
+            signal::send(pid, Signal::USR1),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            signal::queue(pid, Signal::realtime(1).unwrap(), 7),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
     for bad in [
         Signal::KILL,
         Signal(libc::SIGSTOP),

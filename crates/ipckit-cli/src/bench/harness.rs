@@ -19,6 +19,53 @@ use super::mechanisms::{self, Link, Mechanism, Phase, FANOUT, SENDERS};
 /// How long a peer waits for anything before it gives up (it never hangs).
 const PEER_PATIENCE: Duration = Duration::from_secs(10);
 
+/// The environment variable through which the parent tells a peer how long, in milliseconds,
+/// its whole phase may take: the phase's duration plus ample patience, so that any
+/// `--duration` works (a fixed deadline made every row past 60 s fail).
+const PEER_WAIT_ENV: &str = "IPCKIT_BENCH_PEER_WAIT_MS";
+
+/// The current phase's duration in milliseconds, for [`Peer::start`] to hand on.
+static PHASE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The one deadline of a peer's whole phase (read from the clock once): its duration, as the
+/// parent said, plus a minute.
+fn peer_deadline() -> Deadline {
+    let phase = std::env::var(PEER_WAIT_ENV)
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_millis);
+    Deadline::after(phase + PEER_PATIENCE * 6)
+}
+
+/// CPUs kept busy by everything else on the machine, measured over `window` while this run
+/// sleeps (from `/proc/stat`: idle and iowait time is free; steal, time the hypervisor gave to
+/// others, is busy). `None` where `/proc/stat` cannot be read.
+pub fn cpus_busy(window: Duration) -> Option<f64> {
+    /// (CPUs, busy ticks, all ticks) of the aggregate `cpu` line.
+    fn sample() -> Option<(usize, u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpus = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is already in user).
+        let all: u64 = ticks.iter().take(8).sum();
+        let free = ticks.get(3)? + ticks.get(4).unwrap_or(&0);
+        Some((cpus.max(1), all - free, all))
+    }
+    let (cpus, busy0, all0) = sample()?;
+    std::thread::sleep(window);
+    let (_, busy1, all1) = sample()?;
+    let all = all1.checked_sub(all0).filter(|&a| a > 0)?;
+    Some(busy1.saturating_sub(busy0) as f64 / all as f64 * cpus as f64)
+}
+
 /// What one phase of a row measured.
 #[derive(Debug, Clone, Default)]
 pub struct Measured {
@@ -92,6 +139,12 @@ impl Peer {
             .args(["bench-peer", "--mechanism", mechanism.name()])
             .args(["--phase", phase.name()])
             .args(["--size", &size.to_string(), "--arg", arg])
+            .env(
+                PEER_WAIT_ENV,
+                PHASE_MS
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .to_string(),
+            )
             .stderr(Stdio::piped());
         match prepared {
             Some(prepared) => mechanisms::configure_peer(prepared, &mut command),
@@ -157,6 +210,8 @@ pub fn measure(
     size: usize,
     duration: Duration,
 ) -> Result<Measured> {
+    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    PHASE_MS.store(millis, std::sync::atomic::Ordering::Relaxed);
     let result = measure_inner(mechanism, phase, size, duration);
     mechanisms::cleanup(mechanism);
     result
@@ -283,7 +338,7 @@ pub fn peer(mechanism: Mechanism, phase: Phase, size: usize, arg: &str) -> Resul
     let mut count = 0u64;
     let mut first: Option<Instant> = None;
     // Ample for any phase; a lost stop datagram is noticed sooner, by silence.
-    let deadline = Deadline::after(PEER_PATIENCE * 6);
+    let deadline = peer_deadline();
     loop {
         let deadline = if lossy && first.is_some() {
             Deadline::after(Duration::from_millis(300))
@@ -377,7 +432,7 @@ fn pingpong_peer(mechanism: Mechanism, phase: Phase, size: usize, name: &str) ->
     eprintln!("ready");
     let mut buf = Vec::with_capacity(size);
     let mut last = 0u32;
-    let deadline = Deadline::after(PEER_PATIENCE * 6);
+    let deadline = peer_deadline();
     loop {
         let seq = area.recv(Direction::Ping, last, size, &mut buf, deadline)?;
         if seq == u32::MAX {
@@ -471,7 +526,7 @@ fn zero_copy_peer(phase: Phase, size: usize, name: &str) -> Result<()> {
     let mut count = 0u64;
     let mut first: Option<Instant> = None;
     // Ample for any phase, and read from the clock once.
-    let deadline = Deadline::after(PEER_PATIENCE * 6);
+    let deadline = peer_deadline();
     loop {
         let msg = rx.recv_in_place_deadline(deadline)?;
         if msg.len() < 8 {
@@ -592,7 +647,7 @@ fn fanout_peer(size: usize, name: &str) -> Result<()> {
     let mut buf = Vec::with_capacity(size);
     let mut count = 0u64;
     let mut first: Option<Instant> = None;
-    let deadline = Deadline::after(PEER_PATIENCE * 6);
+    let deadline = peer_deadline();
     loop {
         let meta = sub.recv_deadline(&mut buf, deadline)?;
         if buf.len() < 8 {

@@ -18,6 +18,9 @@ pub use report::Row;
 
 use crate::units::{parse_duration, parse_size};
 
+/// How long the load is measured between rows.
+const LOAD_WINDOW: Duration = Duration::from_millis(100);
+
 /// Options of `ipckit bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -111,17 +114,25 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
     );
     let mut rows = Vec::new();
+    // The load is measured between rows, while this run sleeps: each row is judged by the
+    // window before it and the one after it.
+    let budget = report::LoadBudget::here();
+    let mut load = harness::cpus_busy(LOAD_WINDOW);
     for &size in &sizes {
         for &mechanism in &mechanisms {
             progress.set_message(format!("{mechanism} {size} B"));
-            rows.push(measure_row(mechanism, size, phase));
+            let mut row = measure_row(mechanism, size, phase);
+            let after = harness::cpus_busy(LOAD_WINDOW);
+            row.finish(load, after, &budget);
+            load = after;
+            rows.push(row);
             progress.inc(1);
         }
     }
     progress.finish_and_clear();
-    report::print_table(&rows)?;
+    report::print_table(&rows, &budget)?;
     if let Some(path) = &args.json {
-        report::write_json(path, &rows)?;
+        report::write_json(path, &rows, &budget)?;
     }
     if let Some(path) = &args.plot {
         report::write_plot(path, &rows)?;

@@ -165,7 +165,7 @@ fn read_json(path: &Path) -> Result<Vec<Figure>> {
 
 /// Measures the summary's rows: the mechanisms of [`METHODS`] (those of `--mechanisms`, if
 /// given), at 64 B and 64 KiB unless `--sizes` says otherwise, in short phases.
-fn measure(args: &BenchArgs) -> Result<Vec<Row>> {
+fn measure(args: &BenchArgs) -> Result<(Vec<Row>, report::LoadBudget)> {
     let mechanisms: Vec<Mechanism> = METHODS
         .iter()
         .map(|m| m.mechanism)
@@ -196,15 +196,25 @@ fn measure(args: &BenchArgs) -> Result<Vec<Row>> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
     );
     let mut rows = Vec::new();
+    // The load around each row, as the full run measures it (see `bench`).
+    let budget = report::LoadBudget::here();
+    let mut load = super::harness::cpus_busy(super::LOAD_WINDOW);
     for &size in &sizes {
         for &mechanism in &mechanisms {
             progress.set_message(format!("{mechanism} {size} B"));
-            rows.push(measure_row(mechanism, size, phase));
+            let mut row = measure_row(mechanism, size, phase);
+            let after = super::harness::cpus_busy(super::LOAD_WINDOW);
+            row.finish(load, after, &budget);
+            load = after;
+            rows.push(row);
             progress.inc(1);
         }
     }
     progress.finish_and_clear();
-    Ok(rows)
+    if let Some(warning) = report::load_warning(&rows, &budget) {
+        eprintln!("warning: {warning}");
+    }
+    Ok((rows, budget))
 }
 
 /// Runs `ipckit bench --summary [FILE]`: from `FILE`'s figures, or from a quick run (whose
@@ -213,9 +223,9 @@ pub fn summary(args: &BenchArgs, from: Option<&Path>) -> Result<()> {
     let figures = match from {
         Some(path) => read_json(path)?,
         None => {
-            let rows = measure(args)?;
+            let (rows, budget) = measure(args)?;
             if let Some(path) = &args.json {
-                report::write_json(path, &rows)?;
+                report::write_json(path, &rows, &budget)?;
             }
             rows.iter().map(Figure::from).collect()
         }

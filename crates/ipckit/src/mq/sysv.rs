@@ -32,6 +32,11 @@ pub struct SysvQueue {
 
 impl SysvQueue {
     /// The key `ftok(path, project)` gives.
+    ///
+    /// # Errors
+    /// As [`SysvSegment::key_from_path`](crate::shm::SysvSegment::key_from_path):
+    /// [`Error::NotFound`] if `path` does not exist, [`Error::PermissionDenied`] if it cannot be
+    /// reached, [`Error::InvalidArgument`] if it contains a NUL byte.
     pub fn key_from_path(path: &std::path::Path, project: u8) -> Result<i32> {
         crate::shm::SysvSegment::key_from_path(path, project)
     }
@@ -39,7 +44,9 @@ impl SysvQueue {
     /// Creates a queue under `key`, exclusively, with `mode`.
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`], [`Error::LimitReached`] (`/proc/sys/kernel/msgmni`).
+    /// [`Error::AlreadyExists`] if a queue has this key, [`Error::LimitReached`] when the
+    /// system has its most queues (`/proc/sys/kernel/msgmni`); another OS error as
+    /// [`Error::Os`].
     pub fn create(key: i32, mode: u32) -> Result<SysvQueue> {
         let queue = SysvQueue::get(
             key,
@@ -53,6 +60,10 @@ impl SysvQueue {
     }
 
     /// Opens the queue under `key`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no queue has this key; [`Error::PermissionDenied`] if its mode
+    /// lets the caller neither read nor write it; another OS error as [`Error::Os`].
     pub fn open(key: i32) -> Result<SysvQueue> {
         SysvQueue::get(key, 0)
     }
@@ -92,6 +103,10 @@ impl SysvQueue {
     }
 
     /// Removes the queue now (`IPC_RMID`); blocked peers get [`Error::Disconnected`].
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] unless the caller owns or created the queue (or is
+    /// privileged); [`Error::Os`] (`EINVAL`) if it was already removed.
     pub fn remove(&self) -> Result<()> {
         // SAFETY: IPC_RMID reads no buffer.
         if unsafe { libc::msgctl(self.id, libc::IPC_RMID, std::ptr::null_mut()) } == -1 {
@@ -105,6 +120,10 @@ impl SysvQueue {
     }
 
     /// Messages in the queue now, and its size limit in bytes.
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] without read permission on the queue; [`Error::Os`]
+    /// (`EINVAL`) if it was removed.
     pub fn stat(&self) -> Result<(usize, usize)> {
         // SAFETY: all-zero msqid_ds is a valid out-parameter.
         let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
@@ -165,7 +184,9 @@ impl SysvQueue {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a type below 1; [`Error::Full`]/[`Error::Timeout`];
-    /// [`Error::MessageTooLarge`] over `/proc/sys/kernel/msgmax`.
+    /// [`Error::MessageTooLarge`] over `/proc/sys/kernel/msgmax`; [`Error::Disconnected`] if
+    /// the queue was removed; [`Error::PermissionDenied`] without write permission; another
+    /// OS error as [`Error::Os`].
     pub fn send_typed(&mut self, msg_type: i64, msg: &[u8], deadline: Deadline) -> Result<()> {
         if msg_type < 1 {
             return Err(Error::InvalidArgument(format!(
@@ -194,6 +215,13 @@ impl SysvQueue {
     }
 
     /// Receives by the System V rules for `msg_type` (see the module docs).
+    ///
+    /// # Errors
+    /// [`Error::Empty`] (for [`Deadline::Now`]) or [`Error::Timeout`] when no matching
+    /// message came by `deadline`; [`Error::Disconnected`] if the queue was removed;
+    /// [`Error::PermissionDenied`] without read permission; another OS error as
+    /// [`Error::Os`] (`E2BIG` for a message longer than `/proc/sys/kernel/msgmax` was when
+    /// this handle opened the queue: the limit was lowered after the message was sent).
     pub fn recv_type(
         &mut self,
         msg_type: i64,

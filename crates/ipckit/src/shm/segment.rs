@@ -241,6 +241,30 @@ fn map(fd: BorrowedFd<'_>, len: usize, object: &str) -> Result<(NonNull<u8>, fau
     }
 }
 
+/// Memory the kernel could give without swapping (`MemAvailable` in `/proc/meminfo`), in
+/// bytes; `None` where it does not say.
+fn memory_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// Refuses an anonymous (memfd) segment larger than the memory available: nothing else bounds
+/// a memfd, and reserving more than there is runs the machine out of memory (the OOM killer
+/// then ends processes, not necessarily this one) instead of failing.
+fn check_memory(len: usize, object: &str) -> Result<()> {
+    match memory_available() {
+        Some(available) if len as u64 > available => Err(Error::NoSpace {
+            object: object.to_string(),
+            requested: len as u64,
+            available,
+            path: "memory (memfd)".to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Reserves `len` bytes for a new segment file (`fallocate`: tmpfs allocates pages on first
 /// touch, so without this a file bigger than the free space is created fine and every
 /// process touching it later dies of SIGBUS).
@@ -436,6 +460,17 @@ impl Segment {
     /// Once sized, the memfd is sealed against shrinking and growing (`F_SEAL_SHRINK |
     /// F_SEAL_GROW | F_SEAL_SEAL`): a process it is handed to cannot truncate it under the
     /// creator's mapping (that would be SIGBUS), its `ftruncate` fails with `EPERM`.
+    ///
+    /// Nothing but memory bounds a memfd, so a `payload_len` beyond the memory available
+    /// (`MemAvailable`) is refused up front with [`Error::NoSpace`]: reserving it would run the
+    /// machine out of memory and the OOM killer would end processes, not necessarily this one.
+    /// A size just under it can still crowd out other processes: ask for what you need.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad `kind` (as [`check_name`], at most 24 bytes and
+    /// no `.`) or a size that overflows; [`Error::NoSpace`] or [`Error::LimitReached`] if the
+    /// kernel refuses to reserve the memory; [`Error::LimitReached`] when this process already
+    /// protects its most mappings (the [`fault`] table); another OS error as [`Error::Os`].
     pub fn anonymous(kind: &str, payload_len: usize) -> Result<Segment> {
         use rustix::fs::{MemfdFlags, SealFlags};
         let file = file_name(kind, "anonymous")?;
@@ -468,6 +503,9 @@ impl Segment {
             .checked_add(HEADER_LEN)
             .ok_or_else(|| Error::InvalidArgument(format!("{object}: size overflows")))?;
         let place = if keep_fd { "memory (memfd)" } else { SHM_DIR };
+        if keep_fd {
+            check_memory(map_len, object)?;
+        }
         reserve(&fd, map_len, object, place)?;
         let (base, guard) = map(fd.as_fd(), map_len, object)?;
         // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned, and nobody accepts
@@ -530,6 +568,13 @@ impl Segment {
 
     /// Maps an anonymous segment received as a descriptor, checking its header. Whoever
     /// handed over the descriptor is trusted with it, whatever its owner.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if `fd` is not a regular file, is shorter than the header or sparse,
+    /// or does not hold an ipckit segment of `kind` (wrong magic, version or kind, or a
+    /// payload length larger than the file); [`Error::PermissionDenied`] if `fd` was not
+    /// opened for reading and writing; [`Error::LimitReached`] when this process already
+    /// protects its most mappings (the [`fault`] table); another OS error as [`Error::Os`].
     pub fn from_fd(fd: OwnedFd, kind: &str) -> Result<Segment> {
         Segment::attach(
             fd,
@@ -637,6 +682,11 @@ impl Segment {
     }
 
     /// The names of every segment of `kind` in `/dev/shm`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if `/dev/shm` does not exist, [`Error::PermissionDenied`] if it
+    /// cannot be read, another OS error as [`Error::Os`]. A `kind` no segment has gives an
+    /// empty list.
     pub fn list(kind: &str) -> Result<Vec<String>> {
         let prefix = format!("ipckit.{kind}.");
         let entries =
@@ -766,7 +816,9 @@ impl SysvSegment {
     /// The key `ftok(path, project)` gives.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if `path` does not exist.
+    /// [`Error::NotFound`] if `path` does not exist, [`Error::PermissionDenied`] if it cannot
+    /// be reached (a directory on the way denies search), [`Error::InvalidArgument`] if it
+    /// contains a NUL byte; another OS error as [`Error::Os`].
     pub fn key_from_path(path: &std::path::Path, project: u8) -> Result<i32> {
         let c = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| Error::InvalidArgument("path contains a NUL byte".into()))?;
@@ -783,6 +835,13 @@ impl SysvSegment {
     }
 
     /// Creates a segment of `len` bytes under `key`, exclusively, with `mode`.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] if a segment has this key; [`Error::PermissionDenied`] if
+    /// `mode` does not let the caller attach it for reading and writing; [`Error::Os`] with
+    /// `EINVAL` for a `len` of 0 or over `/proc/sys/kernel/shmmax`, with `ENOSPC` when the
+    /// system has its most segments (`shmmni`) or shared memory (`shmall`), or another OS
+    /// error.
     pub fn create(key: i32, len: usize, mode: u32) -> Result<SysvSegment> {
         let segment = SysvSegment::get(
             key,
@@ -797,6 +856,10 @@ impl SysvSegment {
     }
 
     /// Opens the segment under `key`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no segment has this key; [`Error::PermissionDenied`] if its mode
+    /// does not let the caller read and write it; another OS error as [`Error::Os`].
     pub fn open(key: i32) -> Result<SysvSegment> {
         SysvSegment::get(key, 0, 0)
     }
@@ -842,6 +905,11 @@ impl SysvSegment {
     }
 
     /// Marks the segment for removal (it goes when the last process detaches).
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] unless the caller owns or created the segment (or is
+    /// privileged). Removing it twice is no error: this handle keeps it attached, so it is
+    /// still there.
     pub fn remove(&self) -> Result<()> {
         // SAFETY: IPC_RMID takes no buffer.
         if unsafe { libc::shmctl(self.id, libc::IPC_RMID, std::ptr::null_mut()) } == -1 {
@@ -882,8 +950,9 @@ impl SysvSegment {
     /// creator, owner, permissions, and whether it is marked for removal.
     ///
     /// # Errors
-    /// [`Error::NotFound`]-like OS error if the segment is gone (removed and detached by all),
-    /// [`Error::PermissionDenied`] without read permission.
+    /// [`Error::PermissionDenied`] without read permission (its owner may have changed the
+    /// mode); another OS error as [`Error::Os`]. The segment cannot be gone: this handle keeps
+    /// it attached.
     #[doc(alias = "shmctl")]
     pub fn stat(&self) -> Result<SysvSegmentStat> {
         // SAFETY: an all-zero shmid_ds is a valid out-parameter.
@@ -1117,6 +1186,25 @@ mod tests {
             matches!(&sparse, Err(Error::Corrupt { detail, .. }) if detail.contains("sparse")),
             "{sparse:?}"
         );
+    }
+
+    /// A memfd larger than the memory available is refused before anything is reserved
+    /// (reserving it would call the OOM killer on the whole machine).
+    #[test]
+    fn an_anonymous_segment_beyond_memory_is_no_space() {
+        // Without MemAvailable the check cannot run, and reserving 32 TiB must not be tried.
+        let available = memory_available().expect("/proc/meminfo says MemAvailable");
+        let huge = 1usize << 45;
+        assert!(huge as u64 > available);
+        match Segment::anonymous("anon", huge) {
+            Err(Error::NoSpace {
+                requested, path, ..
+            }) => {
+                assert!(requested >= huge as u64);
+                assert_eq!(path, "memory (memfd)");
+            }
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
     }
 
     #[test]

@@ -46,14 +46,16 @@ pub struct PeerCredentials {
 }
 
 /// Reads the peer's credentials (`SO_PEERCRED`).
+///
+/// # Errors
+/// [`Error::Disconnected`] when the socket has no peer process (unconnected, or not a Unix
+/// socket's peer: the kernel reports pid 0); another OS error as [`Error::Os`].
 pub(crate) fn peer_credentials(fd: BorrowedFd<'_>, object: &str) -> Result<PeerCredentials> {
-    let cred = rustix::net::sockopt::socket_peercred(fd)
-        .map_err(|e| Error::os("getsockopt(SO_PEERCRED)", object, e))?;
-    Ok(PeerCredentials {
-        pid: cred.pid.as_raw_nonzero().get() as u32,
-        uid: cred.uid.as_raw(),
-        gid: cred.gid.as_raw(),
-    })
+    match crate::fd::peer_ucred(fd) {
+        Ok(Some((pid, uid, gid))) => Ok(PeerCredentials { pid, uid, gid }),
+        Ok(None) => Err(Error::Disconnected),
+        Err(e) => Err(Error::os("getsockopt(SO_PEERCRED)", object, e)),
+    }
 }
 
 fn peer_metadata(cred: Option<PeerCredentials>) -> Metadata {

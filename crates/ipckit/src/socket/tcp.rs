@@ -48,7 +48,9 @@ fn framed(stream: std::net::TcpStream, capacity: Capacity) -> Result<TcpStream> 
 /// Connects to `addr`, as a plain byte stream.
 ///
 /// # Errors
-/// [`Error::Disconnected`] if nobody listens there.
+/// [`Error::Disconnected`] if nobody listens there; [`Error::Os`] for an address that does
+/// not parse or resolve (the resolver's error is the source), one that cannot be reached
+/// (`ENETUNREACH`, `ETIMEDOUT`), or another OS error.
 pub fn connect_bytes(addr: impl ToSocketAddrs) -> Result<ByteStream> {
     let stream = std::net::TcpStream::connect(addr)
         .map_err(|e| Error::os("connect", "tcp connection", e))?;
@@ -58,13 +60,17 @@ pub fn connect_bytes(addr: impl ToSocketAddrs) -> Result<ByteStream> {
 /// Connects to `addr`.
 ///
 /// # Errors
-/// [`Error::Disconnected`] if nobody listens there.
+/// As [`connect_bytes`].
 pub fn connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
     connect_with(addr, Capacity::KERNEL_BUFFER)
 }
 
 /// Connects with a capacity: `Rendezvous` makes every send wait for the receiver's
 /// acknowledgement (the server must accept with the same capacity).
+///
+/// # Errors
+/// As [`connect_bytes`]; [`Error::InvalidArgument`] for `Capacity::Bounded(0)`,
+/// [`Error::Unsupported`] for `Capacity::Unbounded` (checked once connected).
 pub fn connect_with(addr: impl ToSocketAddrs, capacity: Capacity) -> Result<TcpStream> {
     let stream = std::net::TcpStream::connect(addr)
         .map_err(|e| Error::os("connect", "tcp connection", e))?;
@@ -79,6 +85,11 @@ pub struct Listener {
 
 impl Listener {
     /// Binds and listens (`127.0.0.1:0` picks a free port).
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] for a port below 1024 without the privilege;
+    /// [`Error::Os`] for an address that does not parse or resolve, one in use
+    /// (`EADDRINUSE`), one that is not this machine's (`EADDRNOTAVAIL`), or another OS error.
     pub fn bind(addr: impl ToSocketAddrs) -> Result<Listener> {
         let inner =
             std::net::TcpListener::bind(addr).map_err(|e| Error::os("bind", "tcp listener", e))?;
@@ -86,6 +97,9 @@ impl Listener {
     }
 
     /// The address it listens on.
+    ///
+    /// # Errors
+    /// An OS error as [`Error::Os`] (none is expected).
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.inner
             .local_addr()
@@ -93,11 +107,18 @@ impl Listener {
     }
 
     /// Waits for a connection.
+    ///
+    /// # Errors
+    /// As [`accept_bytes`](Self::accept_bytes).
     pub fn accept(&self) -> Result<TcpStream> {
         self.accept_with(Capacity::KERNEL_BUFFER)
     }
 
     /// Waits for a connection, as a plain byte stream.
+    ///
+    /// # Errors
+    /// [`Error::Os`] if `accept` fails (`EMFILE` when the process has its most descriptors,
+    /// say) or the connection cannot be set up (`TCP_NODELAY`, non-blocking mode).
     pub fn accept_bytes(&self) -> Result<ByteStream> {
         let (stream, _) = self
             .inner
@@ -107,6 +128,11 @@ impl Listener {
     }
 
     /// Waits for a connection, with a capacity (see [`connect_with`]).
+    ///
+    /// # Errors
+    /// As [`accept_bytes`](Self::accept_bytes); [`Error::InvalidArgument`] for
+    /// `Capacity::Bounded(0)`, [`Error::Unsupported`] for `Capacity::Unbounded` (checked
+    /// once a connection is taken, which is then dropped).
     pub fn accept_with(&self, capacity: Capacity) -> Result<TcpStream> {
         let (stream, _) = self
             .inner

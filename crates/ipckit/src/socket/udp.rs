@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 /// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
 
-/// Binds `local` and connects to `peer`: sends go to `peer`, and only its datagrams are
+/// Binds `local` (port 0 picks a free one): the link and the address it got. Before it can
+/// send, [`connect`] it to a peer: then sends go to that peer, and only its datagrams are
 /// received.
 ///
 /// ```
@@ -34,6 +35,11 @@ pub const MAX_DATAGRAM: usize = 65_507;
 /// assert_eq!(b.recv()?.data, b"datagram");
 /// # Ok::<(), ipckit::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::PermissionDenied`] for a port below 1024 without the privilege; [`Error::Os`]
+/// for an address that does not parse or resolve, one in use (`EADDRINUSE`), one that is
+/// not this machine's (`EADDRNOTAVAIL`), or another OS error.
 pub fn bind(local: impl ToSocketAddrs) -> Result<(DatagramLink, SocketAddr)> {
     let socket =
         std::net::UdpSocket::bind(local).map_err(|e| Error::os("bind", "udp socket", e))?;
@@ -49,7 +55,13 @@ pub fn bind(local: impl ToSocketAddrs) -> Result<(DatagramLink, SocketAddr)> {
     Ok((link, addr))
 }
 
-/// Connects a bound UDP link to `peer`.
+/// Connects a bound UDP link to `peer`. Nothing is sent: a peer that is not there is found
+/// out later, if at all (see the module docs).
+///
+/// # Errors
+/// [`Error::PermissionDenied`] for a broadcast address (the socket has no `SO_BROADCAST`);
+/// [`Error::Os`] for a peer of the other address family (`EAFNOSUPPORT`), one that cannot be
+/// reached (`ENETUNREACH`), or another OS error.
 pub fn connect(link: &DatagramLink, peer: SocketAddr) -> Result<()> {
     let addr = rustix::net::SocketAddrAny::from(peer);
     rustix::net::connect(link, &addr)

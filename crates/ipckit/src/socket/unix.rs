@@ -65,6 +65,10 @@ fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// A connected pair of plain byte-stream Unix sockets (`socketpair`).
+///
+/// # Errors
+/// [`Error::Os`] if the process or the system has no descriptor left (`EMFILE`, `ENFILE`), or on
+/// another OS error.
 pub fn stream_pair_bytes() -> Result<(ByteStream, ByteStream)> {
     let (a, b) = socketpair()?;
     Ok((
@@ -87,6 +91,9 @@ pub fn connect_stream_bytes(path: impl AsRef<Path>) -> Result<ByteStream> {
 
 /// A connected pair of framed Unix stream sockets (`socketpair`), e.g. to hand one end to a
 /// child process.
+///
+/// # Errors
+/// As [`stream_pair_bytes`].
 #[doc(alias = "socketpair")]
 pub fn stream_pair() -> Result<(UnixStream, UnixStream)> {
     let (a, b) = socketpair()?;
@@ -99,14 +106,21 @@ pub fn stream_pair() -> Result<(UnixStream, UnixStream)> {
 /// Connects to the stream listener at `path`.
 ///
 /// # Errors
-/// [`Error::NotFound`] if nothing is at `path`, [`Error::Disconnected`] if nobody listens,
-/// [`Error::PermissionDenied`].
+/// [`Error::NotFound`] if nothing is at `path`; [`Error::Disconnected`] if nobody listens
+/// there (a socket file left behind, or a file that is no socket); [`Error::PermissionDenied`]
+/// without write permission on the socket file or search permission on its directories;
+/// [`Error::Os`] for a path too long for a socket address (107 bytes), a socket of another
+/// type (`EPROTOTYPE`), or another OS error.
 pub fn connect_stream(path: impl AsRef<Path>) -> Result<UnixStream> {
     connect_stream_with(path, Capacity::KERNEL_BUFFER)
 }
 
 /// Connects with a capacity: `Rendezvous` makes every send wait for the receiver's
 /// acknowledgement (the listener side must accept with the same capacity).
+///
+/// # Errors
+/// As [`connect_stream`]; [`Error::InvalidArgument`] for `Capacity::Bounded(0)`,
+/// [`Error::Unsupported`] for `Capacity::Unbounded` (checked once connected).
 pub fn connect_stream_with(path: impl AsRef<Path>, capacity: Capacity) -> Result<UnixStream> {
     let path = path.as_ref();
     let object = describe("stream", path);
@@ -127,7 +141,11 @@ impl StreamListener {
     /// Binds and listens at `path`.
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`] if the path is taken.
+    /// [`Error::Os`] with `EADDRINUSE` if something is at `path` already (a live listener, a
+    /// socket file left behind, any file: remove it first); [`Error::NotFound`] if its
+    /// directory does not exist; [`Error::PermissionDenied`] without write permission on it;
+    /// [`Error::Os`] for a path too long for a socket address (107 bytes), or another OS
+    /// error.
     pub fn bind(path: impl AsRef<Path>) -> Result<StreamListener> {
         let path = path.as_ref().to_path_buf();
         let inner = std::os::unix::net::UnixListener::bind(&path)
@@ -137,11 +155,18 @@ impl StreamListener {
     }
 
     /// Waits for a connection.
+    ///
+    /// # Errors
+    /// As [`accept_bytes`](Self::accept_bytes).
     pub fn accept(&self) -> Result<UnixStream> {
         self.accept_with(Capacity::KERNEL_BUFFER)
     }
 
     /// Waits for a connection, as a plain byte stream.
+    ///
+    /// # Errors
+    /// [`Error::Os`] if `accept` fails (`EMFILE` when the process has its most descriptors,
+    /// say) or the connection cannot be set up (non-blocking mode).
     pub fn accept_bytes(&self) -> Result<ByteStream> {
         let object = describe("stream", &self.path);
         let (std, _) = self
@@ -152,6 +177,11 @@ impl StreamListener {
     }
 
     /// Waits for a connection, with a capacity (see [`connect_stream_with`]).
+    ///
+    /// # Errors
+    /// As [`accept_bytes`](Self::accept_bytes); [`Error::InvalidArgument`] for
+    /// `Capacity::Bounded(0)`, [`Error::Unsupported`] for `Capacity::Unbounded` (checked
+    /// once a connection is taken, which is then dropped).
     pub fn accept_with(&self, capacity: Capacity) -> Result<UnixStream> {
         let object = describe("stream", &self.path);
         let (std, _) = self
@@ -212,6 +242,9 @@ impl SocketEntry {
 }
 
 /// A connected pair of Unix datagram sockets.
+///
+/// # Errors
+/// As [`stream_pair_bytes`].
 pub fn datagram_pair() -> Result<(DatagramLink, DatagramLink)> {
     pair(
         SocketType::DGRAM,
@@ -221,6 +254,9 @@ pub fn datagram_pair() -> Result<(DatagramLink, DatagramLink)> {
 }
 
 /// A connected pair of Unix seqpacket sockets.
+///
+/// # Errors
+/// As [`stream_pair_bytes`].
 pub fn seqpacket_pair() -> Result<(DatagramLink, DatagramLink)> {
     pair(
         SocketType::SEQPACKET,
@@ -251,7 +287,8 @@ impl BoundDatagram {
     /// Binds `path` (which receives) and, if given, connects to `peer` (where sends go).
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`] if `path` is taken; [`Error::NotFound`] if `peer` is missing.
+    /// As [`StreamListener::bind`] for `path` ([`Error::Os`] with `EADDRINUSE` if it is
+    /// taken); for `peer`, as [`BoundDatagram::connect`] (`path` is then removed again).
     pub fn bind(path: impl AsRef<Path>, peer: Option<&Path>) -> Result<BoundDatagram> {
         let path = path.as_ref().to_path_buf();
         let object = describe("datagram", &path);
@@ -276,6 +313,13 @@ impl BoundDatagram {
 
 impl BoundDatagram {
     /// Connects to `peer`: sends go there and only its datagrams are received.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if nothing is at `peer`; [`Error::Disconnected`] if no socket is
+    /// bound there (a socket file left behind, or a file that is no socket);
+    /// [`Error::PermissionDenied`] without write permission on it; [`Error::Os`] for a path too
+    /// long for a socket address (107 bytes), a socket of another type (`EPROTOTYPE`), or
+    /// another OS error.
     pub fn connect(&self, peer: impl AsRef<Path>) -> Result<()> {
         let peer = peer.as_ref();
         let addr = SocketAddrUnix::new(peer)
@@ -326,6 +370,9 @@ pub struct SeqpacketListener {
 
 impl SeqpacketListener {
     /// Binds and listens at `path`.
+    ///
+    /// # Errors
+    /// As [`StreamListener::bind`].
     pub fn bind(path: impl AsRef<Path>) -> Result<SeqpacketListener> {
         let path = path.as_ref().to_path_buf();
         let object = describe("seqpacket listener", &path);
@@ -337,6 +384,10 @@ impl SeqpacketListener {
     }
 
     /// Waits for a connection.
+    ///
+    /// # Errors
+    /// [`Error::Os`] if `accept` fails (`EMFILE` when the process has its most descriptors,
+    /// say) or the connection cannot be set up (non-blocking mode).
     pub fn accept(&self) -> Result<DatagramLink> {
         let object = describe("seqpacket", &self.path);
         let fd = loop {
@@ -379,6 +430,10 @@ fn seqpacket_socket(
 }
 
 /// Connects to the seqpacket listener at `path`.
+///
+/// # Errors
+/// As [`connect_stream`] ([`Error::Os`] with `EPROTOTYPE` for a stream or datagram socket);
+/// [`Error::Os`] also if no socket can be made (`EMFILE`).
 pub fn connect_seqpacket(path: impl AsRef<Path>) -> Result<DatagramLink> {
     let path = path.as_ref();
     let object = describe("seqpacket", path);
@@ -393,6 +448,10 @@ pub fn connect_seqpacket(path: impl AsRef<Path>) -> Result<DatagramLink> {
 }
 
 /// The credentials of the process at the other end of a Unix stream socket.
+///
+/// # Errors
+/// [`Error::Os`] with `ENOTSOCK` if `stream` is not over a socket (a FIFO duplex, say), or
+/// another OS error.
 pub fn stream_peer_credentials(stream: &UnixStream) -> Result<PeerCredentials> {
     peer_credentials(stream.as_fd(), "unix stream")
 }

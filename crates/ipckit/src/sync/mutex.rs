@@ -194,12 +194,20 @@ impl<T> Mutex<T> {
             .expect("a lock without deadline only returns with the lock")
     }
 
-    /// Locks if free now.
+    /// Locks if free now, or if its owner is dead (then [`LockResult::OwnerDied`]).
+    ///
+    /// # Errors
+    /// [`Error::Full`](crate::Error::Full) while a live process holds it (this one included:
+    /// the mutex is not reentrant).
     pub fn try_lock(&self) -> Result<LockResult<'_, T>> {
         self.lock_deadline(Deadline::Now)
     }
 
     /// Locks, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`](crate::Error::Timeout) if a live process still held it when
+    /// `timeout` ran out.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockResult<'_, T>> {
         self.lock_deadline(Deadline::after(timeout))
     }

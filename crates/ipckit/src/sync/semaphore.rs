@@ -99,11 +99,17 @@ impl Semaphore {
     }
 
     /// Takes a permit if one is available now.
+    ///
+    /// # Errors
+    /// [`Error::Empty`](crate::Error::Empty) if none is.
     pub fn try_wait(&self) -> Result<()> {
         self.wait_deadline(Deadline::Now)
     }
 
     /// Takes a permit, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`](crate::Error::Timeout) if none came within `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         self.wait_deadline(Deadline::after(timeout))
     }

@@ -91,6 +91,8 @@ struct LsEntry<'a> {
     alive: usize,
     dead: usize,
     error: Option<&'a str>,
+    /// What a waiter on it may be waiting for: slots and locks held, by which pid.
+    held: &'a [String],
 }
 
 impl<'a> LsEntry<'a> {
@@ -123,6 +125,7 @@ impl<'a> LsEntry<'a> {
             alive: o.alive,
             dead: o.dead,
             error: o.error.as_deref(),
+            held: &o.held,
         }
     }
 }

@@ -107,8 +107,14 @@ pub enum WhenFullArg {
 /// Options of `ipckit recv`.
 #[derive(Debug, Args)]
 pub struct RecvArgs {
-    /// The mailbox's name.
-    pub name: String,
+    /// The mailbox's name; with several, one wait on all of them, each message printed as
+    /// `NAME: message` (`"name"` in `--json`), `--count` counting them all together.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Exit 0 once every message is received and no live sender remains (after at least
+    /// one sender has attached; before that, wait). One NAME only.
+    #[arg(long)]
+    pub until_senders_gone: bool,
     #[command(flatten)]
     pub receive: ReceiveArgs,
 }
@@ -216,6 +222,27 @@ fn result_is_full(caching: bool, result: &ipckit::Result<()>) -> bool {
 
 /// Runs `ipckit recv`.
 pub fn recv(args: RecvArgs) -> Result<()> {
-    let mut rx = open(&args.name, "subscribe")?.receiver()?;
-    receive_each(&mut rx, &args.receive, &format!("mailbox {:?}", args.name))
+    if let [name] = &args.names[..] {
+        let rx = open(name, "subscribe")?.receiver()?;
+        let what = format!("mailbox {name:?}");
+        if args.until_senders_gone {
+            return crate::multi::receive_until_senders_gone(rx, &args.receive, &what);
+        }
+        let mut rx = rx;
+        return receive_each(&mut rx, &args.receive, &what);
+    }
+    if args.until_senders_gone {
+        // A usage error: exit code 2, like clap's own.
+        clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--until-senders-gone takes one mailbox NAME\n",
+        )
+        .exit();
+    }
+    let endpoints = args
+        .names
+        .iter()
+        .map(|name| Ok((name.clone(), open(name, "subscribe")?.receiver()?)))
+        .collect::<Result<Vec<_>>>()?;
+    crate::multi::receive_many(endpoints, &args.receive, "mailbox")
 }

@@ -31,6 +31,7 @@ mod doctor;
 mod exit;
 mod ls_cmd;
 mod mailbox_cmd;
+mod multi;
 mod service_cmd;
 mod topic_cmd;
 mod transfer;

@@ -64,8 +64,10 @@ pub struct PublishArgs {
 /// Options of `ipckit subscribe`.
 #[derive(Debug, Args)]
 pub struct SubscribeArgs {
-    /// The topic's name.
-    pub name: String,
+    /// The topic's name; with several, one wait on all of them, each message printed as
+    /// `NAME: message` (`"name"` in `--json`), `--count` counting them all together.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
     /// Start with up to the last N messages: as many as the topic keeps and has, if fewer
     /// (said on stderr).
     #[arg(long, default_value_t = 0)]
@@ -149,29 +151,38 @@ pub fn publish(args: PublishArgs) -> Result<()> {
 
 /// Runs `ipckit subscribe`.
 pub fn subscribe(args: SubscribeArgs) -> Result<()> {
-    let topic = open(&args.name, "recv")?;
-    let history = if args.history == 0 {
-        0
-    } else {
-        // The topic replays what it keeps and has: never more than its capacity, and never
-        // more than was ever published.
-        let info = topic.info();
-        let kept = info
-            .capacity
-            .min(usize::try_from(info.published).unwrap_or(usize::MAX));
-        if kept < args.history {
-            eprintln!(
-                "ipckit: topic {:?} keeps {} messages and has {kept}: replaying those {kept}, \
-                 not {}",
-                args.name, info.capacity, args.history
-            );
-        }
-        args.history.min(info.capacity)
-    };
-    let mut subscriber = topic.subscriber_with_history(history)?;
-    receive_each(
-        &mut subscriber,
-        &args.receive,
-        &format!("topic {:?}", args.name),
-    )
+    let endpoints = args
+        .names
+        .iter()
+        .map(|name| {
+            let topic = open(name, "recv")?;
+            let history = replayable_history(&topic, name, args.history);
+            Ok((name.clone(), topic.subscriber_with_history(history)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if endpoints.len() == 1 {
+        let (name, mut subscriber) = endpoints.into_iter().next().expect("one endpoint");
+        return receive_each(&mut subscriber, &args.receive, &format!("topic {name:?}"));
+    }
+    crate::multi::receive_many(endpoints, &args.receive, "topic")
+}
+
+/// How much history to ask of `topic`: what it keeps and has, never more than its capacity
+/// nor more than was ever published; says on stderr when that is less than `wanted`.
+fn replayable_history(topic: &Topic, name: &str, wanted: usize) -> usize {
+    if wanted == 0 {
+        return 0;
+    }
+    let info = topic.info();
+    let kept = info
+        .capacity
+        .min(usize::try_from(info.published).unwrap_or(usize::MAX));
+    if kept < wanted {
+        eprintln!(
+            "ipckit: topic {name:?} keeps {} messages and has {kept}: replaying those {kept}, \
+             not {wanted}",
+            info.capacity
+        );
+    }
+    wanted.min(info.capacity)
 }

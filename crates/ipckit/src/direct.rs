@@ -215,6 +215,16 @@ impl Inbox {
     }
 }
 
+/// An inbox is waited on through its mailbox (a `WaitSet`, `recv_async`). Messages it set
+/// aside while a `recv_from` waited for another peer are not signalled: receive until
+/// `Empty` before waiting again.
+#[cfg(not(loom))]
+impl crate::reactor::Sealed for Inbox {
+    fn source(&self) -> Result<crate::reactor::SourceRef<'_>> {
+        self.receiver.source()
+    }
+}
+
 impl MessageReceiver for Inbox {
     /// Receives the next message from anyone (first those [`recv_from`](Inbox::recv_from)
     /// kept aside); the sender's pid is in [`Metadata::sender_pid`].

@@ -5,6 +5,10 @@
 //!
 //! Every message endpoint implements [`MessageSender`] and/or [`MessageReceiver`]: blocking
 //! `send`/`recv`, non-blocking `try_send`/`try_recv`, timed `send_timeout`/`recv_timeout`.
+//! One thread waits on many endpoints and processes at once with
+//! [`WaitSet`](waitset::WaitSet); [`PidFd`](pidfd::PidFd) tells of a process's death; with the
+//! `tokio` feature, `recv_async`, `send_async` and `call_async` (module `async_io`) await
+//! without blocking a thread, on any executor.
 //!
 //! ```
 //! use ipckit::shm::Mailbox;
@@ -26,6 +30,8 @@
 #![warn(clippy::missing_errors_doc)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+#[cfg(all(feature = "tokio", not(loom)))]
+pub mod async_io;
 pub mod direct;
 pub mod error;
 mod fd;
@@ -34,8 +40,12 @@ pub mod frame;
 pub mod link;
 pub mod mq;
 pub mod namespace;
+#[cfg(not(loom))]
+pub mod pidfd;
 pub mod pipe;
 pub mod process;
+#[cfg(not(loom))]
+mod reactor;
 mod registry;
 pub mod service;
 pub mod shm;
@@ -43,6 +53,8 @@ pub mod signal;
 pub mod socket;
 pub mod stream;
 pub mod sync;
+#[cfg(not(loom))]
+pub mod waitset;
 
 pub use error::{Error, Result};
 pub use link::{

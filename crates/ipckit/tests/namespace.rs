@@ -290,4 +290,27 @@ fn ls_names_the_process_holding_a_slot_or_a_lock() {
         topic_held,
         [format!("the publish lock held by pid {pid} (alive)")]
     );
+    // Killed while holding both: listed as dead, for clean to free.
+    let listing = namespace::inspect().unwrap();
+    let find = |kind: &str| {
+        listing
+            .objects
+            .iter()
+            .find(|o| o.kind == kind && o.name == name)
+            .unwrap_or_else(|| panic!("{kind} {name} not listed"))
+            .held
+            .clone()
+    };
+    assert_eq!(
+        find("mailbox"),
+        [format!(
+            "slot of message 0 held by pid {pid} (dead: ipckit clean frees it)"
+        )]
+    );
+    assert_eq!(
+        find("topic"),
+        [format!(
+            "the publish lock held by pid {pid} (dead: ipckit clean frees it)"
+        )]
+    );
 }

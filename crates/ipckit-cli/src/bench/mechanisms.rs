@@ -18,6 +18,8 @@ use ipckit::socket::{tcp, udp, unix};
 use ipckit::{fifo, pipe, Capacity, Deadline, MessageReceiver, MessageSender};
 use serde::Serialize;
 
+use super::waiting::{Via, WaitingLink};
+
 /// Every mechanism `ipckit bench` knows, in the order it runs them. Their names (in
 /// `--mechanisms`, the table and the JSON) are DESIGN section 5's: `shm-spin`, `pipe`,
 /// `unix-stream`...
@@ -51,6 +53,10 @@ pub enum Mechanism {
     Mailbox,
     /// Mailboxes, single sender and receiver, spinning waits.
     MailboxSpin,
+    /// The `mailbox` link, received with `recv_async` on a tokio current-thread runtime.
+    MailboxAsync,
+    /// The `mailbox` link, received through a `WaitSet`.
+    MailboxWaitset,
     /// Mailboxes on the many-senders path.
     MailboxMpsc,
     /// A mailbox written and read in place.
@@ -85,6 +91,8 @@ impl Mechanism {
             Mechanism::SysvMq => "sysv-mq",
             Mechanism::Mailbox => "mailbox",
             Mechanism::MailboxSpin => "mailbox-spin",
+            Mechanism::MailboxAsync => "mailbox-async",
+            Mechanism::MailboxWaitset => "mailbox-waitset",
             Mechanism::MailboxMpsc => "mailbox-mpsc",
             Mechanism::MailboxZeroCopy => "mailbox-zero-copy",
             Mechanism::Topic => "topic",
@@ -95,10 +103,24 @@ impl Mechanism {
 
     /// The mailbox rows' wait strategy.
     fn mailbox_wait(self) -> WaitStrategy {
-        if self == Mechanism::Mailbox {
+        if matches!(
+            self,
+            Mechanism::Mailbox | Mechanism::MailboxAsync | Mechanism::MailboxWaitset
+        ) {
             WaitStrategy::Sleep
         } else {
             WaitStrategy::BusyPoll
+        }
+    }
+}
+
+impl Mechanism {
+    /// How the `mailbox-async` and `mailbox-waitset` rows receive.
+    fn via(self) -> Option<Via> {
+        match self {
+            Mechanism::MailboxAsync => Some(Via::Async),
+            Mechanism::MailboxWaitset => Some(Via::WaitSet),
+            _ => None,
         }
     }
 }
@@ -189,6 +211,8 @@ pub enum Prepared {
     Tcp(tcp::Listener),
     Udp(ipckit::socket::DatagramLink),
     Mailbox(String, WaitStrategy),
+    /// The `mailbox-async` and `mailbox-waitset` rows.
+    Waiting(String, Via),
     PosixMq(String),
     Service(ipckit::service::Server),
     SysvMq(i32),
@@ -235,7 +259,11 @@ pub fn prepare(mechanism: Mechanism, size: usize) -> Result<(Prepared, String)> 
             let (link, addr) = udp::bind("127.0.0.1:0")?;
             (Prepared::Udp(link), addr.to_string())
         }
-        Mechanism::Mailbox | Mechanism::MailboxSpin | Mechanism::MailboxMpsc => {
+        Mechanism::Mailbox
+        | Mechanism::MailboxSpin
+        | Mechanism::MailboxMpsc
+        | Mechanism::MailboxAsync
+        | Mechanism::MailboxWaitset => {
             let wait = mechanism.mailbox_wait();
             for dir in ["ping", "pong"] {
                 let builder = Mailbox::builder(&format!("{name}-{dir}"))
@@ -249,7 +277,10 @@ pub fn prepare(mechanism: Mechanism, size: usize) -> Result<(Prepared, String)> 
                     builder.single_sender().single_receiver().create()?;
                 }
             }
-            (Prepared::Mailbox(name.clone(), wait), name)
+            match mechanism.via() {
+                Some(via) => (Prepared::Waiting(name.clone(), via), name),
+                None => (Prepared::Mailbox(name.clone(), wait), name),
+            }
         }
         Mechanism::PosixMq => {
             for dir in ["ping", "pong"] {
@@ -374,6 +405,11 @@ pub fn parent_link(
                 .receiver()?;
             link(tx, rx)
         }
+        Prepared::Waiting(name, via) => {
+            let tx = Mailbox::open(&format!("{name}-ping"))?.sender()?;
+            let rx = Mailbox::open(&format!("{name}-pong"))?.receiver()?;
+            Box::new(WaitingLink::new(tx, rx, via)?)
+        }
         Prepared::Service(server) => Box::new(server.accept()?.accept(b"")?),
         Prepared::PosixMq(name) => link(
             ipckit::mq::PosixQueue::open(&format!("{name}-ping"))?,
@@ -440,6 +476,12 @@ pub fn peer_link(mechanism: Mechanism, arg: &str) -> Result<(Link, String)> {
                 .open()?
                 .sender()?;
             (link(tx, rx), String::new())
+        }
+        Mechanism::MailboxAsync | Mechanism::MailboxWaitset => {
+            let via = mechanism.via().context("a waiting row")?;
+            let rx = Mailbox::open(&format!("{arg}-ping"))?.receiver()?;
+            let tx = Mailbox::open(&format!("{arg}-pong"))?.sender()?;
+            (Box::new(WaitingLink::new(tx, rx, via)?), String::new())
         }
         Mechanism::Service => {
             let (conn, _) =

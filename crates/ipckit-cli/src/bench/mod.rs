@@ -6,6 +6,7 @@ mod harness;
 mod mechanisms;
 mod report;
 mod summary;
+mod waiting;
 
 use std::time::Duration;
 

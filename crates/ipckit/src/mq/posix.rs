@@ -337,6 +337,17 @@ impl MessageReceiver for PosixQueue {
     }
 }
 
+/// The queue's descriptor: on Linux an `mqd_t` is a file descriptor, readable while a
+/// message waits and writable while there is room (`mq_overview(7)`), so a
+/// [`WaitSet`](crate::waitset::WaitSet) or an async receive can poll it.
+impl std::os::fd::AsFd for PosixQueue {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: on Linux an mqd_t is an open file descriptor; it stays open until Drop
+        // closes it, which the borrow of `self` outlives.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.mqd) }
+    }
+}
+
 impl Drop for PosixQueue {
     fn drop(&mut self) {
         // SAFETY: closing the descriptor we own, once.

@@ -172,9 +172,12 @@ pub struct ObjectInfo {
 /// How many held slots or locks [`ObjectInfo::held`] lists before summing up the rest.
 pub const MAX_HELD_SHOWN: usize = 8;
 
-/// Describes what processes hold: `what` held by `pid`, alive or dead; at most
-/// [`MAX_HELD_SHOWN`] lines and one that counts the rest.
-fn held_by(items: impl IntoIterator<Item = (String, u32)>) -> Vec<String> {
+/// Describes what processes hold: `what` held by `pid`, alive or not (as `alive` judges it);
+/// at most [`MAX_HELD_SHOWN`] lines and one that counts the rest.
+fn held_by(
+    items: impl IntoIterator<Item = (String, u32)>,
+    alive: impl Fn(u32) -> bool,
+) -> Vec<String> {
     let mut lines = Vec::new();
     let mut more = 0usize;
     for (what, pid) in items {
@@ -182,9 +185,10 @@ fn held_by(items: impl IntoIterator<Item = (String, u32)>) -> Vec<String> {
             more += 1;
             continue;
         }
-        let state = match crate::process::liveness(pid, None) {
-            crate::process::Liveness::Dead => "dead: `ipckit clean` frees it",
-            _ => "alive",
+        let state = if alive(pid) {
+            "alive"
+        } else {
+            "dead: ipckit clean frees it"
         };
         lines.push(format!("{what} held by pid {pid} ({state})"));
     }
@@ -581,10 +585,13 @@ pub fn inspect() -> Result<Listing> {
                     mode: Some(info.mode),
                     alive,
                     dead: info.participants.len() - alive,
+                    // A holder is alive if a participant entry of its pid is (liveness locks,
+                    // right across PID namespaces).
                     held: held_by(
                         info.held_slots
                             .iter()
                             .map(|&(pos, pid)| (format!("slot of message {pos}"), pid)),
+                        |pid| info.participants.iter().any(|p| p.pid == pid && p.alive),
                     ),
                     ..ObjectInfo::bare(ObjectKind::Mailbox, name, None)
                 }
@@ -611,6 +618,7 @@ pub fn inspect() -> Result<Listing> {
                     held: held_by(
                         info.publish_lock_holder
                             .map(|pid| ("the publish lock".to_string(), pid)),
+                        |_| !info.publish_lock_holder_dead,
                     ),
                     ..ObjectInfo::bare(ObjectKind::Topic, name, None)
                 }

@@ -83,6 +83,43 @@ impl Connection {
         })
     }
 
+    /// What a `WaitSet` or an async receive waits on: the receiving channel, and the
+    /// connection socket (which reports the peer's hang-up).
+    #[cfg(not(loom))] // used by the reactor, which loom builds leave out
+    pub(crate) fn wait_parts(&self) -> (&crate::shm::MailboxReceiver, BorrowedFd<'_>) {
+        (&self.ends.rx, self.ends.control.as_fd())
+    }
+
+    /// The sending channel (what an async send or call waits on for room).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn sending_channel(&self) -> &MailboxSender {
+        &self.ends.tx
+    }
+
+    /// Client, async calls: sends `request` if there is room now ([`Error::Full`] if not)
+    /// and returns the id its reply will carry.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_start_call(&mut self, request: &[u8]) -> Result<u64> {
+        let id = self.next_id;
+        self.send_message(KIND_REQUEST, id, request, Deadline::Now)?;
+        self.next_id += 1;
+        Ok(id)
+    }
+
+    /// Client, async calls: the reply to call `id` if it has come ([`Error::Empty`] if
+    /// not). Callbacks that come first are queued, stale replies skipped, as in `call`.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_reply(&mut self, id: u64) -> Result<Vec<u8>> {
+        loop {
+            let message = self.next_incoming(Deadline::Now)?;
+            match message.kind {
+                KIND_REPLY if message.id == id => return Ok(message.data),
+                KIND_CALLBACK => self.queue_callback(message.data),
+                _ => {}
+            }
+        }
+    }
+
     /// The other side's credentials.
     pub fn peer(&self) -> PeerCredentials {
         self.ends.peer

@@ -610,6 +610,27 @@ impl Ring {
             .collect()
     }
 
+    /// Whether a complete message waits at some position from the head hint on: the
+    /// readiness hint of a `WaitSet` and of async receivers (the claim decides). Reads only,
+    /// at most one lap of slots.
+    #[cfg(not(loom))] // used by the reactor, which loom builds leave out
+    pub(crate) fn has_message(&self) -> bool {
+        let head = self.header().head.0.load(Ordering::Acquire);
+        for pos in head..head + self.slots.geometry().capacity as u64 {
+            let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
+            match word.lap.wrapping_sub(self.lap(pos)) as i32 {
+                0 => match word.state {
+                    SlotState::Full => return true,
+                    SlotState::Empty => return false,
+                    SlotState::Writing | SlotState::Reading => {}
+                },
+                d if d > 0 => {}
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// Messages waiting (complete or being written), approximately: tail - head.
     pub(crate) fn depth(&self) -> u64 {
         let head = self.header().head.0.load(Ordering::Acquire);

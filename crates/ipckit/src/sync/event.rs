@@ -26,6 +26,14 @@ use crate::link::Deadline;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket(u32);
 
+impl Ticket {
+    /// The sequence number this ticket was taken at (what a futex sleep compares against).
+    #[cfg(not(loom))] // used by the reactor, which loom builds leave out
+    pub(crate) fn value(self) -> u32 {
+        self.0
+    }
+}
+
 /// A wait/notify primitive (`#[repr(C)]`, two 32-bit words: the sequence number, then the
 /// count of sleepers), usable in shared memory.
 ///
@@ -99,6 +107,13 @@ impl Event {
         let outcome = futex::wait(&self.seq, ticket.0, deadline);
         self.withdraw();
         outcome == futex::WaitOutcome::Woken || self.seq.load(Ordering::SeqCst) != ticket.0
+    }
+
+    /// The futex word sleepers sleep on (the sequence number): what the reactor and
+    /// [`WaitSet`](crate::waitset::WaitSet) hand to `futex_waitv`, next to other words.
+    #[cfg(not(loom))] // used by the reactor, which loom builds leave out
+    pub(crate) fn word(&self) -> &AtomicU32 {
+        &self.seq
     }
 
     /// Withdraws a sleeper announced by [`announce`](Event::announce) that will not sleep.

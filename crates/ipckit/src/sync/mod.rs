@@ -8,6 +8,8 @@ pub mod futex;
 pub mod mutex;
 pub(crate) mod primitive;
 pub mod semaphore;
+#[cfg(not(loom))]
+pub(crate) mod waitv;
 
 pub use event::{Event, Ticket};
 pub use mutex::{LockResult, Mutex, MutexGuard};

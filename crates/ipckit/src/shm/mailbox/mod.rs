@@ -24,8 +24,10 @@
 //!
 //! Because a mailbox is persistent, like a POSIX queue, a receiver waiting on an empty mailbox
 //! keeps waiting when every sender has died: a restarted sender simply carries on the stream.
-//! A receiver that must notice a dead producer waits with a deadline and looks at
-//! [`Mailbox::info`]'s participants; the [`service`](crate::service) layer and
+//! A receiver that must notice that its producers are gone opts in with
+//! [`MailboxReceiver::until_senders_gone`]: it then gets [`Error::Disconnected`] once every
+//! message is received and no live sender remains (senders' deaths are watched through
+//! pidfds). The [`service`](crate::service) layer and
 //! [`direct`](crate::direct) inboxes, which are connections rather than places, report a
 //! vanished peer as [`Error::Disconnected`].
 //!
@@ -82,6 +84,8 @@ mod endpoint;
 mod participants;
 mod receiver;
 mod sender;
+#[cfg(not(loom))]
+mod watch;
 
 pub use super::named::DEFAULT_MAX_MESSAGE;
 pub use super::participants::RepairReport;
@@ -89,6 +93,10 @@ pub use cache::{CacheState, DEFAULT_CACHE_SLOTS};
 pub use chain::CHAIN_KIND;
 pub use receiver::{MailboxReceiver, MailboxSample};
 pub use sender::{MailboxLoan, MailboxSender};
+#[cfg(not(loom))]
+pub(crate) use watch::SendersWatch;
+#[cfg(not(loom))]
+pub use watch::UntilSendersGone;
 
 /// The old name of [`MailboxLoan`].
 #[deprecated(since = "0.2.0", note = "renamed MailboxLoan, parallel to TopicLoan")]

@@ -40,6 +40,12 @@ impl fmt::Debug for MailboxSender {
 }
 
 impl MailboxSender {
+    /// The mailbox this endpoint is attached to (for `watch.rs`: WaitSet, async, senders).
+    #[cfg(not(loom))] // used by the reactor, which loom builds leave out
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.endpoint.shared
+    }
+
     /// A sender of the mailbox `shared`, entered in its participant table.
     pub(super) fn new(shared: &Arc<Shared>) -> Result<MailboxSender> {
         Ok(MailboxSender {

@@ -62,6 +62,8 @@ mod publisher;
 mod subscriber;
 #[cfg(test)]
 mod tests;
+#[cfg(not(loom))]
+mod watch;
 
 pub use publisher::{Publisher, TopicLoan};
 pub use subscriber::{Subscriber, TopicSample};
@@ -374,6 +376,9 @@ pub struct TopicInfo {
     pub mode: u32,
     /// Pid of the publisher holding the publish lock (publishers wait for it), if any.
     pub publish_lock_holder: Option<u32>,
+    /// Whether that holder is dead (judged by the publishers' liveness locks); its lock is
+    /// then taken over by the next publisher, or freed by [`Topic::repair`].
+    pub publish_lock_holder_dead: bool,
 }
 
 impl Topic {
@@ -488,6 +493,7 @@ impl Topic {
                 )
             })
             .count();
+        let holder = Some(header.publish_lock.0.load(Ordering::Acquire)).filter(|&pid| pid != 0);
         TopicInfo {
             name: shared.name.clone(),
             capacity: shared.capacity as usize,
@@ -502,8 +508,8 @@ impl Topic {
             publishers,
             slowest_lag: slowest,
             mode: shared.slots.geometry().mode,
-            publish_lock_holder: Some(header.publish_lock.0.load(Ordering::Acquire))
-                .filter(|&pid| pid != 0),
+            publish_lock_holder: holder,
+            publish_lock_holder_dead: holder.is_some_and(|pid| !shared.publisher_alive(pid)),
         }
     }
 

@@ -77,6 +77,12 @@ impl Drop for PublishGuard {
 }
 
 impl Publisher {
+    /// The topic (for `watch.rs`: WaitSet, async).
+    #[cfg(not(loom))] // used by the reactor, which loom builds leave out
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// A publisher of the topic `shared`, entered in its publisher table.
     pub(super) fn new(shared: &Arc<Shared>) -> Result<Publisher> {
         let table = &shared.header().publishers;

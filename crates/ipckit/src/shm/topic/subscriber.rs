@@ -32,6 +32,14 @@ pub struct Subscriber {
     copy: Vec<u8>,
 }
 
+impl Subscriber {
+    /// The topic and our entry in its subscriber table (for `watch.rs`: WaitSet, async).
+    #[cfg(not(loom))] // used by the reactor, which loom builds leave out
+    pub(super) fn wait_parts(&self) -> (&Arc<Shared>, usize) {
+        (&self.shared, self.index)
+    }
+}
+
 impl fmt::Debug for Subscriber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscriber")

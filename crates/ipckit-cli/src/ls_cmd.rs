@@ -66,7 +66,7 @@ pub fn ls(json: bool) -> Result<()> {
             outln!("{:<10} waiters wait for: {}", "", escape(held))?;
         }
     }
-    Ok(())
+    crate::bridge_cmd::ls_section()
 }
 
 /// One object as `ipckit ls --json` prints it (the schema in docs/CLI.md): numbers as

@@ -25,12 +25,14 @@ macro_rules! out {
 }
 
 mod bench;
+mod bridge_cmd;
 mod demo;
 mod doctor;
 mod exit;
 mod ls_cmd;
 mod mailbox_cmd;
 mod multi;
+mod service_cmd;
 mod topic_cmd;
 mod transfer;
 mod units;
@@ -88,6 +90,12 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run a service whose handler is a command (request on stdin, reply on stdout).
+    Serve(service_cmd::ServeArgs),
+    /// Call a service and print its reply (exit 1 on an error reply, 4 on timeout).
+    Call(service_cmd::CallArgs),
+    /// Join this host's mailboxes, topics and services to other hosts' (Zenoh; feature `bridge`).
+    Bridge(bridge_cmd::BridgeArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +115,9 @@ fn main() -> ExitCode {
         Command::DemoChild(args) => demo::child(args),
         Command::BenchPeer(args) => bench::peer(args),
         Command::Clean { dry_run } => ls_cmd::clean(dry_run),
+        Command::Serve(args) => service_cmd::serve(args),
+        Command::Call(args) => service_cmd::call(args),
+        Command::Bridge(args) => bridge_cmd::bridge(args),
     };
     exit::report(result)
 }

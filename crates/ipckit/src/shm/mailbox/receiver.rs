@@ -158,6 +158,16 @@ impl MailboxSample<'_> {
     pub fn meta(&self) -> Metadata {
         self.meta
     }
+
+    /// The message's position in the mailbox's ring: a counter that never wraps, unique
+    /// among the messages of a bounded or rendezvous mailbox's file (a removed and
+    /// re-created mailbox starts again at 0; each chained ring of an unbounded mailbox
+    /// counts on its own). It is stable while the message waits: in a single-receiver
+    /// mailbox, a receiver that dies holding it leaves it to the next receiver at the same
+    /// position. `ipckit-bridge` uses it to recognise a message it is given again.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
 }
 
 impl MailboxSample<'_> {

@@ -25,8 +25,11 @@ use serde::Serialize;
 #[serde(rename_all = "kebab-case")]
 #[value(rename_all = "kebab-case")]
 pub enum Mechanism {
-    /// Raw shared-memory hand-off, spinning: the baseline every row is compared with.
+    /// Raw shared-memory hand-off, spinning: the round-trip reference.
     ShmSpin,
+    /// A raw single-producer/single-consumer ring with cached cursors, spinning: the
+    /// streaming reference.
+    ShmRing,
     /// Raw shared-memory hand-off, sleeping on a futex.
     ShmFutex,
     /// An anonymous pipe pair.
@@ -47,8 +50,10 @@ pub enum Mechanism {
     PosixMq,
     /// System V message queues.
     SysvMq,
-    /// Mailboxes, single sender and receiver, sleeping waits.
+    /// Mailboxes, single sender and receiver, the library's default wait (spin, then sleep).
     Mailbox,
+    /// Mailboxes, single sender and receiver, sleeping at once.
+    MailboxSleep,
     /// Mailboxes, single sender and receiver, spinning waits.
     MailboxSpin,
     /// Mailboxes on the many-senders path.
@@ -73,6 +78,7 @@ impl Mechanism {
     pub fn name(self) -> &'static str {
         match self {
             Mechanism::ShmSpin => "shm-spin",
+            Mechanism::ShmRing => "shm-ring",
             Mechanism::ShmFutex => "shm-futex",
             Mechanism::Pipe => "pipe",
             Mechanism::Fifo => "fifo",
@@ -84,6 +90,7 @@ impl Mechanism {
             Mechanism::PosixMq => "posix-mq",
             Mechanism::SysvMq => "sysv-mq",
             Mechanism::Mailbox => "mailbox",
+            Mechanism::MailboxSleep => "mailbox-sleep",
             Mechanism::MailboxSpin => "mailbox-spin",
             Mechanism::MailboxMpsc => "mailbox-mpsc",
             Mechanism::MailboxZeroCopy => "mailbox-zero-copy",
@@ -95,10 +102,10 @@ impl Mechanism {
 
     /// The mailbox rows' wait strategy.
     fn mailbox_wait(self) -> WaitStrategy {
-        if self == Mechanism::Mailbox {
-            WaitStrategy::Sleep
-        } else {
-            WaitStrategy::BusyPoll
+        match self {
+            Mechanism::Mailbox => WaitStrategy::default(),
+            Mechanism::MailboxSleep => WaitStrategy::Sleep,
+            _ => WaitStrategy::BusyPoll,
         }
     }
 }
@@ -235,7 +242,10 @@ pub fn prepare(mechanism: Mechanism, size: usize) -> Result<(Prepared, String)> 
             let (link, addr) = udp::bind("127.0.0.1:0")?;
             (Prepared::Udp(link), addr.to_string())
         }
-        Mechanism::Mailbox | Mechanism::MailboxSpin | Mechanism::MailboxMpsc => {
+        Mechanism::Mailbox
+        | Mechanism::MailboxSleep
+        | Mechanism::MailboxSpin
+        | Mechanism::MailboxMpsc => {
             let wait = mechanism.mailbox_wait();
             for dir in ["ping", "pong"] {
                 let builder = Mailbox::builder(&format!("{name}-{dir}"))
@@ -429,7 +439,10 @@ pub fn peer_link(mechanism: Mechanism, arg: &str) -> Result<(Link, String)> {
             udp::connect(&udp_link, parent)?;
             (Box::new(udp_link), mine.to_string())
         }
-        Mechanism::Mailbox | Mechanism::MailboxSpin | Mechanism::MailboxMpsc => {
+        Mechanism::Mailbox
+        | Mechanism::MailboxSleep
+        | Mechanism::MailboxSpin
+        | Mechanism::MailboxMpsc => {
             let wait = mechanism.mailbox_wait();
             let rx = Mailbox::builder(&format!("{arg}-ping"))
                 .wait_strategy(wait)

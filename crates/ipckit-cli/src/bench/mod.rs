@@ -1,6 +1,8 @@
 //! `ipckit bench`: every mechanism measured side by side on this machine, between separate
 //! processes pinned to different cores: round-trip latency (median, p99, p99.9) and one-way
-//! throughput, each row also as a ratio to the raw shared-memory spin hand-off.
+//! throughput, each row also as ratios to the references of its phases: the raw spin hand-off
+//! (`shm-spin`) for round trips, the raw SPSC ring (`shm-ring`) for streaming, both measured
+//! again right before the row.
 
 mod harness;
 mod mechanisms;
@@ -58,11 +60,15 @@ pub struct PeerArgs {
     /// Where the parent put its end: a path, an address, a name or a key, by mechanism.
     #[arg(long)]
     arg: String,
+    /// Messages received during this long at the start are not counted (the warm-up).
+    #[arg(long, default_value_t = 0)]
+    warmup_ms: u64,
 }
 
 /// Runs `ipckit bench-peer`; failures are reported on stderr, where the parent reads them.
 pub fn peer(args: PeerArgs) -> Result<()> {
-    let result = harness::peer(args.mechanism, args.phase, args.size, &args.arg);
+    let warmup = Duration::from_millis(args.warmup_ms);
+    let result = harness::peer(args.mechanism, args.phase, args.size, &args.arg, warmup);
     if let Err(e) = &result {
         eprintln!("error {e:#}");
     }
@@ -112,6 +118,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     progress.finish_and_clear();
     report::print_table(&rows)?;
+    // What every row pays for the bytes themselves, so a row near it is measuring the check.
+    for &size in &sizes {
+        outln!(
+            "calibration: writing and checking one {size}-byte message in cache: {:.0} ns",
+            harness::calibrate(size)
+        )?;
+    }
     if let Some(path) = &args.json {
         report::write_json(path, &rows)?;
     }
@@ -123,13 +136,18 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
 fn measure_row(mechanism: Mechanism, size: usize, phase: Duration) -> Row {
     let mut row = Row::new(mechanism, size);
+    // The references, again, right before the row (see `Row::spin_rtt_ns`).
+    let calibration = (phase / 4).min(Duration::from_millis(100));
     if !matches!(mechanism, Mechanism::ShmSpin | Mechanism::TopicFanout) {
-        // The baseline, again, right before the row (see `Row::spin_rtt_ns`).
-        let calibration = (phase / 4).min(Duration::from_millis(100));
         if let Ok(m) = harness::measure(Mechanism::ShmSpin, Phase::Rtt, size, calibration) {
             let mut rtts = m.rtts;
             rtts.sort_unstable();
             row.spin_rtt_ns = Some(report::percentile(&rtts, 0.5));
+        }
+    }
+    if mechanism != Mechanism::ShmRing {
+        if let Ok(m) = harness::measure(Mechanism::ShmRing, Phase::Stream, size, calibration) {
+            row.ring_msgs_per_sec = m.msgs_per_sec;
         }
     }
     let rtt = if mechanism == Mechanism::TopicFanout {
@@ -149,6 +167,9 @@ fn measure_row(mechanism: Mechanism, size: usize, phase: Duration) -> Row {
             }
             if let Some(rate) = stream.msgs_per_sec {
                 row.set_rate(rate);
+                if mechanism == Mechanism::ShmRing {
+                    row.ring_msgs_per_sec = Some(rate);
+                }
             }
         }
         (Err(e), _) | (_, Err(e)) => row.error = Some(format!("{e:#}")),

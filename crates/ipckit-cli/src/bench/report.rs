@@ -25,6 +25,9 @@ pub struct Row {
     /// same CPUs: the row's ratio is against this, since a VM's cross-core latency can
     /// change from one minute to the next.
     pub spin_rtt_ns: Option<u64>,
+    /// Streaming rate of the raw SPSC ring (`shm-ring`) measured just before this row: the
+    /// row's streaming ratio is against this.
+    pub ring_msgs_per_sec: Option<f64>,
     pub msgs_per_sec: Option<f64>,
     pub bytes_per_sec: Option<f64>,
     pub error: Option<String>,
@@ -46,6 +49,7 @@ impl Row {
             size,
             rtt_ns: None,
             spin_rtt_ns: None,
+            ring_msgs_per_sec: None,
             msgs_per_sec: None,
             bytes_per_sec: None,
             error: None,
@@ -71,10 +75,11 @@ fn micros(ns: u64) -> String {
 }
 
 /// Prints the table, each row with its median round trip as a multiple of the spin hand-off's
+/// (`x spin`) and its streaming rate as a fraction of the raw ring's (`x ring`), both
 /// measured beside it.
 pub fn print_table(rows: &[Row]) -> std::io::Result<()> {
     outln!(
-        "{:<18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8}",
+        "{:<18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8} {:>8}",
         "MECHANISM",
         "SIZE",
         "RTT p50us",
@@ -82,7 +87,8 @@ pub fn print_table(rows: &[Row]) -> std::io::Result<()> {
         "p99.9us",
         "x spin",
         "msgs/s",
-        "GB/s"
+        "GB/s",
+        "x ring"
     )?;
     for row in rows {
         let spin = row.spin_rtt_ns;
@@ -96,13 +102,17 @@ pub fn print_table(rows: &[Row]) -> std::io::Result<()> {
                 micros(p.p99),
                 micros(p.p999),
                 spin.map_or("-".into(), |s| {
-                    format!("{:.1}", p.p50 as f64 / s.max(1) as f64)
+                    format!("{:.2}", p.p50 as f64 / s.max(1) as f64)
                 }),
             ),
             None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
+        let ring_ratio = match (row.msgs_per_sec, row.ring_msgs_per_sec) {
+            (Some(m), Some(r)) if r > 0.0 => format!("{:.2}", m / r),
+            _ => "-".into(),
+        };
         outln!(
-            "{:<18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8}",
+            "{:<18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8} {:>8}",
             row.mechanism,
             row.size,
             p50,
@@ -112,6 +122,7 @@ pub fn print_table(rows: &[Row]) -> std::io::Result<()> {
             row.msgs_per_sec.map_or("-".into(), |m| format!("{m:.0}")),
             row.bytes_per_sec
                 .map_or("-".into(), |b| format!("{:.3}", b / 1e9)),
+            ring_ratio,
         )?;
     }
     Ok(())

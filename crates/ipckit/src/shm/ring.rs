@@ -38,6 +38,29 @@
 //! by a dead process is reclaimed by CAS to the next lap's `EMPTY`: the half-written message
 //! is dropped (its `send` never returned), the half-read one is counted as consumed.
 //!
+//! # The cursor protocol (single sender *and* single receiver)
+//!
+//! A ring created single-sender and single-receiver, neither rendezvous nor unbounded, does
+//! not use the slot words at all (they stay `(0, EMPTY, 0)`): as in a plain SPSC queue
+//! (rtrb, iceoryx2's `spsc::queue`), the sender publishes position `p` by storing `p + 1`
+//! in `tail` (Release) after writing the slot, and the receiver releases it by storing
+//! `p + 1` in `head` (Release) after reading it. Each side keeps its position and slot index
+//! in process memory ([`Cursor`]) and caches the other's cursor, re-reading it (Acquire)
+//! only when it runs out, so a burst of messages costs one transfer of the cursor's line,
+//! not one per message, and no read-modify-write at all. Crash safety comes from the cursors
+//! alone: a sender killed while writing never stored the tail, so its message was never
+//! visible (the next sender starts at the tail and overwrites it); a receiver killed while
+//! reading or holding a message in place never stored the head, so the next receiver
+//! (starting at the head) gets that message again. Values read from the other side are
+//! checked (`head <= tail <= head + capacity`), a contradiction is [`Error::Corrupt`].
+//!
+//! Waking on this path is asymmetric: the side that stores a cursor runs a
+//! `light_barrier` (a compiler fence once the process is registered for `membarrier`)
+//! before it loads the sleeper count; a waiter announces itself and then runs the
+//! `heavy_barrier` (`membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`) before its last re-check
+//! (`wait_for_asymmetric`). Both are in `sync/primitive.rs`. Every sleep
+//! remains bounded, as below.
+//!
 //! # Waiting
 //!
 //! Two [`Event`](crate::sync::Event)s, `not_empty` and `not_full` (a futex word and a count of
@@ -58,6 +81,7 @@
 use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
+use crate::sync::primitive::asymmetric::light_barrier;
 use crate::sync::primitive::{fence, AtomicU32, AtomicU64, Ordering};
 
 use super::layout::{Geometry, Limits, Padded, Preamble, SlotLayout, Slots, Spec};
@@ -66,8 +90,9 @@ use super::wait::{wake_sleepers, WaitWord};
 
 /// Identifies a mailbox ring ("ipckitMB").
 pub(crate) const RING_MAGIC: u64 = u64::from_le_bytes(*b"ipckitMB");
-/// Bumped whenever the layout below changes.
-pub(crate) const RING_VERSION: u32 = 1;
+/// Bumped whenever the layout or the protocol below changes. Version 2: single-sender and
+/// single-receiver rings use the cursor protocol, which version-1 code would not follow.
+pub(crate) const RING_VERSION: u32 = 2;
 /// Entries in the participant table (two under loom, whose atomics are costly objects; the
 /// models do not use the table).
 #[cfg(not(loom))]
@@ -87,6 +112,36 @@ pub(crate) const FLAG_UNBOUNDED: u32 = 2;
 pub(crate) const FLAG_SINGLE_SENDER: u32 = 4;
 /// Ring flag: at most one receiver at a time (it claims messages without a compare-and-swap).
 pub(crate) const FLAG_SINGLE_RECEIVER: u32 = 8;
+
+/// Whether a ring with these flags uses the cursor protocol (see the module's docs): one
+/// sender and one receiver, neither rendezvous (a published message must stay retractable)
+/// nor unbounded (a chained ring is sealed by its slot words).
+pub(crate) fn uses_cursors(flags: u32) -> bool {
+    let both = FLAG_SINGLE_SENDER | FLAG_SINGLE_RECEIVER;
+    flags & both == both && flags & (FLAG_RENDEZVOUS | FLAG_UNBOUNDED) == 0
+}
+
+/// One side's place on a cursor ring, in process memory: its next position, that
+/// position's slot index (so no division per message), and the other side's cursor as last
+/// read (for the sender, the receiver's head plus the capacity: positions below are free;
+/// for the receiver, the sender's tail: positions below are published).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub pos: u64,
+    pub index: usize,
+    limit: u64,
+}
+
+impl Cursor {
+    #[inline]
+    fn advance(&mut self, capacity: usize) {
+        self.pos += 1;
+        self.index += 1;
+        if self.index == capacity {
+            self.index = 0;
+        }
+    }
+}
 
 const STATE_SHIFT: u32 = 30;
 const PID_MASK: u64 = (1 << STATE_SHIFT) - 1;
@@ -310,9 +365,105 @@ impl Ring {
         self.slots.slot(pos)
     }
 
-    /// The message area of the slot of `pos`: `max_message` bytes.
+    /// The message area of the slot of `pos`: `max_message` bytes (endpoints use
+    /// [`data_at`](Ring::data_at) with the index they keep).
+    #[cfg(test)]
     pub(crate) fn data_ptr(&self, pos: u64) -> *mut u8 {
         self.slots.data_ptr(pos)
+    }
+
+    /// The slot index of `pos`.
+    pub(crate) fn index_of(&self, pos: u64) -> usize {
+        (pos % self.slots.geometry().capacity as u64) as usize
+    }
+
+    /// The header of the slot at `index`.
+    #[inline]
+    pub(crate) fn slot_at(&self, index: usize) -> &SlotHeader {
+        self.slots.slot_at(index)
+    }
+
+    /// The message area of the slot at `index`: `max_message` bytes.
+    #[inline]
+    pub(crate) fn data_at(&self, index: usize) -> *mut u8 {
+        self.slots.data_at(index)
+    }
+
+    /// A cursor starting at `start` (the tail for the sender, the head for the receiver).
+    pub(crate) fn cursor(&self, start: u64) -> Cursor {
+        Cursor {
+            pos: start,
+            index: self.index_of(start),
+            // Nothing known about the other side yet: the first claim reads its cursor.
+            limit: start,
+        }
+    }
+
+    /// The sender's claim on a cursor ring: true when the slot of `cursor.pos` is free.
+    #[inline]
+    pub(crate) fn cursor_claim_write(&self, cursor: &mut Cursor) -> Result<bool> {
+        if cursor.pos < cursor.limit {
+            return Ok(true);
+        }
+        self.refresh_write_limit(cursor)
+    }
+
+    #[inline(never)]
+    fn refresh_write_limit(&self, cursor: &mut Cursor) -> Result<bool> {
+        // SYNC: pairs with the Release store of the head in `cursor_release`: the receiver
+        // has finished with every slot below it.
+        let head = self.header().head.0.load(Ordering::Acquire);
+        let capacity = self.slots.geometry().capacity as u64;
+        if head > cursor.pos || cursor.pos - head > capacity {
+            return Err(self.corrupt("the head cursor contradicts the sender's position"));
+        }
+        cursor.limit = head + capacity;
+        Ok(cursor.pos < cursor.limit)
+    }
+
+    /// The receiver's claim on a cursor ring: true when the message at `cursor.pos` is
+    /// published.
+    #[inline]
+    pub(crate) fn cursor_claim_read(&self, cursor: &mut Cursor) -> Result<bool> {
+        if cursor.pos < cursor.limit {
+            return Ok(true);
+        }
+        self.refresh_read_limit(cursor)
+    }
+
+    #[inline(never)]
+    fn refresh_read_limit(&self, cursor: &mut Cursor) -> Result<bool> {
+        // SYNC: pairs with the Release store of the tail in `cursor_publish`: the slots below
+        // it are written.
+        let tail = self.header().tail.0.load(Ordering::Acquire);
+        let capacity = self.slots.geometry().capacity as u64;
+        if tail < cursor.pos || tail - cursor.pos > capacity {
+            return Err(self.corrupt("the tail cursor contradicts the receiver's position"));
+        }
+        cursor.limit = tail;
+        Ok(cursor.pos < cursor.limit)
+    }
+
+    /// Publishes the message the sender wrote at `cursor.pos` and moves the cursor on.
+    #[inline]
+    pub(crate) fn cursor_publish(&self, cursor: &mut Cursor) {
+        cursor.advance(self.slots.geometry().capacity as usize);
+        // SYNC: Release pairs with the Acquire load of the tail in `refresh_read_limit`.
+        self.header().tail.0.store(cursor.pos, Ordering::Release);
+        // SYNC: with the waiter's announce and `heavy_barrier` (Dekker, asymmetric).
+        light_barrier();
+        self.notify(&self.waits().not_empty.0);
+    }
+
+    /// Hands the slot the receiver read at `cursor.pos` back to the sender and moves on.
+    #[inline]
+    pub(crate) fn cursor_release(&self, cursor: &mut Cursor) {
+        cursor.advance(self.slots.geometry().capacity as usize);
+        // SYNC: Release pairs with the Acquire load of the head in `refresh_write_limit`.
+        self.header().head.0.store(cursor.pos, Ordering::Release);
+        // SYNC: with the waiter's announce and `heavy_barrier` (Dekker, asymmetric).
+        light_barrier();
+        self.notify(&self.waits().not_full.0);
     }
 
     fn lap(&self, pos: u64) -> u32 {

@@ -33,10 +33,11 @@ impl MailboxReceiver {
     }
 
     /// Claims the next message and validates its slot: (position, length, metadata).
+    #[inline]
     fn claim(&mut self, deadline: Deadline) -> Result<(u64, usize, Metadata)> {
         let pos = self.endpoint.claim(Role::Receiver, deadline)?;
         let ring = self.endpoint.ring();
-        let slot = ring.slot(pos);
+        let slot = ring.slot_at(self.endpoint.index(pos));
         let len = slot.len.load(Ordering::Relaxed) as usize;
         let max_message = ring.geometry().max_message;
         if len > max_message as usize {
@@ -85,6 +86,7 @@ impl MailboxReceiver {
     fn finish(&mut self, pos: u64) {
         let ring = &self.endpoint.link.ring;
         match &mut self.endpoint.flavor {
+            Flavor::Cursor { cursor, .. } => ring.cursor_release(cursor),
             Flavor::Sole { next, .. } => {
                 ring.release_single(pos);
                 *next = pos + 1;
@@ -95,9 +97,56 @@ impl MailboxReceiver {
 }
 
 impl MessageReceiver for MailboxReceiver {
+    #[inline]
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
+        if let Some(meta) = self.try_recv_cursor(buf)? {
+            return Ok(meta);
+        }
+        self.recv_general(buf, deadline)
+    }
+}
+
+impl MailboxReceiver {
+    /// The cursor path's fast case: a message known published from the cached tail, of a
+    /// plausible length. `None` (having done nothing) sends the caller to the general path.
+    #[inline]
+    fn try_recv_cursor(&mut self, buf: &mut Vec<u8>) -> Result<Option<Metadata>> {
+        let Flavor::Cursor { cursor, .. } = &mut self.endpoint.flavor else {
+            return Ok(None);
+        };
+        let ring = &self.endpoint.link.ring;
+        if !ring.cursor_claim_read(cursor)? {
+            return Ok(None);
+        }
+        let slot = ring.slot_at(cursor.index);
+        let len = slot.len.load(Ordering::Relaxed) as usize;
+        if len > ring.geometry().max_message as usize {
+            // The general path reports it (and consumes the message).
+            return Ok(None);
+        }
+        let meta = Metadata {
+            sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
+            sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
+            sequence: Some(slot.sequence.load(Ordering::Relaxed)),
+            ..Metadata::default()
+        };
+        buf.clear();
+        buf.reserve(len);
+        // SAFETY: the message at `cursor.pos` is published (tail beyond it) and ours until we
+        // release it; len <= max_message keeps the source inside the slot's data area; buf
+        // has capacity for len bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ring.data_at(cursor.index), buf.as_mut_ptr(), len);
+            buf.set_len(len);
+        }
+        ring.cursor_release(cursor);
+        self.endpoint.check_intact_fast()?;
+        Ok(Some(meta))
+    }
+
+    fn recv_general(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
         let (pos, len, meta) = self.claim(deadline)?;
-        let data = self.endpoint.ring().data_ptr(pos);
+        let data = self.endpoint.ring().data_at(self.endpoint.index(pos));
         buf.clear();
         buf.reserve(len);
         // SAFETY: we own the slot (READING by us); len <= max_message was checked in claim, so
@@ -141,7 +190,8 @@ impl MailboxSample<'_> {
     /// The message's bytes: we own the slot (claimed for reading), and len <= max_message
     /// was validated when it was claimed.
     fn bytes(&self) -> (*mut u8, usize) {
-        (self.receiver.endpoint.ring().data_ptr(self.pos), self.len)
+        let endpoint = &self.receiver.endpoint;
+        (endpoint.ring().data_at(endpoint.index(self.pos)), self.len)
     }
 }
 

@@ -112,7 +112,11 @@ impl MailboxSender {
         self.loan_deadline(Deadline::Never)
     }
 
+    #[inline]
     fn claim(&mut self, deadline: Deadline) -> Result<u64> {
+        if let Flavor::Cursor { .. } = self.endpoint.flavor {
+            return self.endpoint.claim(Role::Sender, deadline);
+        }
         if let Flavor::Sole { next, .. } = self.endpoint.flavor {
             if next < self.free_until {
                 return Ok(next);
@@ -131,20 +135,29 @@ impl MailboxSender {
 
     /// Fills in the slot's metadata and publishes it; for a rendezvous mailbox, waits until a
     /// receiver has taken it (and takes it back if none does by `deadline`).
+    #[inline]
     fn commit(&mut self, pos: u64, len: usize, deadline: Deadline) -> Result<()> {
         let ring = &self.endpoint.link.ring;
-        let slot = ring.slot(pos);
+        let slot = ring.slot_at(self.endpoint.index(pos));
         slot.len.store(len as u32, Ordering::Relaxed);
         slot.sender_pid
             .store(self.endpoint.participant.pid, Ordering::Relaxed);
         slot.sender_uid.store(self.uid, Ordering::Relaxed);
         slot.sequence.store(self.sequence, Ordering::Relaxed);
-        ring.publish(pos);
-        if let Flavor::Sole { next, .. } = &mut self.endpoint.flavor {
-            *next = pos + 1;
-            ring.header().tail.0.store(*next, Ordering::Release);
-        }
         self.sequence += 1;
+        match &mut self.endpoint.flavor {
+            Flavor::Cursor { cursor, .. } => {
+                ring.cursor_publish(cursor);
+                // Never rendezvous (see `uses_cursors`).
+                return Ok(());
+            }
+            Flavor::Sole { next, .. } => {
+                ring.publish(pos);
+                *next = pos + 1;
+                ring.header().tail.0.store(*next, Ordering::Release);
+            }
+            Flavor::Many | Flavor::Chain => ring.publish(pos),
+        }
         if ring.geometry().flags & FLAG_RENDEZVOUS == 0 {
             return Ok(());
         }
@@ -172,9 +185,10 @@ impl MailboxSender {
         }
     }
 
+    #[inline]
     fn send_now(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
         let pos = self.claim(deadline)?;
-        let data = self.endpoint.ring().data_ptr(pos);
+        let data = self.endpoint.ring().data_at(self.endpoint.index(pos));
         // SAFETY: we own the slot of `pos` (WRITING by us) and msg.len() <= max_message
         // (checked by the caller), which is the size of its data area.
         unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
@@ -196,7 +210,50 @@ impl MailboxSender {
 impl MessageSender for MailboxSender {
     /// Sends one message. For `send` (no deadline) the sender's [`WhenFull`] policy decides
     /// what happens when the mailbox is full.
+    #[inline]
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        if self.cache.is_empty() && self.try_send_cursor(msg)? {
+            return Ok(());
+        }
+        self.send_general(msg, deadline)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.endpoint.shared.ring().geometry().max_message as usize
+    }
+}
+
+impl MailboxSender {
+    /// The cursor path's fast case: a free slot known from the cached head, nothing cached.
+    /// Returns false (having done nothing) when the general path must decide: no cursor
+    /// flavour, a message too large, or no slot known free (the policy applies then).
+    #[inline]
+    fn try_send_cursor(&mut self, msg: &[u8]) -> Result<bool> {
+        let Flavor::Cursor { cursor, .. } = &mut self.endpoint.flavor else {
+            return Ok(false);
+        };
+        let ring = &self.endpoint.link.ring;
+        if msg.len() > ring.geometry().max_message as usize || !ring.cursor_claim_write(cursor)? {
+            return Ok(false);
+        }
+        let slot = ring.slot_at(cursor.index);
+        // SAFETY: the slot at `cursor.index` is ours until we publish it (the receiver's
+        // head is a lap behind), and msg.len() <= max_message, the size of its data area.
+        unsafe {
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), ring.data_at(cursor.index), msg.len())
+        };
+        slot.len.store(msg.len() as u32, Ordering::Relaxed);
+        slot.sender_pid
+            .store(self.endpoint.participant.pid, Ordering::Relaxed);
+        slot.sender_uid.store(self.uid, Ordering::Relaxed);
+        slot.sequence.store(self.sequence, Ordering::Relaxed);
+        self.sequence += 1;
+        ring.cursor_publish(cursor);
+        self.endpoint.check_intact_fast()?;
+        Ok(true)
+    }
+
+    fn send_general(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
         check_size(msg.len(), self.max_message_size())?;
         let deadline = match (deadline, self.when_full) {
             (Deadline::Never, WhenFull::Timeout(d)) => Deadline::after(d),
@@ -210,12 +267,6 @@ impl MessageSender for MailboxSender {
         self.send_now(msg, deadline)
     }
 
-    fn max_message_size(&self) -> usize {
-        self.endpoint.shared.ring().geometry().max_message as usize
-    }
-}
-
-impl MailboxSender {
     fn send_cached(&mut self, msg: &[u8]) -> Result<()> {
         match self.flush_deadline(Deadline::Now) {
             Ok(()) => match self.send_now(msg, Deadline::Now) {
@@ -286,8 +337,12 @@ impl MailboxLoan<'_> {
     /// participant touches it until we publish.
     fn bytes(&self) -> (*mut u8, usize) {
         let pos = self.pos.expect("a live loan has a slot");
-        let ring = self.sender.endpoint.ring();
-        (ring.data_ptr(pos), ring.geometry().max_message as usize)
+        let endpoint = &self.sender.endpoint;
+        let ring = endpoint.ring();
+        (
+            ring.data_at(endpoint.index(pos)),
+            ring.geometry().max_message as usize,
+        )
     }
 }
 

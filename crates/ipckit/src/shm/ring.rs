@@ -1463,6 +1463,74 @@ mod tests {
             });
         }
 
+        /// Waits on a cursor ring as the endpoints do: `wait_for_asymmetric`, whose sleeper
+        /// runs the heavy barrier after announcing itself (a `fence(SeqCst)` under loom, as
+        /// is the notifier's light barrier: loom has no asymmetric fences).
+        fn wait_cursor(
+            ring: &Ring,
+            on: &WaitWord,
+            cursor: &mut Cursor,
+            claim: fn(&Ring, &mut Cursor) -> Result<bool>,
+        ) {
+            crate::shm::wait::wait_for_asymmetric(
+                WaitStrategy::Sleep,
+                on,
+                Deadline::Never,
+                Error::Timeout,
+                |_| {
+                    Ok(if claim(ring, cursor)? {
+                        Ok(())
+                    } else {
+                        Err(false)
+                    })
+                },
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", ring.object))
+        }
+
+        /// Issue 14: the cursor protocol. A one-slot ring and two messages make the
+        /// receiver wait on an empty ring and the sender on a full one; the message rides in
+        /// the slot's `sequence` (Relaxed), so a missing Release/Acquire pairing on a cursor
+        /// shows as a stale value, and a lost wake-up as a thread blocked forever.
+        #[test]
+        fn the_cursor_protocol_hands_over_in_order_and_wakes_its_sleepers() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let producer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        let ring = &heap.ring;
+                        let mut cursor = ring.cursor(0);
+                        for value in [51, 52] {
+                            wait_cursor(
+                                ring,
+                                &ring.waits().not_full.0,
+                                &mut cursor,
+                                Ring::cursor_claim_write,
+                            );
+                            let slot = ring.slot_at(cursor.index);
+                            slot.sequence.store(value, Ordering::Relaxed);
+                            ring.cursor_publish(&mut cursor);
+                        }
+                    })
+                };
+                let ring = &heap.ring;
+                let mut cursor = ring.cursor(0);
+                for expected in [51, 52] {
+                    wait_cursor(
+                        ring,
+                        &ring.waits().not_empty.0,
+                        &mut cursor,
+                        Ring::cursor_claim_read,
+                    );
+                    let value = ring.slot_at(cursor.index).sequence.load(Ordering::Relaxed);
+                    assert_eq!(value, expected);
+                    ring.cursor_release(&mut cursor);
+                }
+                producer.join().unwrap();
+            });
+        }
+
         #[test]
         fn two_producers_one_consumer_nothing_lost_or_doubled() {
             loom::model(|| {

@@ -116,6 +116,19 @@ impl Endpoint {
             }
             return claim_cursor_slow(&self.shared, &self.link, cursor, role, deadline);
         }
+        if let Flavor::Many = self.flavor {
+            // The common case straight away: a position free (a message ready) at once.
+            // Anything else (blocked, a dead owner in the way, corrupt) takes the full path.
+            let ring = &self.link.ring;
+            let pid = self.participant.pid;
+            let claim = match role {
+                Role::Sender => ring.claim_write(pid),
+                Role::Receiver => ring.claim_read(pid),
+            };
+            if let Ok(Claim::Got(pos)) = claim {
+                return Ok(pos);
+            }
+        }
         self.claim_slots(role, deadline)
     }
 
@@ -125,13 +138,12 @@ impl Endpoint {
         let link = &mut self.link;
         let flavor = &mut self.flavor;
         let pid = self.participant.pid;
-        let header = shared.ring().header();
-        let (word, expired) = match role {
-            Role::Sender => (&header.not_full.0, deadline.send_expired()),
-            Role::Receiver => (&header.not_empty.0, deadline.recv_expired()),
-        };
-        let pos = wait_for(shared.wait, word, deadline, expired, |check| {
-            check_intact(shared, link, check)?;
+        let mut attempt = |check: bool| -> Attempt<u64> {
+            if check {
+                check_intact(shared, link, true)?;
+            } else {
+                check_intact_quick(shared, link)?;
+            }
             match flavor {
                 Flavor::Sole { next, .. } => {
                     resolve_claim(shared, &link.ring, check, || match role {
@@ -144,10 +156,26 @@ impl Endpoint {
                     claim_on(shared, &link.ring, pid, role, check)
                 }
             }
-        });
+        };
+        // The first attempt outside `wait_for`, so that a claim that succeeds at once builds
+        // no error for a deadline it never reaches.
+        let pos = match attempt(false) {
+            Ok(Ok(pos)) => Ok(pos),
+            Ok(Err(_)) => {
+                let header = shared.ring().header();
+                let (word, expired) = match role {
+                    Role::Sender => (&header.not_full.0, deadline.send_expired()),
+                    Role::Receiver => (&header.not_empty.0, deadline.recv_expired()),
+                };
+                wait_for(shared.wait, word, deadline, expired, attempt)
+            }
+            Err(e) => Err(e),
+        };
         // A claim that read lost pages saw zeroes: report the loss, not what it made of them
         // (the zeroed tail of a file cut mid-page raises no SIGBUS: ask the file).
-        check_intact(shared, link, matches!(pos, Err(Error::Corrupt { .. })))?;
+        if let Err(Error::Corrupt { .. }) = pos {
+            check_intact(shared, link, true)?;
+        }
         pos
     }
 
@@ -168,6 +196,16 @@ impl Endpoint {
         }
         Ok(())
     }
+}
+
+/// `Corrupt` if a segment of `link` was found poisoned: one load per segment, the error built
+/// only when needed (the light form of [`check_intact`], for every attempt).
+#[inline]
+fn check_intact_quick(shared: &Shared, link: &Link) -> Result<()> {
+    if link._segment.is_poisoned() || shared.root._segment.is_poisoned() {
+        return check_intact(shared, link, false);
+    }
+    Ok(())
 }
 
 /// The cursor path when the other side's cursor says wait: the wait strategy, with the heavy

@@ -25,8 +25,9 @@ pub struct Row {
     /// same CPUs: the row's ratio is against this, since a VM's cross-core latency can
     /// change from one minute to the next.
     pub spin_rtt_ns: Option<u64>,
-    /// Streaming rate of the raw SPSC ring (`shm-ring`) measured just before this row: the
-    /// row's streaming ratio is against this.
+    /// Streaming rate of the raw SPSC ring (`shm-ring`): the run's own `shm-ring` row of
+    /// this size when the run has one, else re-measured just before this row. The row's
+    /// streaming ratio is against this.
     pub ring_msgs_per_sec: Option<f64>,
     pub msgs_per_sec: Option<f64>,
     pub bytes_per_sec: Option<f64>,

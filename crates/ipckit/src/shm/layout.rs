@@ -397,6 +397,20 @@ impl<L: SlotLayout> Slots<L> {
         unsafe { self.slot_ptr_at(index).add(std::mem::size_of::<L::Slot>()) }
     }
 
+    /// [`slot_at`](Slots::slot_at) and [`data_at`](Slots::data_at) at once (one address
+    /// computation).
+    #[inline]
+    pub(crate) fn slot_and_data_at(&self, index: usize) -> (&L::Slot, *mut u8) {
+        let slot = self.slot_ptr_at(index);
+        // SAFETY: as in `slot` and `data_ptr`.
+        unsafe {
+            (
+                &*(slot as *const L::Slot),
+                slot.add(std::mem::size_of::<L::Slot>()),
+            )
+        }
+    }
+
     /// The header of the slot of position `pos` (slot `pos % capacity`).
     #[inline]
     pub(crate) fn slot(&self, pos: u64) -> &L::Slot {

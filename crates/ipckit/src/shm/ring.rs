@@ -389,6 +389,12 @@ impl Ring {
         self.slots.data_at(index)
     }
 
+    /// The header and the message area of the slot at `index`.
+    #[inline]
+    pub(crate) fn slot_and_data_at(&self, index: usize) -> (&SlotHeader, *mut u8) {
+        self.slots.slot_and_data_at(index)
+    }
+
     /// A cursor starting at `start` (the tail for the sender, the head for the receiver).
     pub(crate) fn cursor(&self, start: u64) -> Cursor {
         Cursor {
@@ -408,14 +414,14 @@ impl Ring {
         self.refresh_write_limit(cursor)
     }
 
-    #[inline(never)]
+    #[inline]
     fn refresh_write_limit(&self, cursor: &mut Cursor) -> Result<bool> {
         // SYNC: pairs with the Release store of the head in `cursor_release`: the receiver
         // has finished with every slot below it.
         let head = self.header().head.0.load(Ordering::Acquire);
         let capacity = self.slots.geometry().capacity as u64;
         if head > cursor.pos || cursor.pos - head > capacity {
-            return Err(self.corrupt("the head cursor contradicts the sender's position"));
+            return Err(self.cold_corrupt("the head cursor contradicts the sender's position"));
         }
         cursor.limit = head + capacity;
         Ok(cursor.pos < cursor.limit)
@@ -431,14 +437,14 @@ impl Ring {
         self.refresh_read_limit(cursor)
     }
 
-    #[inline(never)]
+    #[inline]
     fn refresh_read_limit(&self, cursor: &mut Cursor) -> Result<bool> {
         // SYNC: pairs with the Release store of the tail in `cursor_publish`: the slots below
         // it are written.
         let tail = self.header().tail.0.load(Ordering::Acquire);
         let capacity = self.slots.geometry().capacity as u64;
         if tail < cursor.pos || tail - cursor.pos > capacity {
-            return Err(self.corrupt("the tail cursor contradicts the receiver's position"));
+            return Err(self.cold_corrupt("the tail cursor contradicts the receiver's position"));
         }
         cursor.limit = tail;
         Ok(cursor.pos < cursor.limit)
@@ -472,6 +478,13 @@ impl Ring {
 
     fn corrupt(&self, detail: &str) -> Error {
         Error::corrupt(&self.object, detail)
+    }
+
+    /// [`corrupt`](Ring::corrupt), out of the fast paths' way.
+    #[cold]
+    #[inline(never)]
+    fn cold_corrupt(&self, detail: &str) -> Error {
+        self.corrupt(detail)
     }
 
     /// Claims the next free position for writing by `pid`.

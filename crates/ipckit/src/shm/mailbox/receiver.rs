@@ -118,7 +118,7 @@ impl MailboxReceiver {
         if !ring.cursor_claim_read(cursor)? {
             return Ok(None);
         }
-        let slot = ring.slot_at(cursor.index);
+        let (slot, data) = ring.slot_and_data_at(cursor.index);
         let len = slot.len.load(Ordering::Relaxed) as usize;
         if len > ring.geometry().max_message as usize {
             // The general path reports it (and consumes the message).
@@ -136,7 +136,7 @@ impl MailboxReceiver {
         // release it; len <= max_message keeps the source inside the slot's data area; buf
         // has capacity for len bytes.
         unsafe {
-            std::ptr::copy_nonoverlapping(ring.data_at(cursor.index), buf.as_mut_ptr(), len);
+            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
             buf.set_len(len);
         }
         ring.cursor_release(cursor);

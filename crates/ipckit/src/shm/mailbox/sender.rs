@@ -218,6 +218,11 @@ impl MessageSender for MailboxSender {
         self.send_general(msg, deadline)
     }
 
+    #[inline]
+    fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_deadline(msg, Deadline::Now)
+    }
+
     fn max_message_size(&self) -> usize {
         self.endpoint.shared.ring().geometry().max_message as usize
     }
@@ -236,12 +241,10 @@ impl MailboxSender {
         if msg.len() > ring.geometry().max_message as usize || !ring.cursor_claim_write(cursor)? {
             return Ok(false);
         }
-        let slot = ring.slot_at(cursor.index);
+        let (slot, data) = ring.slot_and_data_at(cursor.index);
         // SAFETY: the slot at `cursor.index` is ours until we publish it (the receiver's
         // head is a lap behind), and msg.len() <= max_message, the size of its data area.
-        unsafe {
-            std::ptr::copy_nonoverlapping(msg.as_ptr(), ring.data_at(cursor.index), msg.len())
-        };
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
         slot.len.store(msg.len() as u32, Ordering::Relaxed);
         slot.sender_pid
             .store(self.endpoint.participant.pid, Ordering::Relaxed);

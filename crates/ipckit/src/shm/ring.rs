@@ -269,6 +269,9 @@ pub(crate) struct Ring {
     /// The header whose futex words this ring's waiters sleep on: its own, or, for the rings
     /// of an unbounded chain, the root's, so one wake reaches every waiter of the mailbox.
     waits: NonNull<RingHeader>,
+    /// log2 of the capacity when it is a power of two (positions map to slots and laps by
+    /// mask and shift), `u32::MAX` otherwise (by division).
+    shift: u32,
     object: String,
 }
 
@@ -319,8 +322,14 @@ impl Ring {
     }
 
     fn from_slots(slots: Slots<RingLayout>, object: &str) -> Ring {
+        let capacity = slots.geometry().capacity;
         Ring {
             waits: slots.base().cast(),
+            shift: if capacity.is_power_of_two() {
+                capacity.trailing_zeros()
+            } else {
+                u32::MAX
+            },
             slots,
             object: object.to_string(),
         }
@@ -362,7 +371,7 @@ impl Ring {
     }
 
     pub(crate) fn slot(&self, pos: u64) -> &SlotHeader {
-        self.slots.slot(pos)
+        self.slots.slot_at(self.index_of(pos))
     }
 
     /// The message area of the slot of `pos`: `max_message` bytes (endpoints use
@@ -373,8 +382,14 @@ impl Ring {
     }
 
     /// The slot index of `pos`.
+    #[inline]
     pub(crate) fn index_of(&self, pos: u64) -> usize {
-        (pos % self.slots.geometry().capacity as u64) as usize
+        let capacity = self.slots.geometry().capacity as u64;
+        if self.shift != u32::MAX {
+            (pos & (capacity - 1)) as usize
+        } else {
+            (pos % capacity) as usize
+        }
     }
 
     /// The header of the slot at `index`.
@@ -472,8 +487,13 @@ impl Ring {
         self.notify(&self.waits().not_full.0);
     }
 
+    #[inline]
     fn lap(&self, pos: u64) -> u32 {
-        (pos / self.slots.geometry().capacity as u64) as u32
+        if self.shift != u32::MAX {
+            (pos >> self.shift) as u32
+        } else {
+            (pos / self.slots.geometry().capacity as u64) as u32
+        }
     }
 
     fn corrupt(&self, detail: &str) -> Error {

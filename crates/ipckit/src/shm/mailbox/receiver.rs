@@ -9,6 +9,7 @@ use super::{describe, Shared};
 use crate::error::{Error, Result};
 use crate::link::{Deadline, MessageReceiver, Metadata};
 use crate::shm::layout::slot_bytes;
+use crate::shm::ring::Claim;
 use crate::sync::primitive::Ordering;
 
 /// Receives from a mailbox. Implements [`MessageReceiver`].
@@ -102,6 +103,9 @@ impl MessageReceiver for MailboxReceiver {
         if let Some(meta) = self.try_recv_cursor(buf)? {
             return Ok(meta);
         }
+        if let Some(meta) = self.try_recv_many(buf)? {
+            return Ok(meta);
+        }
         self.recv_general(buf, deadline)
     }
 }
@@ -140,6 +144,48 @@ impl MailboxReceiver {
             buf.set_len(len);
         }
         ring.cursor_release(cursor);
+        self.endpoint.check_intact_fast()?;
+        Ok(Some(meta))
+    }
+
+    /// The many-receivers path's fast case: a message claimed at once (by compare-and-swap).
+    /// `None` (having done nothing) sends the caller to the general path.
+    #[inline]
+    fn try_recv_many(&mut self, buf: &mut Vec<u8>) -> Result<Option<Metadata>> {
+        if !matches!(self.endpoint.flavor, Flavor::Many) {
+            return Ok(None);
+        }
+        let ring = &self.endpoint.link.ring;
+        let Claim::Got(pos) = ring.claim_read(self.endpoint.participant.pid)? else {
+            return Ok(None);
+        };
+        let (slot, data) = ring.slot_and_data_at(ring.index_of(pos));
+        let len = slot.len.load(Ordering::Relaxed) as usize;
+        let max_message = ring.geometry().max_message;
+        if len > max_message as usize {
+            self.finish(pos);
+            return Err(Error::corrupt(
+                describe(&self.endpoint.shared.name),
+                format!(
+                    "a slot claims a {len}-byte message, larger than the {max_message}-byte slots"
+                ),
+            ));
+        }
+        let meta = Metadata {
+            sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
+            sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
+            sequence: Some(slot.sequence.load(Ordering::Relaxed)),
+            ..Metadata::default()
+        };
+        buf.clear();
+        buf.reserve(len);
+        // SAFETY: we own the slot (READING by us); len <= max_message keeps the source inside
+        // the slot's data area; buf has capacity for len bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
+            buf.set_len(len);
+        }
+        ring.release(pos);
         self.endpoint.check_intact_fast()?;
         Ok(Some(meta))
     }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline, MessageSender, WhenFull};
 use crate::shm::layout::slot_bytes;
 use crate::shm::named::setters;
-use crate::shm::ring::{FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER};
+use crate::shm::ring::{Claim, FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER};
 use crate::shm::wait::wait_for;
 use crate::sync::primitive::Ordering;
 
@@ -212,7 +212,7 @@ impl MessageSender for MailboxSender {
     /// what happens when the mailbox is full.
     #[inline]
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
-        if self.cache.is_empty() && self.try_send_cursor(msg)? {
+        if self.cache.is_empty() && (self.try_send_cursor(msg)? || self.try_send_many(msg)?) {
             return Ok(());
         }
         self.send_general(msg, deadline)
@@ -252,6 +252,36 @@ impl MailboxSender {
         slot.sequence.store(self.sequence, Ordering::Relaxed);
         self.sequence += 1;
         ring.cursor_publish(cursor);
+        self.endpoint.check_intact_fast()?;
+        Ok(true)
+    }
+
+    /// The many-senders path's fast case: a slot claimed at once (by compare-and-swap), not a
+    /// rendezvous. Returns false (having done nothing) when the general path must decide.
+    #[inline]
+    fn try_send_many(&mut self, msg: &[u8]) -> Result<bool> {
+        if !matches!(self.endpoint.flavor, Flavor::Many) {
+            return Ok(false);
+        }
+        let ring = &self.endpoint.link.ring;
+        let geometry = ring.geometry();
+        if msg.len() > geometry.max_message as usize || geometry.flags & FLAG_RENDEZVOUS != 0 {
+            return Ok(false);
+        }
+        let pid = self.endpoint.participant.pid;
+        let Claim::Got(pos) = ring.claim_write(pid)? else {
+            return Ok(false);
+        };
+        let (slot, data) = ring.slot_and_data_at(ring.index_of(pos));
+        // SAFETY: we own the slot of `pos` (WRITING by us) and msg.len() <= max_message, the
+        // size of its data area.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
+        slot.len.store(msg.len() as u32, Ordering::Relaxed);
+        slot.sender_pid.store(pid, Ordering::Relaxed);
+        slot.sender_uid.store(self.uid, Ordering::Relaxed);
+        slot.sequence.store(self.sequence, Ordering::Relaxed);
+        self.sequence += 1;
+        ring.publish(pos);
         self.endpoint.check_intact_fast()?;
         Ok(true)
     }

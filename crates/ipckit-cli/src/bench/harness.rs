@@ -126,6 +126,8 @@ struct RateMeter {
     start: Option<Instant>,
     /// Messages since `start`.
     count: u64,
+    /// Messages since `first`.
+    total: u64,
 }
 
 impl RateMeter {
@@ -135,11 +137,13 @@ impl RateMeter {
             first: None,
             start: None,
             count: 0,
+            total: 0,
         }
     }
 
     #[inline]
     fn tick(&mut self) {
+        self.total += 1;
         if self.start.is_some() {
             self.count += 1;
             return;
@@ -152,10 +156,16 @@ impl RateMeter {
         }
     }
 
-    /// `"done COUNT NANOS"`, as the parent's `parse_rate` reads it.
+    /// `"done COUNT NANOS"`, as the parent's `parse_rate` reads it. A transport so slow (or
+    /// a machine so busy) that fewer than two messages arrived after the warm-up is measured
+    /// from its first message instead, warm-up included, rather than not at all.
     fn report(&self) -> String {
-        let nanos = self.start.map_or(0, |t| t.elapsed().as_nanos());
-        format!("done {} {nanos}", self.count.saturating_sub(1))
+        let (count, since) = match self.start {
+            Some(start) if self.count >= 2 => (self.count - 1, Some(start)),
+            _ => (self.total.saturating_sub(1), self.first),
+        };
+        let nanos = since.map_or(0, |t| t.elapsed().as_nanos());
+        format!("done {count} {nanos}")
     }
 }
 

@@ -238,7 +238,11 @@ impl MailboxSender {
             return Ok(false);
         };
         let ring = &self.endpoint.link.ring;
-        if msg.len() > ring.geometry().max_message as usize || !ring.cursor_claim_write(cursor)? {
+        // An error (a contradicting cursor) goes to the general path too, which asks the
+        // file whether the segment was cut before reporting it.
+        if msg.len() > ring.geometry().max_message as usize
+            || !matches!(ring.cursor_claim_write(cursor), Ok(true))
+        {
             return Ok(false);
         }
         let (slot, data) = ring.slot_and_data_at(cursor.index);
@@ -269,7 +273,8 @@ impl MailboxSender {
             return Ok(false);
         }
         let pid = self.endpoint.participant.pid;
-        let Claim::Got(pos) = ring.claim_write(pid)? else {
+        // Anything but a claim (an error included) goes to the general path.
+        let Ok(Claim::Got(pos)) = ring.claim_write(pid) else {
             return Ok(false);
         };
         let (slot, data) = ring.slot_and_data_at(ring.index_of(pos));

@@ -205,6 +205,9 @@ impl WordWait {
     /// [`Error::Unsupported`] if a reactor thread could not be started.
     pub(crate) fn register(source: Arc<dyn WordSource>, waker: &Waker) -> Result<WordWait> {
         let ticket = source.event().announce();
+        // A cursor ring's notifier fences only lightly (`sync::primitive::asymmetric`): the
+        // sleeper's half of that pattern comes after the announcement, before any re-check.
+        crate::sync::primitive::asymmetric::heavy_barrier();
         let addr = source.event().word() as *const AtomicU32 as usize;
         let interest = Arc::new(Interest {
             id: next_id(),
@@ -505,6 +508,8 @@ pub(crate) fn sleep_on(
     }
     if fds.is_empty() && !words.is_empty() && words.len() <= MAX_WORDS && waitv::supported() {
         let tickets: Vec<_> = words.iter().map(|w| w.event().announce()).collect();
+        // The sleeper's half of the cursor rings' asymmetric fence (see `register`).
+        crate::sync::primitive::asymmetric::heavy_barrier();
         if !recheck() {
             let list: Vec<WaitvWord<'_>> = words
                 .iter()

@@ -672,3 +672,97 @@ fn a_bounded_mailbox_holds_exactly_its_capacity_of_unread_messages() {
         assert!(matches!(rx.try_recv(), Err(Error::Empty)));
     }
 }
+
+/// Issue 14: on the cursor path (single sender and single receiver) a receiver killed while
+/// holding a message in place never stored the head, so the next receiver gets it again.
+#[test]
+fn issue14_a_receiver_killed_holding_a_message_on_the_cursor_path_leaves_it_to_the_next() {
+    const TEST: &str =
+        "issue14_a_receiver_killed_holding_a_message_on_the_cursor_path_leaves_it_to_the_next";
+    if let Some((_, name)) = role() {
+        let mut rx = Mailbox::open(&name).unwrap().receiver().unwrap();
+        let held = rx.recv_in_place().unwrap();
+        assert_eq!(&*held, b"precious");
+        println!("@@holding");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let name = unique_name("cursorrx");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity(2)
+        .single_sender()
+        .single_receiver()
+        .create()
+        .unwrap();
+    let mut tx = mailbox.sender().unwrap();
+    tx.send(b"precious").unwrap();
+    tx.send(b"second").unwrap();
+    let mut child = spawn_role(TEST, "receiver", &name);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "holding");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The held slot was never released: the ring is still full.
+    assert!(matches!(tx.try_send(b"third"), Err(Error::Full)));
+    let mut rx = mailbox.receiver().unwrap();
+    assert_eq!(rx.try_recv().unwrap().data, b"precious");
+    tx.send(b"third").unwrap();
+    assert_eq!(rx.try_recv().unwrap().data, b"second");
+    assert_eq!(rx.try_recv().unwrap().data, b"third");
+    assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+}
+
+/// Issue 14: the cursor path's sleepers (a receiver on an empty ring, a sender on a full one)
+/// are woken by the other process's plain cursor store and the `membarrier` they pay
+/// themselves. A lost wake-up would cost a whole bounded sleep (one second); none may.
+#[test]
+fn issue14_sleepers_on_the_cursor_path_are_woken_without_a_lost_wake_up() {
+    const TEST: &str = "issue14_sleepers_on_the_cursor_path_are_woken_without_a_lost_wake_up";
+    const COUNT: u32 = 40;
+    if let Some((_, name)) = role() {
+        let mut tx = Mailbox::builder(&name)
+            .wait_strategy(WaitStrategy::Sleep)
+            .open()
+            .unwrap()
+            .sender()
+            .unwrap();
+        for i in 0..COUNT {
+            if i % 2 == 1 {
+                // Let the receiver fall asleep on an empty ring.
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            tx.send(&i.to_le_bytes()).unwrap();
+        }
+        return;
+    }
+    let name = unique_name("cursorwake");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity(1)
+        .single_sender()
+        .single_receiver()
+        .wait_strategy(WaitStrategy::Sleep)
+        .create()
+        .unwrap();
+    let mut rx = mailbox.receiver().unwrap();
+    let mut child = spawn_role(TEST, "sender", &name);
+    with_watchdog(WATCHDOG, move || {
+        let mut slowest = Duration::ZERO;
+        for i in 0..COUNT {
+            if i % 2 == 0 {
+                // Let the sender fall asleep on a full ring.
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            let start = Instant::now();
+            let msg = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            slowest = slowest.max(start.elapsed());
+            assert_eq!(msg.data, i.to_le_bytes());
+        }
+        assert!(
+            slowest < Duration::from_millis(600),
+            "a wake-up took {slowest:?}: lost, and caught only by the bounded sleep"
+        );
+    });
+    assert!(wait_with_watchdog(&mut child, WATCHDOG).success());
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ipckit::shm::mailbox::Mailbox;
-use ipckit::shm::pingpong::{Direction, Handoff, PingPong};
+use ipckit::shm::pingpong::{Direction, Handoff, PingPong, RawRing};
 use ipckit::shm::topic::{Overflow, Topic};
 use ipckit::shm::WaitStrategy;
 use ipckit::{Deadline, MessageReceiver, MessageSender};
@@ -75,12 +75,51 @@ pub struct Measured {
     pub msgs_per_sec: Option<f64>,
 }
 
+/// Odd multipliers of the pattern: word `i > 0` of message `seq` is `seq * K1 + i * K2`.
+const K1: u64 = 0x9e37_79b9_7f4a_7c15;
+const K2: u64 = 0xd1b5_4a32_d192_ed03;
+
+/// Word `i` (8 bytes, little-endian) of message `seq`: the sequence number first, then words
+/// that depend on both the sequence and the index. `K1` is odd, so two messages whose
+/// sequences differ (modulo 2^64) differ in every word: a stale slot never passes.
+#[inline(always)]
+fn pattern_word(seq: u64, i: usize) -> u64 {
+    if i == 0 {
+        seq
+    } else {
+        seq.wrapping_mul(K1)
+            .wrapping_add((i as u64).wrapping_mul(K2))
+    }
+}
+
+/// Writes message `seq` into the whole of `slot` (at least 8 bytes), a word at a time.
+pub fn write_pattern(slot: &mut [u8], seq: u64) {
+    let last = pattern_word(seq, slot.len() / 8).to_le_bytes();
+    let mut words = slot.chunks_exact_mut(8);
+    for (i, word) in (&mut words).enumerate() {
+        word.copy_from_slice(&pattern_word(seq, i).to_le_bytes());
+    }
+    let tail = words.into_remainder();
+    let n = tail.len();
+    tail.copy_from_slice(&last[..n]);
+}
+
 /// Writes message `seq` of `len` bytes (at least 8) into `buf`.
 pub fn fill(buf: &mut Vec<u8>, seq: u64, len: usize) {
-    buf.clear();
-    buf.extend_from_slice(&seq.to_le_bytes());
-    let base = seq.wrapping_mul(31) as u8;
-    buf.extend((8..len).map(|i| base.wrapping_add(i as u8)));
+    buf.resize(len, 0);
+    write_pattern(buf, seq);
+}
+
+/// Whether `msg` holds message `seq` in every byte (an OR of XORs: vectorised, no branch
+/// per byte).
+fn matches_pattern(msg: &[u8], seq: u64) -> bool {
+    let words = msg.chunks_exact(8);
+    let tail = words.remainder();
+    let diff = words.enumerate().fold(0u64, |acc, (i, w)| {
+        acc | (u64::from_le_bytes(w.try_into().expect("8 bytes")) ^ pattern_word(seq, i))
+    });
+    let last = pattern_word(seq, msg.len() / 8).to_le_bytes();
+    diff == 0 && tail == &last[..tail.len()]
 }
 
 /// Checks that `msg` is exactly message `seq` of `len` bytes.
@@ -91,15 +130,90 @@ pub fn check(msg: &[u8], seq: u64, len: usize) -> Result<()> {
             msg.len()
         );
     }
-    let base = seq.wrapping_mul(31) as u8;
-    if !msg[8..]
-        .iter()
-        .enumerate()
-        .all(|(i, &b)| b == base.wrapping_add((i + 8) as u8))
-    {
+    if !matches_pattern(msg, seq) {
         bail!("message {seq}: its bytes differ from what was sent");
     }
     Ok(())
+}
+
+/// What writing and checking one message of `size` bytes costs in cache, in nanoseconds
+/// (the median of several batches): every row pays this inside its figures.
+pub fn calibrate(size: usize) -> f64 {
+    let mut buf = Vec::with_capacity(size);
+    let batch = (1 << 20) / size.max(64) + 16;
+    let mut samples: Vec<f64> = (0..7u64)
+        .map(|b| {
+            let start = Instant::now();
+            for seq in b * batch as u64..(b + 1) * batch as u64 {
+                fill(&mut buf, seq, size);
+                std::hint::black_box(&mut buf);
+                let ok = check(&buf, seq, size).is_ok();
+                std::hint::black_box(ok);
+            }
+            start.elapsed().as_nanos() as f64 / batch as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// The warm-up before each phase: run, unmeasured, for a quarter of the phase (at most
+/// 100 ms), so that caches, branch predictors, page tables and CPU frequency settle.
+pub fn warmup(duration: Duration) -> Duration {
+    (duration / 4).min(Duration::from_millis(100))
+}
+
+/// Counts the messages a receiver takes after the warm-up: the clock is read on every
+/// message during the warm-up only, then once at the end.
+#[derive(Debug)]
+struct RateMeter {
+    warmup: Duration,
+    first: Option<Instant>,
+    /// When the measured part began.
+    start: Option<Instant>,
+    /// Messages since `start`.
+    count: u64,
+    /// Messages since `first`.
+    total: u64,
+}
+
+impl RateMeter {
+    fn new(warmup: Duration) -> RateMeter {
+        RateMeter {
+            warmup,
+            first: None,
+            start: None,
+            count: 0,
+            total: 0,
+        }
+    }
+
+    #[inline]
+    fn tick(&mut self) {
+        self.total += 1;
+        if self.start.is_some() {
+            self.count += 1;
+            return;
+        }
+        let now = Instant::now();
+        let first = *self.first.get_or_insert(now);
+        if now - first >= self.warmup {
+            self.start = Some(now);
+            self.count = 1;
+        }
+    }
+
+    /// `"done COUNT NANOS"`, as the parent's `parse_rate` reads it. A transport so slow (or
+    /// a machine so busy) that fewer than two messages arrived after the warm-up is measured
+    /// from its first message instead, warm-up included, rather than not at all.
+    fn report(&self) -> String {
+        let (count, since) = match self.start {
+            Some(start) if self.count >= 2 => (self.count - 1, Some(start)),
+            _ => (self.total.saturating_sub(1), self.first),
+        };
+        let nanos = since.map_or(0, |t| t.elapsed().as_nanos());
+        format!("done {count} {nanos}")
+    }
 }
 
 /// The sequence number a message carries (checked by [`check`]).
@@ -133,6 +247,7 @@ impl Peer {
         size: usize,
         arg: &str,
         prepared: Option<&mechanisms::Prepared>,
+        warmup: Duration,
     ) -> Result<Peer> {
         let mut command = Command::new(std::env::current_exe().context("find the ipckit binary")?);
         command
@@ -145,6 +260,7 @@ impl Peer {
                     .load(std::sync::atomic::Ordering::Relaxed)
                     .to_string(),
             )
+            .args(["--warmup-ms", &warmup.as_millis().to_string()])
             .stderr(Stdio::piped());
         match prepared {
             Some(prepared) => mechanisms::configure_peer(prepared, &mut command),
@@ -227,13 +343,15 @@ fn measure_inner(
         (Mechanism::ShmSpin | Mechanism::ShmFutex, _) => {
             return pingpong_parent(mechanism, phase, size, duration)
         }
+        (Mechanism::ShmRing, _) => return ring_parent(phase, size, duration),
         (Mechanism::MailboxZeroCopy, _) => return zero_copy_parent(phase, size, duration),
         (Mechanism::TopicFanout, _) => return fanout_parent(phase, size, duration),
         (Mechanism::MailboxMpsc, Phase::Stream) => return mpsc_parent(size, duration),
         _ => {}
     }
     let (prepared, arg) = mechanisms::prepare(mechanism, size)?;
-    let mut peer = Peer::start(mechanism, phase, size, &arg, Some(&prepared))?;
+    let warm = warmup(duration);
+    let mut peer = Peer::start(mechanism, phase, size, &arg, Some(&prepared), warm)?;
     let mut link = if mechanisms::parent_waits_for_peer(mechanism) {
         let info = peer.expect("ready")?;
         mechanisms::parent_link(prepared, &mut peer.child, &info)?
@@ -245,7 +363,7 @@ fn measure_inner(
     let measured = match phase {
         Phase::Rtt => rtt_loop(&mut link, size, duration)?,
         Phase::Stream => {
-            stream_loop(&mut link, size, duration)?;
+            stream_loop(&mut link, size, warm + duration)?;
             let done = peer.expect("done")?;
             Measured {
                 rtts: Vec::new(),
@@ -277,19 +395,27 @@ fn phase_deadline(duration: Duration) -> Deadline {
 fn rtt_loop(link: &mut Link, size: usize, duration: Duration) -> Result<Measured> {
     let (mut msg, mut reply) = (Vec::with_capacity(size), Vec::with_capacity(size));
     let mut rtts = Vec::new();
-    let end = Instant::now() + duration;
-    let deadline = phase_deadline(duration);
+    let deadline = phase_deadline(warmup(duration) + duration);
     let mut seq = 0u64;
-    while Instant::now() < end || rtts.len() < 10 {
-        // Writing the message is timed, as it must be in the zero-copy row (which writes it
-        // in place): every row does the same work inside its round trip.
+    let mut round_trip = |seq: u64| -> Result<u64> {
+        // Writing the message and checking the echo are timed, as they must be in the
+        // zero-copy row (which writes and reads in place): every row does the same work.
         let start = Instant::now();
         fill(&mut msg, seq, size);
         link.send_deadline(&msg, deadline)?;
         link.recv_deadline(&mut reply, deadline)
             .with_context(|| format!("no echo of message {seq}"))?;
-        rtts.push(start.elapsed().as_nanos() as u64);
         check(&reply, seq, size)?;
+        Ok(start.elapsed().as_nanos() as u64)
+    };
+    let warm_end = Instant::now() + warmup(duration);
+    while Instant::now() < warm_end {
+        round_trip(seq)?;
+        seq += 1;
+    }
+    let end = Instant::now() + duration;
+    while Instant::now() < end || rtts.len() < 10 {
+        rtts.push(round_trip(seq)?);
         seq += 1;
     }
     link.send_timeout(STOP, PEER_PATIENCE)?;
@@ -299,15 +425,12 @@ fn rtt_loop(link: &mut Link, size: usize, duration: Duration) -> Result<Measured
     })
 }
 
-/// Sends messages 0, 1, 2... flat out for `duration`, then the stop message.
-fn stream_loop<S: MessageSender + ?Sized>(
-    tx: &mut S,
-    size: usize,
-    duration: Duration,
-) -> Result<()> {
+/// Sends messages 0, 1, 2... flat out for `total` (the warm-up and the phase), then the
+/// stop message.
+fn stream_loop<S: MessageSender + ?Sized>(tx: &mut S, size: usize, total: Duration) -> Result<()> {
     let mut msg = Vec::with_capacity(size);
-    let end = Instant::now() + duration;
-    let deadline = phase_deadline(duration);
+    let end = Instant::now() + total;
+    let deadline = phase_deadline(total);
     let mut seq = 0u64;
     while Instant::now() < end {
         fill(&mut msg, seq, size);
@@ -317,16 +440,22 @@ fn stream_loop<S: MessageSender + ?Sized>(
     tx.send_timeout(STOP, PEER_PATIENCE)?;
     Ok(())
 }
-
 /// The peer side of `ipckit bench-peer`: reports on stderr, never hangs.
-pub fn peer(mechanism: Mechanism, phase: Phase, size: usize, arg: &str) -> Result<()> {
+pub fn peer(
+    mechanism: Mechanism,
+    phase: Phase,
+    size: usize,
+    arg: &str,
+    warmup: Duration,
+) -> Result<()> {
     pin(1);
     match (mechanism, phase) {
         (Mechanism::ShmSpin | Mechanism::ShmFutex, _) => {
             return pingpong_peer(mechanism, phase, size, arg)
         }
-        (Mechanism::MailboxZeroCopy, _) => return zero_copy_peer(phase, size, arg),
-        (Mechanism::TopicFanout, _) => return fanout_peer(size, arg),
+        (Mechanism::ShmRing, _) => return ring_peer(phase, size, arg, warmup),
+        (Mechanism::MailboxZeroCopy, _) => return zero_copy_peer(phase, size, arg, warmup),
+        (Mechanism::TopicFanout, _) => return fanout_peer(size, arg, warmup),
         (Mechanism::MailboxMpsc, Phase::Stream) => return mpsc_peer(size, arg),
         _ => {}
     }
@@ -335,12 +464,11 @@ pub fn peer(mechanism: Mechanism, phase: Phase, size: usize, arg: &str) -> Resul
     let mut buf = Vec::with_capacity(size);
     let lossy = mechanism == Mechanism::Udp;
     let mut expected = 0u64;
-    let mut count = 0u64;
-    let mut first: Option<Instant> = None;
+    let mut meter = RateMeter::new(warmup);
     // Ample for any phase; a lost stop datagram is noticed sooner, by silence.
     let deadline = peer_deadline();
     loop {
-        let deadline = if lossy && first.is_some() {
+        let deadline = if lossy && meter.first.is_some() {
             Deadline::after(Duration::from_millis(300))
         } else {
             deadline
@@ -362,14 +490,12 @@ pub fn peer(mechanism: Mechanism, phase: Phase, size: usize, arg: &str) -> Resul
             check(&buf, expected, size)?;
         }
         expected = seq + 1;
-        first.get_or_insert_with(Instant::now);
-        count += 1;
+        meter.tick();
         if phase == Phase::Rtt {
             link.send_deadline(&buf, deadline)?;
         }
     }
-    let nanos = first.map_or(0, |t| t.elapsed().as_nanos());
-    eprintln!("done {count} {nanos}");
+    eprintln!("{}", meter.report());
     Ok(())
 }
 
@@ -391,25 +517,37 @@ fn pingpong_parent(
 ) -> Result<Measured> {
     let name = mechanisms::object_name(mechanism);
     let area = PingPong::create(&name, size, handoff(mechanism))?;
-    let mut peer = Peer::start(mechanism, phase, size, &name, None)?;
+    let warm = warmup(duration);
+    let mut peer = Peer::start(mechanism, phase, size, &name, None, warm)?;
     peer.expect("ready")?;
     let (mut msg, mut reply) = (Vec::with_capacity(size), Vec::with_capacity(size));
     let mut rtts = Vec::new();
-    let start = Instant::now();
-    let end = start + duration;
-    let deadline = phase_deadline(duration);
+    let deadline = phase_deadline(warm + duration);
     let mut seq = 0u32;
-    while Instant::now() < end || rtts.len() < 10 {
-        seq += 1;
+    // Streaming is stop-and-wait here (the peer acknowledges each message with an empty
+    // reply): a hand-off, not a ring; `shm-ring` is the streaming reference.
+    let mut round_trip = |seq: u32| -> Result<u64> {
         let t = Instant::now();
         fill(&mut msg, seq as u64, size);
         area.send(Direction::Ping, seq, &msg)?;
         let reply_len = if phase == Phase::Rtt { size } else { 0 };
         area.recv(Direction::Pong, seq - 1, reply_len, &mut reply, deadline)?;
-        rtts.push(t.elapsed().as_nanos() as u64);
         if phase == Phase::Rtt {
             check(&reply, seq as u64, size)?;
         }
+        Ok(t.elapsed().as_nanos() as u64)
+    };
+    let warm_end = Instant::now() + warm;
+    while Instant::now() < warm_end {
+        seq += 1;
+        round_trip(seq)?;
+    }
+    let start = Instant::now();
+    let first = seq;
+    let end = start + duration;
+    while Instant::now() < end || rtts.len() < 10 {
+        seq += 1;
+        rtts.push(round_trip(seq)?);
     }
     let elapsed = start.elapsed();
     area.send(Direction::Ping, u32::MAX, &[])?;
@@ -422,7 +560,7 @@ fn pingpong_parent(
     } else {
         Measured {
             rtts: Vec::new(),
-            msgs_per_sec: Some(seq as f64 / elapsed.as_secs_f64()),
+            msgs_per_sec: Some((seq - first) as f64 / elapsed.as_secs_f64()),
         }
     })
 }
@@ -449,6 +587,79 @@ fn pingpong_peer(mechanism: Mechanism, phase: Phase, size: usize, name: &str) ->
     Ok(())
 }
 
+// ---- the streaming reference: a raw SPSC ring ---------------------------------------------
+
+fn ring_parent(phase: Phase, size: usize, duration: Duration) -> Result<Measured> {
+    let name = mechanisms::object_name(Mechanism::ShmRing);
+    let rings = RawRing::create(&name, size)?;
+    let warm = warmup(duration);
+    let mut peer = Peer::start(Mechanism::ShmRing, phase, size, &name, None, warm)?;
+    peer.expect("ready")?;
+    let mut tx = rings.producer(Direction::Ping);
+    let mut rx = rings.consumer(Direction::Pong);
+    let deadline = phase_deadline(warm + duration);
+    let (mut msg, mut reply) = (Vec::with_capacity(size), Vec::with_capacity(size));
+    let mut rtts = Vec::new();
+    let mut seq = 0u64;
+    let warm_end = Instant::now() + warm;
+    let end = warm_end + duration;
+    loop {
+        let now = Instant::now();
+        if now >= end && (phase == Phase::Stream || rtts.len() >= 10) {
+            break;
+        }
+        fill(&mut msg, seq, size);
+        tx.send(&msg, deadline)?;
+        if phase == Phase::Rtt {
+            rx.recv(&mut reply, deadline)?;
+            check(&reply, seq, size)?;
+            if now >= warm_end {
+                rtts.push(now.elapsed().as_nanos() as u64);
+            }
+        }
+        seq += 1;
+    }
+    tx.send(STOP, Deadline::after(PEER_PATIENCE))?;
+    let measured = if phase == Phase::Rtt {
+        Measured {
+            rtts,
+            msgs_per_sec: None,
+        }
+    } else {
+        Measured {
+            rtts: Vec::new(),
+            msgs_per_sec: Some(parse_rate(&peer.expect("done")?)?),
+        }
+    };
+    peer.finish()?;
+    Ok(measured)
+}
+
+fn ring_peer(phase: Phase, size: usize, name: &str, warmup: Duration) -> Result<()> {
+    let rings = RawRing::open(name, size)?;
+    let mut rx = rings.consumer(Direction::Ping);
+    let mut tx = rings.producer(Direction::Pong);
+    eprintln!("ready");
+    let mut buf = Vec::with_capacity(size);
+    let mut meter = RateMeter::new(warmup);
+    let deadline = Deadline::after(PEER_PATIENCE * 6);
+    let mut expected = 0u64;
+    loop {
+        rx.recv(&mut buf, deadline)?;
+        if buf.len() < 8 {
+            break;
+        }
+        check(&buf, expected, size)?;
+        expected += 1;
+        meter.tick();
+        if phase == Phase::Rtt {
+            tx.send(&buf, deadline)?;
+        }
+    }
+    eprintln!("{}", meter.report());
+    Ok(())
+}
+
 // ---- mailbox, zero copy ------------------------------------------------------------------
 
 fn zero_copy_parent(phase: Phase, size: usize, duration: Duration) -> Result<Measured> {
@@ -469,23 +680,31 @@ fn zero_copy_parent(phase: Phase, size: usize, duration: Duration) -> Result<Mea
     };
     let mut tx = open("ping")?.sender()?;
     let mut rx = open("pong")?.receiver()?;
-    let mut peer = Peer::start(Mechanism::MailboxZeroCopy, phase, size, &name, None)?;
+    let warm = warmup(duration);
+    let mut peer = Peer::start(Mechanism::MailboxZeroCopy, phase, size, &name, None, warm)?;
     peer.expect("ready")?;
     let mut rtts = Vec::new();
-    let end = Instant::now() + duration;
-    let deadline = phase_deadline(duration);
+    let deadline = phase_deadline(warm + duration);
     let mut seq = 0u64;
-    while Instant::now() < end || (phase == Phase::Rtt && rtts.len() < 10) {
-        let t = Instant::now();
+    let warm_end = Instant::now() + warm;
+    let end = warm_end + duration;
+    loop {
+        let now = Instant::now();
+        if now >= end && (phase == Phase::Stream || rtts.len() >= 10) {
+            break;
+        }
         {
             let mut loan = tx.loan_deadline(deadline)?;
-            write_in_place(&mut loan[..size], seq);
+            write_pattern(&mut loan[..size], seq);
             loan.publish(size)?;
         }
         if phase == Phase::Rtt {
             let reply = rx.recv_in_place_deadline(deadline)?;
-            rtts.push(t.elapsed().as_nanos() as u64);
             check(&reply, seq, size)?;
+            drop(reply);
+            if now >= warm_end {
+                rtts.push(now.elapsed().as_nanos() as u64);
+            }
         }
         seq += 1;
     }
@@ -505,16 +724,7 @@ fn zero_copy_parent(phase: Phase, size: usize, duration: Duration) -> Result<Mea
     })
 }
 
-/// Fills a loaned slot with message `seq` without building it elsewhere first.
-fn write_in_place(slot: &mut [u8], seq: u64) {
-    slot[..8].copy_from_slice(&seq.to_le_bytes());
-    let base = seq.wrapping_mul(31) as u8;
-    for (i, b) in slot.iter_mut().enumerate().skip(8) {
-        *b = base.wrapping_add(i as u8);
-    }
-}
-
-fn zero_copy_peer(phase: Phase, size: usize, name: &str) -> Result<()> {
+fn zero_copy_peer(phase: Phase, size: usize, name: &str, warmup: Duration) -> Result<()> {
     let open = |dir: &str| {
         Mailbox::builder(&format!("{name}-{dir}"))
             .wait_strategy(WaitStrategy::BusyPoll)
@@ -524,7 +734,7 @@ fn zero_copy_peer(phase: Phase, size: usize, name: &str) -> Result<()> {
     let mut tx = open("pong")?.sender()?;
     eprintln!("ready");
     let mut count = 0u64;
-    let mut first: Option<Instant> = None;
+    let mut meter = RateMeter::new(warmup);
     // Ample for any phase, and read from the clock once.
     let deadline = peer_deadline();
     loop {
@@ -533,7 +743,7 @@ fn zero_copy_peer(phase: Phase, size: usize, name: &str) -> Result<()> {
             break;
         }
         check(&msg, count, size)?;
-        first.get_or_insert_with(Instant::now);
+        meter.tick();
         if phase == Phase::Rtt {
             let mut loan = tx.loan_deadline(deadline)?;
             loan[..size].copy_from_slice(&msg);
@@ -542,10 +752,7 @@ fn zero_copy_peer(phase: Phase, size: usize, name: &str) -> Result<()> {
         }
         count += 1;
     }
-    eprintln!(
-        "done {count} {}",
-        first.map_or(0, |t| t.elapsed().as_nanos())
-    );
+    eprintln!("{}", meter.report());
     Ok(())
 }
 
@@ -562,17 +769,28 @@ fn mpsc_parent(size: usize, duration: Duration) -> Result<Measured> {
         .max_message_size(size)
         .create()?;
     let mut rx = mailbox.receiver()?;
-    let arg = format!("{name}:{}", duration.as_millis());
+    let warm = warmup(duration);
+    let arg = format!("{name}:{}", (warm + duration).as_millis());
     let mut peers = (0..SENDERS)
-        .map(|_| Peer::start(Mechanism::MailboxMpsc, Phase::Stream, size, &arg, None))
+        .map(|_| {
+            Peer::start(
+                Mechanism::MailboxMpsc,
+                Phase::Stream,
+                size,
+                &arg,
+                None,
+                warm,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     for peer in &mut peers {
         peer.expect("ready")?;
     }
-    let deadline = phase_deadline(duration);
+    let deadline = phase_deadline(warm + duration);
     let mut expected = std::collections::HashMap::<u32, u64>::new();
     let (mut count, mut stopped) = (0u64, 0usize);
     let mut first: Option<Instant> = None;
+    let mut start: Option<Instant> = None;
     let mut last = Instant::now();
     let mut buf = Vec::with_capacity(size);
     while stopped < SENDERS {
@@ -585,19 +803,22 @@ fn mpsc_parent(size: usize, duration: Duration) -> Result<Measured> {
         let next = expected.entry(sender).or_insert(0);
         check(&buf, *next, size).with_context(|| format!("from sender {sender}"))?;
         *next += 1;
-        count += 1;
         last = Instant::now();
-        first.get_or_insert(last);
+        if start.is_some() {
+            count += 1;
+        } else if last - *first.get_or_insert(last) >= warm {
+            start = Some(last);
+        }
     }
     for peer in peers {
         peer.finish()?;
     }
-    let Some(first) = first else {
-        bail!("the senders sent nothing");
+    let Some(start) = start else {
+        bail!("the senders sent nothing after the warm-up");
     };
     Ok(Measured {
         rtts: Vec::new(),
-        msgs_per_sec: Some(count as f64 / last.duration_since(first).as_secs_f64().max(1e-9)),
+        msgs_per_sec: Some(count as f64 / last.duration_since(start).as_secs_f64().max(1e-9)),
     })
 }
 
@@ -623,13 +844,23 @@ fn fanout_parent(phase: Phase, size: usize, duration: Duration) -> Result<Measur
         .overflow(Overflow::Backpressure)
         .create()?;
     let mut publisher = topic.publisher()?;
+    let warm = warmup(duration);
     let mut peers = (0..FANOUT)
-        .map(|_| Peer::start(Mechanism::TopicFanout, Phase::Stream, size, &name, None))
+        .map(|_| {
+            Peer::start(
+                Mechanism::TopicFanout,
+                Phase::Stream,
+                size,
+                &name,
+                None,
+                warm,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     for peer in &mut peers {
         peer.expect("ready")?;
     }
-    stream_loop(&mut publisher, size, duration)?;
+    stream_loop(&mut publisher, size, warm + duration)?;
     let mut rates = Vec::new();
     for mut peer in peers {
         rates.push(parse_rate(&peer.expect("done")?)?);
@@ -641,12 +872,12 @@ fn fanout_parent(phase: Phase, size: usize, duration: Duration) -> Result<Measur
     })
 }
 
-fn fanout_peer(size: usize, name: &str) -> Result<()> {
+fn fanout_peer(size: usize, name: &str, warmup: Duration) -> Result<()> {
     let mut sub = Topic::open(name)?.subscriber()?;
     eprintln!("ready");
     let mut buf = Vec::with_capacity(size);
     let mut count = 0u64;
-    let mut first: Option<Instant> = None;
+    let mut meter = RateMeter::new(warmup);
     let deadline = peer_deadline();
     loop {
         let meta = sub.recv_deadline(&mut buf, deadline)?;
@@ -657,12 +888,56 @@ fn fanout_peer(size: usize, name: &str) -> Result<()> {
             bail!("backpressure lost {:?} messages", meta.missed);
         }
         check(&buf, count, size)?;
-        first.get_or_insert_with(Instant::now);
+        meter.tick();
         count += 1;
     }
-    eprintln!(
-        "done {count} {}",
-        first.map_or(0, |t| t.elapsed().as_nanos())
-    );
+    eprintln!("{}", meter.report());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_round_trips_and_never_passes_a_stale_message() {
+        for len in [8, 9, 15, 64, 100, 4096] {
+            let mut msg = Vec::new();
+            fill(&mut msg, 1_000_003, len);
+            assert!(check(&msg, 1_000_003, len).is_ok());
+            // Four laps of a 64-slot ring, 256 messages, 2^32 messages: all different.
+            for stale in [
+                1_000_003 - 256,
+                1_000_003 - 4 * 64,
+                1_000_003 + (1u64 << 32),
+            ] {
+                let mut old = Vec::new();
+                fill(&mut old, stale, len);
+                old[..8].copy_from_slice(&1_000_003u64.to_le_bytes());
+                // (A message shorter than two whole words has too few bits to tell them all apart.)
+                assert!(
+                    check(&old, 1_000_003, len).is_err() || len < 16,
+                    "{len} {stale}"
+                );
+            }
+            // One byte wrong anywhere is caught.
+            for i in 8..len {
+                let mut bad = msg.clone();
+                bad[i] ^= 1;
+                assert!(check(&bad, 1_000_003, len).is_err(), "byte {i} of {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_rate_meter_skips_the_warm_up() {
+        let mut meter = RateMeter::new(Duration::from_millis(20));
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            meter.tick();
+        }
+        let counted = meter.count;
+        assert!(meter.start.unwrap() >= start + Duration::from_millis(20));
+        assert!(counted > 0);
+    }
 }

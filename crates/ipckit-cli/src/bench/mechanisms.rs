@@ -27,8 +27,11 @@ use super::waiting::{Via, WaitingLink};
 #[serde(rename_all = "kebab-case")]
 #[value(rename_all = "kebab-case")]
 pub enum Mechanism {
-    /// Raw shared-memory hand-off, spinning: the baseline every row is compared with.
+    /// Raw shared-memory hand-off, spinning: the round-trip reference.
     ShmSpin,
+    /// A raw single-producer/single-consumer ring with cached cursors, spinning: the
+    /// streaming reference.
+    ShmRing,
     /// Raw shared-memory hand-off, sleeping on a futex.
     ShmFutex,
     /// An anonymous pipe pair.
@@ -49,8 +52,10 @@ pub enum Mechanism {
     PosixMq,
     /// System V message queues.
     SysvMq,
-    /// Mailboxes, single sender and receiver, sleeping waits.
+    /// Mailboxes, single sender and receiver, the library's default wait (spin, then sleep).
     Mailbox,
+    /// Mailboxes, single sender and receiver, sleeping at once.
+    MailboxSleep,
     /// Mailboxes, single sender and receiver, spinning waits.
     MailboxSpin,
     /// The `mailbox` link, received with `recv_async` on a tokio current-thread runtime.
@@ -79,6 +84,7 @@ impl Mechanism {
     pub fn name(self) -> &'static str {
         match self {
             Mechanism::ShmSpin => "shm-spin",
+            Mechanism::ShmRing => "shm-ring",
             Mechanism::ShmFutex => "shm-futex",
             Mechanism::Pipe => "pipe",
             Mechanism::Fifo => "fifo",
@@ -90,6 +96,7 @@ impl Mechanism {
             Mechanism::PosixMq => "posix-mq",
             Mechanism::SysvMq => "sysv-mq",
             Mechanism::Mailbox => "mailbox",
+            Mechanism::MailboxSleep => "mailbox-sleep",
             Mechanism::MailboxSpin => "mailbox-spin",
             Mechanism::MailboxAsync => "mailbox-async",
             Mechanism::MailboxWaitset => "mailbox-waitset",
@@ -103,13 +110,12 @@ impl Mechanism {
 
     /// The mailbox rows' wait strategy.
     fn mailbox_wait(self) -> WaitStrategy {
-        if matches!(
-            self,
-            Mechanism::Mailbox | Mechanism::MailboxAsync | Mechanism::MailboxWaitset
-        ) {
-            WaitStrategy::Sleep
-        } else {
-            WaitStrategy::BusyPoll
+        match self {
+            Mechanism::Mailbox => WaitStrategy::default(),
+            Mechanism::MailboxSleep | Mechanism::MailboxAsync | Mechanism::MailboxWaitset => {
+                WaitStrategy::Sleep
+            }
+            _ => WaitStrategy::BusyPoll,
         }
     }
 }
@@ -260,6 +266,7 @@ pub fn prepare(mechanism: Mechanism, size: usize) -> Result<(Prepared, String)> 
             (Prepared::Udp(link), addr.to_string())
         }
         Mechanism::Mailbox
+        | Mechanism::MailboxSleep
         | Mechanism::MailboxSpin
         | Mechanism::MailboxMpsc
         | Mechanism::MailboxAsync
@@ -465,7 +472,10 @@ pub fn peer_link(mechanism: Mechanism, arg: &str) -> Result<(Link, String)> {
             udp::connect(&udp_link, parent)?;
             (Box::new(udp_link), mine.to_string())
         }
-        Mechanism::Mailbox | Mechanism::MailboxSpin | Mechanism::MailboxMpsc => {
+        Mechanism::Mailbox
+        | Mechanism::MailboxSleep
+        | Mechanism::MailboxSpin
+        | Mechanism::MailboxMpsc => {
             let wait = mechanism.mailbox_wait();
             let rx = Mailbox::builder(&format!("{arg}-ping"))
                 .wait_strategy(wait)

@@ -1,6 +1,8 @@
 //! `ipckit bench`: every mechanism measured side by side on this machine, between separate
 //! processes pinned to different cores: round-trip latency (median, p99, p99.9) and one-way
-//! throughput, each row also as a ratio to the raw shared-memory spin hand-off.
+//! throughput, each row also as ratios to the references of its phases: the raw spin hand-off
+//! (`shm-spin`) for round trips, the raw SPSC ring (`shm-ring`) for streaming, both measured
+//! again right before the row.
 
 mod harness;
 mod mechanisms;
@@ -67,11 +69,15 @@ pub struct PeerArgs {
     /// Where the parent put its end: a path, an address, a name or a key, by mechanism.
     #[arg(long)]
     arg: String,
+    /// Messages received during this long at the start are not counted (the warm-up).
+    #[arg(long, default_value_t = 0)]
+    warmup_ms: u64,
 }
 
 /// Runs `ipckit bench-peer`; failures are reported on stderr, where the parent reads them.
 pub fn peer(args: PeerArgs) -> Result<()> {
-    let result = harness::peer(args.mechanism, args.phase, args.size, &args.arg);
+    let warmup = Duration::from_millis(args.warmup_ms);
+    let result = harness::peer(args.mechanism, args.phase, args.size, &args.arg, warmup);
     if let Err(e) = &result {
         eprintln!("error {e:#}");
     }
@@ -122,7 +128,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     for &size in &sizes {
         for &mechanism in &mechanisms {
             progress.set_message(format!("{mechanism} {size} B"));
-            let mut row = measure_row(mechanism, size, phase);
+            let ring_in_run = mechanisms.contains(&Mechanism::ShmRing);
+            let mut row = measure_row(mechanism, size, phase, ring_in_run);
             let after = harness::cpus_busy(LOAD_WINDOW);
             row.finish(load, after, &budget);
             load = after;
@@ -131,7 +138,27 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         }
     }
     progress.finish_and_clear();
+    // Streaming ratios against the run's own `shm-ring` row of the same size when there is
+    // one: a full phase, where the short re-measurement before each row is at the mercy of
+    // whatever else the machine is running.
+    let ring_rates: Vec<(usize, f64)> = rows
+        .iter()
+        .filter(|r| r.mechanism == Mechanism::ShmRing)
+        .filter_map(|r| Some((r.size, r.msgs_per_sec?)))
+        .collect();
+    for row in &mut rows {
+        if let Some(&(_, rate)) = ring_rates.iter().find(|(size, _)| *size == row.size) {
+            row.ring_msgs_per_sec = Some(rate);
+        }
+    }
     report::print_table(&rows, &budget)?;
+    // What every row pays for the bytes themselves, so a row near it is measuring the check.
+    for &size in &sizes {
+        outln!(
+            "calibration: writing and checking one {size}-byte message in cache: {:.0} ns",
+            harness::calibrate(size)
+        )?;
+    }
     if let Some(path) = &args.json {
         report::write_json(path, &rows, &budget)?;
     }
@@ -141,15 +168,20 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn measure_row(mechanism: Mechanism, size: usize, phase: Duration) -> Row {
+fn measure_row(mechanism: Mechanism, size: usize, phase: Duration, ring_in_run: bool) -> Row {
     let mut row = Row::new(mechanism, size);
+    // The references, again, right before the row (see `Row::spin_rtt_ns`).
+    let calibration = (phase / 4).min(Duration::from_millis(100));
     if !matches!(mechanism, Mechanism::ShmSpin | Mechanism::TopicFanout) {
-        // The baseline, again, right before the row (see `Row::spin_rtt_ns`).
-        let calibration = (phase / 4).min(Duration::from_millis(100));
         if let Ok(m) = harness::measure(Mechanism::ShmSpin, Phase::Rtt, size, calibration) {
             let mut rtts = m.rtts;
             rtts.sort_unstable();
             row.spin_rtt_ns = Some(report::percentile(&rtts, 0.5));
+        }
+    }
+    if !ring_in_run {
+        if let Ok(m) = harness::measure(Mechanism::ShmRing, Phase::Stream, size, calibration) {
+            row.ring_msgs_per_sec = m.msgs_per_sec;
         }
     }
     let rtt = if mechanism == Mechanism::TopicFanout {
@@ -169,6 +201,9 @@ fn measure_row(mechanism: Mechanism, size: usize, phase: Duration) -> Row {
             }
             if let Some(rate) = stream.msgs_per_sec {
                 row.set_rate(rate);
+                if mechanism == Mechanism::ShmRing {
+                    row.ring_msgs_per_sec = Some(rate);
+                }
             }
         }
         (Err(e), _) | (_, Err(e)) => row.error = Some(format!("{e:#}")),

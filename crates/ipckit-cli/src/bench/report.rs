@@ -25,6 +25,10 @@ pub struct Row {
     /// same CPUs: the row's ratio is against this, since a VM's cross-core latency can
     /// change from one minute to the next.
     pub spin_rtt_ns: Option<u64>,
+    /// Streaming rate of the raw SPSC ring (`shm-ring`): the run's own `shm-ring` row of
+    /// this size when the run has one, else re-measured just before this row. The row's
+    /// streaming ratio is against this.
+    pub ring_msgs_per_sec: Option<f64>,
     pub msgs_per_sec: Option<f64>,
     pub bytes_per_sec: Option<f64>,
     /// Why the row could not be measured, in full.
@@ -125,6 +129,7 @@ impl Row {
             size,
             rtt_ns: None,
             spin_rtt_ns: None,
+            ring_msgs_per_sec: None,
             msgs_per_sec: None,
             bytes_per_sec: None,
             error: None,
@@ -170,11 +175,13 @@ fn load_text(load: Option<f64>) -> String {
 }
 
 /// Prints the table, each row with its median round trip as a multiple of the spin hand-off's
-/// measured beside it, and the load around it (`LOAD`: CPUs other work kept busy before/after
-/// the row; `!` marks a row that ran short of CPUs), then a warning if any row did.
+/// (`x spin`) and its streaming rate as a fraction of the raw ring's (`x ring`), both
+/// measured beside it, and the load around it (`LOAD`: CPUs other work kept busy
+/// before/after the row; `!` marks a row that ran short of CPUs), then a warning if any row
+/// did.
 pub fn print_table(rows: &[Row], budget: &LoadBudget) -> std::io::Result<()> {
     outln!(
-        "{:<18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8} {:>9}",
+        "{:<18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8} {:>8} {:>9}",
         "MECHANISM",
         "SIZE",
         "RTT p50us",
@@ -183,6 +190,7 @@ pub fn print_table(rows: &[Row], budget: &LoadBudget) -> std::io::Result<()> {
         "x spin",
         "msgs/s",
         "GB/s",
+        "x ring",
         "LOAD"
     )?;
     for row in rows {
@@ -210,13 +218,17 @@ pub fn print_table(rows: &[Row], budget: &LoadBudget) -> std::io::Result<()> {
                 micros(p.p99),
                 micros(p.p999),
                 spin.map_or("-".into(), |s| {
-                    format!("{:.1}", p.p50 as f64 / s.max(1) as f64)
+                    format!("{:.2}", p.p50 as f64 / s.max(1) as f64)
                 }),
             ),
             None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
+        let ring_ratio = match (row.msgs_per_sec, row.ring_msgs_per_sec) {
+            (Some(m), Some(r)) if r > 0.0 => format!("{:.2}", m / r),
+            _ => "-".into(),
+        };
         outln!(
-            "{:<18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8} {:>9}",
+            "{:<18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>12} {:>8} {:>8} {:>9}",
             row.mechanism,
             row.size,
             p50,
@@ -226,6 +238,7 @@ pub fn print_table(rows: &[Row], budget: &LoadBudget) -> std::io::Result<()> {
             row.msgs_per_sec.map_or("-".into(), |m| format!("{m:.0}")),
             row.bytes_per_sec
                 .map_or("-".into(), |b| format!("{:.3}", b / 1e9)),
+            ring_ratio,
             load,
         )?;
     }

@@ -202,7 +202,7 @@ fn measure(args: &BenchArgs) -> Result<(Vec<Row>, report::LoadBudget)> {
     for &size in &sizes {
         for &mechanism in &mechanisms {
             progress.set_message(format!("{mechanism} {size} B"));
-            let mut row = measure_row(mechanism, size, phase);
+            let mut row = measure_row(mechanism, size, phase, false);
             let after = super::harness::cpus_busy(super::LOAD_WINDOW);
             row.finish(load, after, &budget);
             load = after;

@@ -88,6 +88,7 @@ pub(crate) struct Guard {
 
 impl Guard {
     /// True once a page of the mapping was lost and replaced by zeroes.
+    #[inline]
     pub(crate) fn is_poisoned(&self) -> bool {
         // SYNC: pairs with the Release store in the handler (or in `poison`).
         TABLE[self.index].poisoned.load(Ordering::Acquire)

@@ -370,6 +370,47 @@ impl<L: SlotLayout> Slots<L> {
         }
     }
 
+    /// The slot at `index` (`index < capacity`; a larger one is clamped to the last slot):
+    /// for endpoints that keep the index of their position, so that no division is needed.
+    #[inline]
+    fn slot_ptr_at(&self, index: usize) -> *mut u8 {
+        let index = index.min(self.geometry.capacity as usize - 1);
+        // SAFETY: as in `slot_ptr`: index < capacity (clamped above; capacity >= 1).
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(L::slots_offset() + index * self.geometry.slot_size)
+        }
+    }
+
+    /// The header of the slot at `index` (see `slot_ptr_at`).
+    #[inline]
+    pub(crate) fn slot_at(&self, index: usize) -> &L::Slot {
+        // SAFETY: as in `slot`.
+        unsafe { &*(self.slot_ptr_at(index) as *const L::Slot) }
+    }
+
+    /// The message area of the slot at `index`: `max_message` bytes.
+    #[inline]
+    pub(crate) fn data_at(&self, index: usize) -> *mut u8 {
+        // SAFETY: as in `data_ptr`.
+        unsafe { self.slot_ptr_at(index).add(std::mem::size_of::<L::Slot>()) }
+    }
+
+    /// [`slot_at`](Slots::slot_at) and [`data_at`](Slots::data_at) at once (one address
+    /// computation).
+    #[inline]
+    pub(crate) fn slot_and_data_at(&self, index: usize) -> (&L::Slot, *mut u8) {
+        let slot = self.slot_ptr_at(index);
+        // SAFETY: as in `slot` and `data_ptr`.
+        unsafe {
+            (
+                &*(slot as *const L::Slot),
+                slot.add(std::mem::size_of::<L::Slot>()),
+            )
+        }
+    }
+
     /// The header of the slot of position `pos` (slot `pos % capacity`).
     #[inline]
     pub(crate) fn slot(&self, pos: u64) -> &L::Slot {

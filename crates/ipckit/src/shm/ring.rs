@@ -38,6 +38,29 @@
 //! by a dead process is reclaimed by CAS to the next lap's `EMPTY`: the half-written message
 //! is dropped (its `send` never returned), the half-read one is counted as consumed.
 //!
+//! # The cursor protocol (single sender *and* single receiver)
+//!
+//! A ring created single-sender and single-receiver, neither rendezvous nor unbounded, does
+//! not use the slot words at all (they stay `(0, EMPTY, 0)`): as in a plain SPSC queue
+//! (rtrb, iceoryx2's `spsc::queue`), the sender publishes position `p` by storing `p + 1`
+//! in `tail` (Release) after writing the slot, and the receiver releases it by storing
+//! `p + 1` in `head` (Release) after reading it. Each side keeps its position and slot index
+//! in process memory ([`Cursor`]) and caches the other's cursor, re-reading it (Acquire)
+//! only when it runs out, so a burst of messages costs one transfer of the cursor's line,
+//! not one per message, and no read-modify-write at all. Crash safety comes from the cursors
+//! alone: a sender killed while writing never stored the tail, so its message was never
+//! visible (the next sender starts at the tail and overwrites it); a receiver killed while
+//! reading or holding a message in place never stored the head, so the next receiver
+//! (starting at the head) gets that message again. Values read from the other side are
+//! checked (`head <= tail <= head + capacity`), a contradiction is [`Error::Corrupt`].
+//!
+//! Waking on this path is asymmetric: the side that stores a cursor runs a
+//! `light_barrier` (a compiler fence once the process is registered for `membarrier`)
+//! before it loads the sleeper count; a waiter announces itself and then runs the
+//! `heavy_barrier` (`membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`) before its last re-check
+//! (`wait_for_asymmetric`). Both are in `sync/primitive.rs`. Every sleep
+//! remains bounded, as below.
+//!
 //! # Waiting
 //!
 //! Two [`Event`](crate::sync::Event)s, `not_empty` and `not_full` (a futex word and a count of
@@ -58,6 +81,7 @@
 use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
+use crate::sync::primitive::asymmetric::light_barrier;
 use crate::sync::primitive::{fence, AtomicU32, AtomicU64, Ordering};
 
 use super::layout::{Geometry, Limits, Padded, Preamble, SlotLayout, Slots, Spec};
@@ -66,8 +90,9 @@ use super::wait::{wake_sleepers, WaitWord};
 
 /// Identifies a mailbox ring ("ipckitMB").
 pub(crate) const RING_MAGIC: u64 = u64::from_le_bytes(*b"ipckitMB");
-/// Bumped whenever the layout below changes.
-pub(crate) const RING_VERSION: u32 = 1;
+/// Bumped whenever the layout or the protocol below changes. Version 2: single-sender and
+/// single-receiver rings use the cursor protocol, which version-1 code would not follow.
+pub(crate) const RING_VERSION: u32 = 2;
 /// Entries in the participant table (two under loom, whose atomics are costly objects; the
 /// models do not use the table).
 #[cfg(not(loom))]
@@ -87,6 +112,36 @@ pub(crate) const FLAG_UNBOUNDED: u32 = 2;
 pub(crate) const FLAG_SINGLE_SENDER: u32 = 4;
 /// Ring flag: at most one receiver at a time (it claims messages without a compare-and-swap).
 pub(crate) const FLAG_SINGLE_RECEIVER: u32 = 8;
+
+/// Whether a ring with these flags uses the cursor protocol (see the module's docs): one
+/// sender and one receiver, neither rendezvous (a published message must stay retractable)
+/// nor unbounded (a chained ring is sealed by its slot words).
+pub(crate) fn uses_cursors(flags: u32) -> bool {
+    let both = FLAG_SINGLE_SENDER | FLAG_SINGLE_RECEIVER;
+    flags & both == both && flags & (FLAG_RENDEZVOUS | FLAG_UNBOUNDED) == 0
+}
+
+/// One side's place on a cursor ring, in process memory: its next position, that
+/// position's slot index (so no division per message), and the other side's cursor as last
+/// read (for the sender, the receiver's head plus the capacity: positions below are free;
+/// for the receiver, the sender's tail: positions below are published).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub pos: u64,
+    pub index: usize,
+    limit: u64,
+}
+
+impl Cursor {
+    #[inline]
+    fn advance(&mut self, capacity: usize) {
+        self.pos += 1;
+        self.index += 1;
+        if self.index == capacity {
+            self.index = 0;
+        }
+    }
+}
 
 const STATE_SHIFT: u32 = 30;
 const PID_MASK: u64 = (1 << STATE_SHIFT) - 1;
@@ -214,6 +269,9 @@ pub(crate) struct Ring {
     /// The header whose futex words this ring's waiters sleep on: its own, or, for the rings
     /// of an unbounded chain, the root's, so one wake reaches every waiter of the mailbox.
     waits: NonNull<RingHeader>,
+    /// log2 of the capacity when it is a power of two (positions map to slots and laps by
+    /// mask and shift), `u32::MAX` otherwise (by division).
+    shift: u32,
     object: String,
 }
 
@@ -264,8 +322,14 @@ impl Ring {
     }
 
     fn from_slots(slots: Slots<RingLayout>, object: &str) -> Ring {
+        let capacity = slots.geometry().capacity;
         Ring {
             waits: slots.base().cast(),
+            shift: if capacity.is_power_of_two() {
+                capacity.trailing_zeros()
+            } else {
+                u32::MAX
+            },
             slots,
             object: object.to_string(),
         }
@@ -307,20 +371,140 @@ impl Ring {
     }
 
     pub(crate) fn slot(&self, pos: u64) -> &SlotHeader {
-        self.slots.slot(pos)
+        self.slots.slot_at(self.index_of(pos))
     }
 
-    /// The message area of the slot of `pos`: `max_message` bytes.
+    /// The message area of the slot of `pos`: `max_message` bytes (endpoints use
+    /// [`data_at`](Ring::data_at) with the index they keep).
+    #[cfg(test)]
     pub(crate) fn data_ptr(&self, pos: u64) -> *mut u8 {
         self.slots.data_ptr(pos)
     }
 
+    /// The slot index of `pos`.
+    #[inline]
+    pub(crate) fn index_of(&self, pos: u64) -> usize {
+        let capacity = self.slots.geometry().capacity as u64;
+        if self.shift != u32::MAX {
+            (pos & (capacity - 1)) as usize
+        } else {
+            (pos % capacity) as usize
+        }
+    }
+
+    /// The header of the slot at `index`.
+    #[inline]
+    pub(crate) fn slot_at(&self, index: usize) -> &SlotHeader {
+        self.slots.slot_at(index)
+    }
+
+    /// The message area of the slot at `index`: `max_message` bytes.
+    #[inline]
+    pub(crate) fn data_at(&self, index: usize) -> *mut u8 {
+        self.slots.data_at(index)
+    }
+
+    /// The header and the message area of the slot at `index`.
+    #[inline]
+    pub(crate) fn slot_and_data_at(&self, index: usize) -> (&SlotHeader, *mut u8) {
+        self.slots.slot_and_data_at(index)
+    }
+
+    /// A cursor starting at `start` (the tail for the sender, the head for the receiver).
+    pub(crate) fn cursor(&self, start: u64) -> Cursor {
+        Cursor {
+            pos: start,
+            index: self.index_of(start),
+            // Nothing known about the other side yet: the first claim reads its cursor.
+            limit: start,
+        }
+    }
+
+    /// The sender's claim on a cursor ring: true when the slot of `cursor.pos` is free.
+    #[inline]
+    pub(crate) fn cursor_claim_write(&self, cursor: &mut Cursor) -> Result<bool> {
+        if cursor.pos < cursor.limit {
+            return Ok(true);
+        }
+        self.refresh_write_limit(cursor)
+    }
+
+    #[inline]
+    fn refresh_write_limit(&self, cursor: &mut Cursor) -> Result<bool> {
+        // SYNC: pairs with the Release store of the head in `cursor_release`: the receiver
+        // has finished with every slot below it.
+        let head = self.header().head.0.load(Ordering::Acquire);
+        let capacity = self.slots.geometry().capacity as u64;
+        if head > cursor.pos || cursor.pos - head > capacity {
+            return Err(self.cold_corrupt("the head cursor contradicts the sender's position"));
+        }
+        cursor.limit = head + capacity;
+        Ok(cursor.pos < cursor.limit)
+    }
+
+    /// The receiver's claim on a cursor ring: true when the message at `cursor.pos` is
+    /// published.
+    #[inline]
+    pub(crate) fn cursor_claim_read(&self, cursor: &mut Cursor) -> Result<bool> {
+        if cursor.pos < cursor.limit {
+            return Ok(true);
+        }
+        self.refresh_read_limit(cursor)
+    }
+
+    #[inline]
+    fn refresh_read_limit(&self, cursor: &mut Cursor) -> Result<bool> {
+        // SYNC: pairs with the Release store of the tail in `cursor_publish`: the slots below
+        // it are written.
+        let tail = self.header().tail.0.load(Ordering::Acquire);
+        let capacity = self.slots.geometry().capacity as u64;
+        if tail < cursor.pos || tail - cursor.pos > capacity {
+            return Err(self.cold_corrupt("the tail cursor contradicts the receiver's position"));
+        }
+        cursor.limit = tail;
+        Ok(cursor.pos < cursor.limit)
+    }
+
+    /// Publishes the message the sender wrote at `cursor.pos` and moves the cursor on.
+    #[inline]
+    pub(crate) fn cursor_publish(&self, cursor: &mut Cursor) {
+        cursor.advance(self.slots.geometry().capacity as usize);
+        // SYNC: Release pairs with the Acquire load of the tail in `refresh_read_limit`.
+        self.header().tail.0.store(cursor.pos, Ordering::Release);
+        // SYNC: with the waiter's announce and `heavy_barrier` (Dekker, asymmetric).
+        light_barrier();
+        self.notify(&self.waits().not_empty.0);
+    }
+
+    /// Hands the slot the receiver read at `cursor.pos` back to the sender and moves on.
+    #[inline]
+    pub(crate) fn cursor_release(&self, cursor: &mut Cursor) {
+        cursor.advance(self.slots.geometry().capacity as usize);
+        // SYNC: Release pairs with the Acquire load of the head in `refresh_write_limit`.
+        self.header().head.0.store(cursor.pos, Ordering::Release);
+        // SYNC: with the waiter's announce and `heavy_barrier` (Dekker, asymmetric).
+        light_barrier();
+        self.notify(&self.waits().not_full.0);
+    }
+
+    #[inline]
     fn lap(&self, pos: u64) -> u32 {
-        (pos / self.slots.geometry().capacity as u64) as u32
+        if self.shift != u32::MAX {
+            (pos >> self.shift) as u32
+        } else {
+            (pos / self.slots.geometry().capacity as u64) as u32
+        }
     }
 
     fn corrupt(&self, detail: &str) -> Error {
         Error::corrupt(&self.object, detail)
+    }
+
+    /// [`corrupt`](Ring::corrupt), out of the fast paths' way.
+    #[cold]
+    #[inline(never)]
+    fn cold_corrupt(&self, detail: &str) -> Error {
+        self.corrupt(detail)
     }
 
     /// Claims the next free position for writing by `pid`.
@@ -615,6 +799,13 @@ impl Ring {
     /// at most one lap of slots.
     #[cfg(not(loom))] // used by the reactor, which loom builds leave out
     pub(crate) fn has_message(&self) -> bool {
+        if uses_cursors(self.slots.geometry().flags) {
+            // The cursor protocol leaves the slot words alone: the sender's published tail
+            // beyond the receiver's released head is the message (the head moves on every
+            // release, so this is exact).
+            let head = self.header().head.0.load(Ordering::Acquire);
+            return self.header().tail.0.load(Ordering::Acquire) > head;
+        }
         let head = self.header().head.0.load(Ordering::Acquire);
         for pos in head..head + self.slots.geometry().capacity as u64 {
             let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
@@ -1328,6 +1519,74 @@ mod tests {
                     assert_eq!(ring.slot(pos).sequence.load(Ordering::Relaxed), expected);
                     ring.release_single(pos);
                     next = pos + 1;
+                }
+                producer.join().unwrap();
+            });
+        }
+
+        /// Waits on a cursor ring as the endpoints do: `wait_for_asymmetric`, whose sleeper
+        /// runs the heavy barrier after announcing itself (a `fence(SeqCst)` under loom, as
+        /// is the notifier's light barrier: loom has no asymmetric fences).
+        fn wait_cursor(
+            ring: &Ring,
+            on: &WaitWord,
+            cursor: &mut Cursor,
+            claim: fn(&Ring, &mut Cursor) -> Result<bool>,
+        ) {
+            crate::shm::wait::wait_for_asymmetric(
+                WaitStrategy::Sleep,
+                on,
+                Deadline::Never,
+                Error::Timeout,
+                |_| {
+                    Ok(if claim(ring, cursor)? {
+                        Ok(())
+                    } else {
+                        Err(false)
+                    })
+                },
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", ring.object))
+        }
+
+        /// Issue 14: the cursor protocol. A one-slot ring and two messages make the
+        /// receiver wait on an empty ring and the sender on a full one; the message rides in
+        /// the slot's `sequence` (Relaxed), so a missing Release/Acquire pairing on a cursor
+        /// shows as a stale value, and a lost wake-up as a thread blocked forever.
+        #[test]
+        fn the_cursor_protocol_hands_over_in_order_and_wakes_its_sleepers() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let producer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        let ring = &heap.ring;
+                        let mut cursor = ring.cursor(0);
+                        for value in [51, 52] {
+                            wait_cursor(
+                                ring,
+                                &ring.waits().not_full.0,
+                                &mut cursor,
+                                Ring::cursor_claim_write,
+                            );
+                            let slot = ring.slot_at(cursor.index);
+                            slot.sequence.store(value, Ordering::Relaxed);
+                            ring.cursor_publish(&mut cursor);
+                        }
+                    })
+                };
+                let ring = &heap.ring;
+                let mut cursor = ring.cursor(0);
+                for expected in [51, 52] {
+                    wait_cursor(
+                        ring,
+                        &ring.waits().not_empty.0,
+                        &mut cursor,
+                        Ring::cursor_claim_read,
+                    );
+                    let value = ring.slot_at(cursor.index).sequence.load(Ordering::Relaxed);
+                    assert_eq!(value, expected);
+                    ring.cursor_release(&mut cursor);
                 }
                 producer.join().unwrap();
             });

@@ -64,6 +64,32 @@ pub(crate) fn wait_for<T>(
     wait: &WaitWord,
     deadline: Deadline,
     expired: Error,
+    attempt: impl FnMut(bool) -> Attempt<T>,
+) -> Result<T> {
+    wait_with(strategy, wait, deadline, expired, false, attempt)
+}
+
+/// [`wait_for`] for a condition its notifier changes with a plain store followed by
+/// [`light_barrier`](crate::sync::primitive::asymmetric::light_barrier) (the mailbox's
+/// cursor rings): after announcing itself, the waiter pays the
+/// [`heavy_barrier`](crate::sync::primitive::asymmetric::heavy_barrier) before its last
+/// re-check, which is what makes the notifier's side of the Dekker pattern free.
+pub(crate) fn wait_for_asymmetric<T>(
+    strategy: WaitStrategy,
+    wait: &WaitWord,
+    deadline: Deadline,
+    expired: Error,
+    attempt: impl FnMut(bool) -> Attempt<T>,
+) -> Result<T> {
+    wait_with(strategy, wait, deadline, expired, true, attempt)
+}
+
+fn wait_with<T>(
+    strategy: WaitStrategy,
+    wait: &WaitWord,
+    deadline: Deadline,
+    expired: Error,
+    asymmetric: bool,
     mut attempt: impl FnMut(bool) -> Attempt<T>,
 ) -> Result<T> {
     if let Ok(v) = attempt(false)? {
@@ -120,6 +146,9 @@ pub(crate) fn wait_for<T>(
         // Announced before the last check, so a notifier that changes the ring after it
         // sees us (Event::notify_sleepers).
         let ticket = wait.announce();
+        if asymmetric {
+            crate::sync::primitive::asymmetric::heavy_barrier();
+        }
         let blocked_by_process = match attempt(true) {
             Ok(Ok(v)) => {
                 wait.withdraw();

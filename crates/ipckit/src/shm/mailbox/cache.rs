@@ -495,7 +495,11 @@ impl Cache {
         // <= max_message, the size of both data areas (the ring's max_message is the cache's,
         // checked in `attach`).
         unsafe {
-            std::ptr::copy_nonoverlapping(self.data(index), ring.data_ptr(pos), len as usize)
+            std::ptr::copy_nonoverlapping(
+                self.data(index),
+                ring.data_at(ring.index_of(pos)),
+                len as usize,
+            )
         };
         let slot = ring.slot(pos);
         slot.len.store(len, Ordering::Relaxed);

@@ -9,8 +9,8 @@ use super::participants::{is_dead, Participant, Role, SoleToken};
 use super::{check_intact, Link, Shared};
 use crate::error::{Error, Result};
 use crate::link::Deadline;
-use crate::shm::ring::{Claim, Ring};
-use crate::shm::wait::{wait_for, Attempt};
+use crate::shm::ring::{uses_cursors, Claim, Cursor, Ring};
+use crate::shm::wait::{wait_for, wait_for_asymmetric, Attempt};
 
 /// How an endpoint claims positions, chosen once when it is made.
 pub(super) enum Flavor {
@@ -20,6 +20,9 @@ pub(super) enum Flavor {
     /// The one sender (receiver) of a single-sender (single-receiver) ring, holding the
     /// token: it claims position `next` without a compare-and-swap.
     Sole { _token: SoleToken, next: u64 },
+    /// The one sender (receiver) of a ring that is both single-sender and single-receiver
+    /// (not rendezvous, not unbounded): the cursor protocol (`ring.rs`), no slot words.
+    Cursor { _token: SoleToken, cursor: Cursor },
     /// An endpoint of an unbounded mailbox: claims hop along the chain of rings.
     Chain,
 }
@@ -47,6 +50,14 @@ impl Endpoint {
         let participant = Participant::register(shared, role)?;
         let link = chain::starting_link(shared, role)?;
         let flavor = match sole {
+            Some((token, start)) if uses_cursors(shared.ring().geometry().flags) => {
+                // Before the first cursor store, so that a sleeper's membarrier reaches us.
+                crate::sync::primitive::asymmetric::register_asymmetric();
+                Flavor::Cursor {
+                    _token: token,
+                    cursor: link.ring.cursor(start),
+                }
+            }
             Some((token, next)) => Flavor::Sole {
                 _token: token,
                 next,
@@ -71,7 +82,17 @@ impl Endpoint {
     /// Whether this is the sole sender (receiver) of its ring.
     #[inline]
     pub(super) fn is_sole(&self) -> bool {
-        matches!(self.flavor, Flavor::Sole { .. })
+        matches!(self.flavor, Flavor::Sole { .. } | Flavor::Cursor { .. })
+    }
+
+    /// The slot index of `pos`, a position this endpoint has claimed: kept in the cursor on
+    /// the cursor path, computed otherwise.
+    #[inline]
+    pub(super) fn index(&self, pos: u64) -> usize {
+        match &self.flavor {
+            Flavor::Cursor { cursor, .. } if cursor.pos == pos => cursor.index,
+            _ => self.link.ring.index_of(pos),
+        }
     }
 
     /// Claims the next position to write (`role` sender) or read (receiver), waiting on the
@@ -84,17 +105,45 @@ impl Endpoint {
     /// [`Error::Corrupt`](crate::Error::Corrupt) for a scribbled ring.
     #[inline]
     pub(super) fn claim(&mut self, role: Role, deadline: Deadline) -> Result<u64> {
+        if let Flavor::Cursor { cursor, .. } = &mut self.flavor {
+            let ring = &self.link.ring;
+            let ready = match role {
+                Role::Sender => ring.cursor_claim_write(cursor),
+                Role::Receiver => ring.cursor_claim_read(cursor),
+            };
+            if let Ok(true) = ready {
+                return Ok(cursor.pos);
+            }
+            return claim_cursor_slow(&self.shared, &self.link, cursor, role, deadline);
+        }
+        if let Flavor::Many = self.flavor {
+            // The common case straight away: a position free (a message ready) at once.
+            // Anything else (blocked, a dead owner in the way, corrupt) takes the full path.
+            let ring = &self.link.ring;
+            let pid = self.participant.pid;
+            let claim = match role {
+                Role::Sender => ring.claim_write(pid),
+                Role::Receiver => ring.claim_read(pid),
+            };
+            if let Ok(Claim::Got(pos)) = claim {
+                return Ok(pos);
+            }
+        }
+        self.claim_slots(role, deadline)
+    }
+
+    /// Claims on the slot words (every flavour but the cursor's).
+    fn claim_slots(&mut self, role: Role, deadline: Deadline) -> Result<u64> {
         let shared = &*self.shared;
         let link = &mut self.link;
         let flavor = &mut self.flavor;
         let pid = self.participant.pid;
-        let header = shared.ring().header();
-        let (word, expired) = match role {
-            Role::Sender => (&header.not_full.0, deadline.send_expired()),
-            Role::Receiver => (&header.not_empty.0, deadline.recv_expired()),
-        };
-        let pos = wait_for(shared.wait, word, deadline, expired, |check| {
-            check_intact(shared, link, check)?;
+        let mut attempt = |check: bool| -> Attempt<u64> {
+            if check {
+                check_intact(shared, link, true)?;
+            } else {
+                check_intact_quick(shared, link)?;
+            }
             match flavor {
                 Flavor::Sole { next, .. } => {
                     resolve_claim(shared, &link.ring, check, || match role {
@@ -103,12 +152,30 @@ impl Endpoint {
                     })
                 }
                 Flavor::Chain => chain::claim(shared, link, pid, role, check),
-                Flavor::Many => claim_on(shared, &link.ring, pid, role, check),
+                Flavor::Many | Flavor::Cursor { .. } => {
+                    claim_on(shared, &link.ring, pid, role, check)
+                }
             }
-        });
+        };
+        // The first attempt outside `wait_for`, so that a claim that succeeds at once builds
+        // no error for a deadline it never reaches.
+        let pos = match attempt(false) {
+            Ok(Ok(pos)) => Ok(pos),
+            Ok(Err(_)) => {
+                let header = shared.ring().header();
+                let (word, expired) = match role {
+                    Role::Sender => (&header.not_full.0, deadline.send_expired()),
+                    Role::Receiver => (&header.not_empty.0, deadline.recv_expired()),
+                };
+                wait_for(shared.wait, word, deadline, expired, attempt)
+            }
+            Err(e) => Err(e),
+        };
         // A claim that read lost pages saw zeroes: report the loss, not what it made of them
         // (the zeroed tail of a file cut mid-page raises no SIGBUS: ask the file).
-        check_intact(shared, link, matches!(pos, Err(Error::Corrupt { .. })))?;
+        if let Err(Error::Corrupt { .. }) = pos {
+            check_intact(shared, link, true)?;
+        }
         pos
     }
 
@@ -117,6 +184,55 @@ impl Endpoint {
     pub(super) fn check_intact(&self) -> Result<()> {
         check_intact(&self.shared, &self.link, false)
     }
+
+    /// [`check_intact`](Self::check_intact) for the fast paths: one load per segment, and one
+    /// segment when the endpoint is on the root ring; the error is built only when needed.
+    #[inline]
+    pub(super) fn check_intact_fast(&self) -> Result<()> {
+        let on_root = Arc::ptr_eq(&self.shared.root, &self.link);
+        if self.link._segment.is_poisoned() || (!on_root && self.shared.root._segment.is_poisoned())
+        {
+            return self.check_intact();
+        }
+        Ok(())
+    }
+}
+
+/// `Corrupt` if a segment of `link` was found poisoned: one load per segment, the error built
+/// only when needed (the light form of [`check_intact`], for every attempt).
+#[inline]
+fn check_intact_quick(shared: &Shared, link: &Link) -> Result<()> {
+    if link._segment.is_poisoned() || shared.root._segment.is_poisoned() {
+        return check_intact(shared, link, false);
+    }
+    Ok(())
+}
+
+/// The cursor path when the other side's cursor says wait: the wait strategy, with the heavy
+/// half of the asymmetric barrier before sleeping.
+#[inline(never)]
+fn claim_cursor_slow(
+    shared: &Shared,
+    link: &Link,
+    cursor: &mut Cursor,
+    role: Role,
+    deadline: Deadline,
+) -> Result<u64> {
+    let header = shared.ring().header();
+    let (word, expired) = match role {
+        Role::Sender => (&header.not_full.0, deadline.send_expired()),
+        Role::Receiver => (&header.not_empty.0, deadline.recv_expired()),
+    };
+    let pos = wait_for_asymmetric(shared.wait, word, deadline, expired, |check| {
+        check_intact(shared, link, check)?;
+        let ready = match role {
+            Role::Sender => link.ring.cursor_claim_write(cursor)?,
+            Role::Receiver => link.ring.cursor_claim_read(cursor)?,
+        };
+        Ok(if ready { Ok(cursor.pos) } else { Err(false) })
+    });
+    check_intact(shared, link, matches!(pos, Err(Error::Corrupt { .. })))?;
+    pos
 }
 
 /// Claims a position on `ring` for `role`, reclaiming slots of dead owners in the way when

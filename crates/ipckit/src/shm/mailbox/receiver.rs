@@ -10,6 +10,7 @@ use super::{describe, Shared};
 use crate::error::{Error, Result};
 use crate::link::{Deadline, MessageReceiver, Metadata};
 use crate::shm::layout::slot_bytes;
+use crate::shm::ring::Claim;
 use crate::sync::primitive::Ordering;
 
 /// Receives from a mailbox. Implements [`MessageReceiver`].
@@ -40,11 +41,12 @@ impl MailboxReceiver {
     }
 
     /// Claims the next message and validates its slot: (position, length, metadata).
+    #[inline]
     fn claim(&mut self, deadline: Deadline) -> Result<(u64, usize, Metadata)> {
         self.deliver_cached();
         let pos = self.endpoint.claim(Role::Receiver, deadline)?;
         let ring = self.endpoint.ring();
-        let slot = ring.slot(pos);
+        let slot = ring.slot_at(self.endpoint.index(pos));
         let len = slot.len.load(Ordering::Relaxed) as usize;
         let max_message = ring.geometry().max_message;
         if len > max_message as usize {
@@ -99,6 +101,7 @@ impl MailboxReceiver {
     fn finish(&mut self, pos: u64) {
         let ring = &self.endpoint.link.ring;
         match &mut self.endpoint.flavor {
+            Flavor::Cursor { cursor, .. } => ring.cursor_release(cursor),
             Flavor::Sole { next, .. } => {
                 ring.release_single(pos);
                 *next = pos + 1;
@@ -118,9 +121,116 @@ impl MailboxReceiver {
 }
 
 impl MessageReceiver for MailboxReceiver {
+    #[inline]
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
+        if let Some(meta) = self.try_recv_cursor(buf)? {
+            return Ok(meta);
+        }
+        if let Some(meta) = self.try_recv_many(buf)? {
+            return Ok(meta);
+        }
+        self.recv_general(buf, deadline)
+    }
+}
+
+impl MailboxReceiver {
+    /// The cursor path's fast case: a message known published from the cached tail, of a
+    /// plausible length. `None` (having done nothing) sends the caller to the general path.
+    #[inline]
+    fn try_recv_cursor(&mut self, buf: &mut Vec<u8>) -> Result<Option<Metadata>> {
+        let Flavor::Cursor { cursor, .. } = &mut self.endpoint.flavor else {
+            return Ok(None);
+        };
+        let ring = &self.endpoint.link.ring;
+        // An error (a contradicting cursor) goes to the general path too, which asks the
+        // file whether the segment was cut before reporting it.
+        if !matches!(ring.cursor_claim_read(cursor), Ok(true)) {
+            return Ok(None);
+        }
+        let (slot, data) = ring.slot_and_data_at(cursor.index);
+        let len = slot.len.load(Ordering::Relaxed) as usize;
+        if len > ring.geometry().max_message as usize {
+            // The general path reports it (and consumes the message).
+            return Ok(None);
+        }
+        let meta = Metadata {
+            sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
+            sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
+            sequence: Some(slot.sequence.load(Ordering::Relaxed)),
+            ..Metadata::default()
+        };
+        buf.clear();
+        buf.reserve(len);
+        // SAFETY: the message at `cursor.pos` is published (tail beyond it) and ours until we
+        // release it; len <= max_message keeps the source inside the slot's data area; buf
+        // has capacity for len bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
+            buf.set_len(len);
+        }
+        ring.cursor_release(cursor);
+        self.endpoint.check_intact_fast()?;
+        Ok(Some(meta))
+    }
+
+    /// The many-receivers path's fast case: a message claimed at once (by compare-and-swap).
+    /// `None` (having done nothing) sends the caller to the general path.
+    #[inline]
+    fn try_recv_many(&mut self, buf: &mut Vec<u8>) -> Result<Option<Metadata>> {
+        if !matches!(self.endpoint.flavor, Flavor::Many) {
+            return Ok(None);
+        }
+        let ring = &self.endpoint.link.ring;
+        // Anything but a claim (an error included) goes to the general path.
+        let Ok(Claim::Got(pos)) = ring.claim_read(self.endpoint.participant.pid) else {
+            return Ok(None);
+        };
+        let (slot, data) = ring.slot_and_data_at(ring.index_of(pos));
+        let len = slot.len.load(Ordering::Relaxed) as usize;
+        let max_message = ring.geometry().max_message;
+        if len > max_message as usize {
+            self.finish(pos);
+            return Err(Error::corrupt(
+                describe(&self.endpoint.shared.name),
+                format!(
+                    "a slot claims a {len}-byte message, larger than the {max_message}-byte slots"
+                ),
+            ));
+        }
+        let mut sequence = Some(slot.sequence.load(Ordering::Relaxed));
+        if let (Some(tag), Some(cache)) = (sequence, &self.endpoint.shared.cache) {
+            // A message moved in from the cache: acknowledge it (its sender learns it was
+            // delivered) and report the sender's own sequence number.
+            if tag & CACHED_TAG != 0 {
+                sequence = cache.received(tag);
+            }
+        }
+        let meta = Metadata {
+            sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
+            sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
+            sequence,
+            ..Metadata::default()
+        };
+        buf.clear();
+        buf.reserve(len);
+        // SAFETY: we own the slot (READING by us); len <= max_message keeps the source inside
+        // the slot's data area; buf has capacity for len bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
+            buf.set_len(len);
+        }
+        ring.release(pos);
+        // Room was just made: a message waiting in the cache goes in now.
+        self.deliver_cached();
+        self.endpoint.check_intact_fast()?;
+        Ok(Some(meta))
+    }
+
+    // Out of line, so that the fast case stays small (fewer registers saved per call).
+    #[inline(never)]
+    fn recv_general(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
         let (pos, len, meta) = self.claim(deadline)?;
-        let data = self.endpoint.ring().data_ptr(pos);
+        let data = self.endpoint.ring().data_at(self.endpoint.index(pos));
         buf.clear();
         buf.reserve(len);
         // SAFETY: we own the slot (READING by us); len <= max_message was checked in claim, so
@@ -130,7 +240,7 @@ impl MessageReceiver for MailboxReceiver {
             buf.set_len(len);
         }
         self.finish(pos);
-        self.endpoint.check_intact()?;
+        self.endpoint.check_intact_fast()?;
         Ok(meta)
     }
 }
@@ -174,7 +284,8 @@ impl MailboxSample<'_> {
     /// The message's bytes: we own the slot (claimed for reading), and len <= max_message
     /// was validated when it was claimed.
     fn bytes(&self) -> (*mut u8, usize) {
-        (self.receiver.endpoint.ring().data_ptr(self.pos), self.len)
+        let endpoint = &self.receiver.endpoint;
+        (endpoint.ring().data_at(endpoint.index(self.pos)), self.len)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline, MessageSender, WhenFull};
 use crate::shm::layout::slot_bytes;
 use crate::shm::named::setters;
-use crate::shm::ring::{FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER};
+use crate::shm::ring::{Claim, FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER};
 use crate::shm::wait::wait_for;
 use crate::sync::primitive::Ordering;
 
@@ -148,7 +148,11 @@ impl MailboxSender {
         self.loan_deadline(Deadline::Never)
     }
 
+    #[inline]
     fn claim(&mut self, deadline: Deadline) -> Result<u64> {
+        if let Flavor::Cursor { .. } = self.endpoint.flavor {
+            return self.endpoint.claim(Role::Sender, deadline);
+        }
         if let Flavor::Sole { next, .. } = self.endpoint.flavor {
             if next < self.free_until {
                 return Ok(next);
@@ -167,20 +171,29 @@ impl MailboxSender {
 
     /// Fills in the slot's metadata and publishes it; for a rendezvous mailbox, waits until a
     /// receiver has taken it (and takes it back if none does by `deadline`).
+    #[inline]
     fn commit(&mut self, pos: u64, len: usize, deadline: Deadline) -> Result<()> {
         let ring = &self.endpoint.link.ring;
-        let slot = ring.slot(pos);
+        let slot = ring.slot_at(self.endpoint.index(pos));
         slot.len.store(len as u32, Ordering::Relaxed);
         slot.sender_pid
             .store(self.endpoint.participant.pid, Ordering::Relaxed);
         slot.sender_uid.store(self.uid, Ordering::Relaxed);
         slot.sequence.store(self.sequence, Ordering::Relaxed);
-        ring.publish(pos);
-        if let Flavor::Sole { next, .. } = &mut self.endpoint.flavor {
-            *next = pos + 1;
-            ring.header().tail.0.store(*next, Ordering::Release);
-        }
         self.sequence += 1;
+        match &mut self.endpoint.flavor {
+            Flavor::Cursor { cursor, .. } => {
+                ring.cursor_publish(cursor);
+                // Never rendezvous (see `uses_cursors`).
+                return Ok(());
+            }
+            Flavor::Sole { next, .. } => {
+                ring.publish(pos);
+                *next = pos + 1;
+                ring.header().tail.0.store(*next, Ordering::Release);
+            }
+            Flavor::Many | Flavor::Chain => ring.publish(pos),
+        }
         if ring.geometry().flags & FLAG_RENDEZVOUS == 0 {
             return Ok(());
         }
@@ -208,14 +221,15 @@ impl MailboxSender {
         }
     }
 
+    #[inline]
     fn send_now(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
         let pos = self.claim(deadline)?;
-        let data = self.endpoint.ring().data_ptr(pos);
+        let data = self.endpoint.ring().data_at(self.endpoint.index(pos));
         // SAFETY: we own the slot of `pos` (WRITING by us) and msg.len() <= max_message
         // (checked by the caller), which is the size of its data area.
         unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
         self.commit(pos, msg.len(), deadline)?;
-        self.endpoint.check_intact()
+        self.endpoint.check_intact_fast()
     }
 }
 
@@ -232,7 +246,90 @@ impl MailboxSender {
 impl MessageSender for MailboxSender {
     /// Sends one message. For `send` (no deadline) the sender's [`WhenFull`] policy decides
     /// what happens when the mailbox is full.
+    #[inline]
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        if self.cached.is_none() && (self.try_send_cursor(msg)? || self.try_send_many(msg)?) {
+            return Ok(());
+        }
+        self.send_general(msg, deadline)
+    }
+
+    #[inline]
+    fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_deadline(msg, Deadline::Now)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.endpoint.shared.ring().geometry().max_message as usize
+    }
+}
+
+impl MailboxSender {
+    /// The cursor path's fast case: a free slot known from the cached head, nothing cached.
+    /// Returns false (having done nothing) when the general path must decide: no cursor
+    /// flavour, a message too large, or no slot known free (the policy applies then).
+    #[inline]
+    fn try_send_cursor(&mut self, msg: &[u8]) -> Result<bool> {
+        let Flavor::Cursor { cursor, .. } = &mut self.endpoint.flavor else {
+            return Ok(false);
+        };
+        let ring = &self.endpoint.link.ring;
+        // An error (a contradicting cursor) goes to the general path too, which asks the
+        // file whether the segment was cut before reporting it.
+        if msg.len() > ring.geometry().max_message as usize
+            || !matches!(ring.cursor_claim_write(cursor), Ok(true))
+        {
+            return Ok(false);
+        }
+        let (slot, data) = ring.slot_and_data_at(cursor.index);
+        // SAFETY: the slot at `cursor.index` is ours until we publish it (the receiver's
+        // head is a lap behind), and msg.len() <= max_message, the size of its data area.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
+        slot.len.store(msg.len() as u32, Ordering::Relaxed);
+        slot.sender_pid
+            .store(self.endpoint.participant.pid, Ordering::Relaxed);
+        slot.sender_uid.store(self.uid, Ordering::Relaxed);
+        slot.sequence.store(self.sequence, Ordering::Relaxed);
+        self.sequence += 1;
+        ring.cursor_publish(cursor);
+        self.endpoint.check_intact_fast()?;
+        Ok(true)
+    }
+
+    /// The many-senders path's fast case: a slot claimed at once (by compare-and-swap), not a
+    /// rendezvous. Returns false (having done nothing) when the general path must decide.
+    #[inline]
+    fn try_send_many(&mut self, msg: &[u8]) -> Result<bool> {
+        if !matches!(self.endpoint.flavor, Flavor::Many) {
+            return Ok(false);
+        }
+        let ring = &self.endpoint.link.ring;
+        let geometry = ring.geometry();
+        if msg.len() > geometry.max_message as usize || geometry.flags & FLAG_RENDEZVOUS != 0 {
+            return Ok(false);
+        }
+        let pid = self.endpoint.participant.pid;
+        // Anything but a claim (an error included) goes to the general path.
+        let Ok(Claim::Got(pos)) = ring.claim_write(pid) else {
+            return Ok(false);
+        };
+        let (slot, data) = ring.slot_and_data_at(ring.index_of(pos));
+        // SAFETY: we own the slot of `pos` (WRITING by us) and msg.len() <= max_message, the
+        // size of its data area.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
+        slot.len.store(msg.len() as u32, Ordering::Relaxed);
+        slot.sender_pid.store(pid, Ordering::Relaxed);
+        slot.sender_uid.store(self.uid, Ordering::Relaxed);
+        slot.sequence.store(self.sequence, Ordering::Relaxed);
+        self.sequence += 1;
+        ring.publish(pos);
+        self.endpoint.check_intact_fast()?;
+        Ok(true)
+    }
+
+    // Out of line, so that the fast case stays small (fewer registers saved per call).
+    #[inline(never)]
+    fn send_general(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
         check_size(msg.len(), self.max_message_size())?;
         let deadline = match (deadline, self.when_full) {
             (Deadline::Never, WhenFull::Timeout(d)) => Deadline::after(d),
@@ -247,12 +344,6 @@ impl MessageSender for MailboxSender {
         self.send_now(msg, deadline)
     }
 
-    fn max_message_size(&self) -> usize {
-        self.endpoint.shared.ring().geometry().max_message as usize
-    }
-}
-
-impl MailboxSender {
     /// `send` under [`WhenFull::Cache`]: into the mailbox if it has room, else into the
     /// mailbox's cache (`cache.rs`), one message per sender at a time.
     fn send_cached(&mut self, msg: &[u8]) -> Result<()> {
@@ -312,7 +403,7 @@ impl MailboxLoan<'_> {
             return Err(err);
         }
         self.sender.commit(pos, len, Deadline::Never)?;
-        self.sender.endpoint.check_intact()
+        self.sender.endpoint.check_intact_fast()
     }
 }
 
@@ -321,8 +412,12 @@ impl MailboxLoan<'_> {
     /// participant touches it until we publish.
     fn bytes(&self) -> (*mut u8, usize) {
         let pos = self.pos.expect("a live loan has a slot");
-        let ring = self.sender.endpoint.ring();
-        (ring.data_ptr(pos), ring.geometry().max_message as usize)
+        let endpoint = &self.sender.endpoint;
+        let ring = endpoint.ring();
+        (
+            ring.data_at(endpoint.index(pos)),
+            ring.geometry().max_message as usize,
+        )
     }
 }
 

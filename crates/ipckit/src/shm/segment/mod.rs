@@ -576,6 +576,7 @@ impl Segment {
 
     /// True once part of the mapping was lost (a `SIGBUS` replaced it by zeroes) or a check
     /// found the file shorter than the mapping. One atomic load.
+    #[inline]
     pub fn is_poisoned(&self) -> bool {
         self.guard.as_ref().is_some_and(|g| g.is_poisoned())
     }

@@ -451,17 +451,20 @@ impl crate::shm::Mailbox {
                     }
                     Ok(sources)
                 },
-                |watch| {
-                    if watch.gone()? {
-                        Ok(())
-                    } else {
-                        Err(Error::Empty)
-                    }
-                },
+                |watch| ready_if(watch.gone()?),
                 is_empty,
             )
         })
         .await
+    }
+}
+
+/// `Ok` when a watched condition holds, `Empty` (try again when woken) when not.
+fn ready_if(holds: bool) -> Result<()> {
+    if holds {
+        Ok(())
+    } else {
+        Err(Error::Empty)
     }
 }
 
@@ -485,13 +488,7 @@ impl crate::pidfd::PidFd {
                         cx.waker(),
                     )?)])
                 },
-                |_| {
-                    if self.is_dead()? {
-                        Ok(())
-                    } else {
-                        Err(Error::Empty)
-                    }
-                },
+                |_| ready_if(self.is_dead()?),
                 is_empty,
             )
         })

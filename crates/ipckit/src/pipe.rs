@@ -169,22 +169,14 @@ pub struct ChildLink {
 /// # Errors
 /// The OS error if the command cannot be started.
 pub fn spawn(command: &mut Command) -> Result<ChildLink> {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::os("spawn", format!("{:?}", command.get_program()), e))?;
-    let stdin = OwnedFd::from(child.stdin.take().expect("stdin is piped"));
-    let stdout = OwnedFd::from(child.stdout.take().expect("stdout is piped"));
-    let name = command.get_program().to_string_lossy().into_owned();
+    let ByteChild {
+        child,
+        stdin,
+        stdout,
+    } = spawn_bytes(command)?;
     Ok(ChildLink {
-        tx: FramedStream::new(None, Some(stdin), false, format!("pipe to {name}'s stdin"))?,
-        rx: FramedStream::new(
-            Some(stdout),
-            None,
-            false,
-            format!("pipe from {name}'s stdout"),
-        )?,
+        tx: FramedStream::over(stdin),
+        rx: FramedStream::over(stdout),
         child,
     })
 }

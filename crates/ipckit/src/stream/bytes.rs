@@ -72,20 +72,13 @@ impl ByteStream {
         for fd in reader.iter().chain(writer.iter()) {
             set_nonblocking(fd.as_fd(), &object)?;
         }
-        Ok(ByteStream {
-            reader,
-            writer,
-            socket,
-            passes_fds: false,
-            fifo_reader: false,
-            fifo_writer: false,
-            read_timeout: None,
-            write_timeout: None,
-            closed: None,
-            restore_blocking: false,
-            peer: Metadata::default(),
-            object,
-        })
+        // `ByteStream` has a `Drop`, so no struct update from `empty()`: set the fields.
+        let mut stream = ByteStream::empty();
+        stream.reader = reader;
+        stream.writer = writer;
+        stream.socket = socket;
+        stream.object = object;
+        Ok(stream)
     }
 
     /// Both directions over one socket.

@@ -10,7 +10,7 @@ use super::{describe, Shared};
 use crate::error::{Error, Result};
 use crate::link::{Deadline, MessageReceiver, Metadata};
 use crate::shm::layout::slot_bytes;
-use crate::shm::ring::Claim;
+use crate::shm::ring::{Claim, SlotHeader};
 use crate::sync::primitive::Ordering;
 
 /// Receives from a mailbox. Implements [`MessageReceiver`].
@@ -59,18 +59,7 @@ impl MailboxReceiver {
             self.finish(pos);
             return Err(err);
         }
-        let mut sequence = Some(slot.sequence.load(Ordering::Relaxed));
-        if let (Some(tag), Some(cache)) = (sequence, &self.endpoint.shared.cache) {
-            if tag & CACHED_TAG != 0 {
-                sequence = cache.received(tag);
-            }
-        }
-        let meta = Metadata {
-            sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
-            sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
-            sequence,
-            ..Metadata::default()
-        };
+        let meta = self.slot_meta(slot);
         Ok((pos, len, meta))
     }
 
@@ -111,12 +100,48 @@ impl MailboxReceiver {
         self.deliver_cached();
     }
 
+    /// What the slot records about its message. A message moved in from the cache carries a
+    /// tag instead of its sequence number: it is acknowledged here (its sender learns it was
+    /// delivered), and the sender's own number is reported.
+    #[inline]
+    fn slot_meta(&self, slot: &SlotHeader) -> Metadata {
+        let mut sequence = Some(slot.sequence.load(Ordering::Relaxed));
+        if let (Some(tag), Some(cache)) = (sequence, &self.endpoint.shared.cache) {
+            if tag & CACHED_TAG != 0 {
+                sequence = cache.received(tag);
+            }
+        }
+        Metadata {
+            sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
+            sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
+            sequence,
+            ..Metadata::default()
+        }
+    }
+
     /// Moves messages waiting in the mailbox's cache into the room just made (`cache.rs`).
     #[inline]
     fn deliver_cached(&self) {
         if let Some(cache) = &self.endpoint.shared.cache {
             cache.deliver_pending(&self.endpoint.shared, self.endpoint.participant.pid);
         }
+    }
+}
+
+/// Replaces `buf`'s contents with the `len` bytes at `data`.
+///
+/// # Safety
+/// - `data` is valid for reads of `len` bytes, which nobody writes meanwhile (a slot this
+///   receiver owns).
+#[inline]
+unsafe fn copy_out(data: *const u8, len: usize, buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.reserve(len);
+    // SAFETY: (caller) `data` holds `len` readable bytes; `buf` has capacity for `len` bytes
+    // after the reserve, and the copy initialises them before `set_len`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
+        buf.set_len(len);
     }
 }
 
@@ -153,21 +178,16 @@ impl MailboxReceiver {
             // The general path reports it (and consumes the message).
             return Ok(None);
         }
+        // A cursor ring has no cache (single sender): the slot's sequence is the sender's.
         let meta = Metadata {
             sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
             sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
             sequence: Some(slot.sequence.load(Ordering::Relaxed)),
             ..Metadata::default()
         };
-        buf.clear();
-        buf.reserve(len);
         // SAFETY: the message at `cursor.pos` is published (tail beyond it) and ours until we
-        // release it; len <= max_message keeps the source inside the slot's data area; buf
-        // has capacity for len bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
-            buf.set_len(len);
-        }
+        // release it; len <= max_message keeps the source inside the slot's data area.
+        unsafe { copy_out(data, len, buf) };
         ring.cursor_release(cursor);
         self.endpoint.check_intact_fast()?;
         Ok(Some(meta))
@@ -197,28 +217,10 @@ impl MailboxReceiver {
                 ),
             ));
         }
-        let mut sequence = Some(slot.sequence.load(Ordering::Relaxed));
-        if let (Some(tag), Some(cache)) = (sequence, &self.endpoint.shared.cache) {
-            // A message moved in from the cache: acknowledge it (its sender learns it was
-            // delivered) and report the sender's own sequence number.
-            if tag & CACHED_TAG != 0 {
-                sequence = cache.received(tag);
-            }
-        }
-        let meta = Metadata {
-            sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
-            sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
-            sequence,
-            ..Metadata::default()
-        };
-        buf.clear();
-        buf.reserve(len);
+        let meta = self.slot_meta(slot);
         // SAFETY: we own the slot (READING by us); len <= max_message keeps the source inside
-        // the slot's data area; buf has capacity for len bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
-            buf.set_len(len);
-        }
+        // the slot's data area.
+        unsafe { copy_out(data, len, buf) };
         ring.release(pos);
         // Room was just made: a message waiting in the cache goes in now.
         self.deliver_cached();
@@ -231,14 +233,9 @@ impl MailboxReceiver {
     fn recv_general(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
         let (pos, len, meta) = self.claim(deadline)?;
         let data = self.endpoint.ring().data_at(self.endpoint.index(pos));
-        buf.clear();
-        buf.reserve(len);
         // SAFETY: we own the slot (READING by us); len <= max_message was checked in claim, so
-        // the source is in the slot's data area; buf has capacity for len bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
-            buf.set_len(len);
-        }
+        // the source is in the slot's data area.
+        unsafe { copy_out(data, len, buf) };
         self.finish(pos);
         self.endpoint.check_intact_fast()?;
         Ok(meta)

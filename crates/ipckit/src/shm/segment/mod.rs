@@ -155,6 +155,13 @@ impl Segment {
     /// [`Error::AlreadyExists`], [`Error::InvalidArgument`] for a bad name,
     /// [`Error::PermissionDenied`], [`Error::NoSpace`] when `/dev/shm` has not enough room.
     pub fn create(kind: &str, name: &str, payload_len: usize, mode: u32) -> Result<Segment> {
+        let (file, object, fd) = Segment::create_file(kind, name, mode)?;
+        Segment::build_or_unlink(fd, kind, payload_len, mode, &object, &file)
+    }
+
+    /// Creates the file `/dev/shm/ipckit.<kind>.<name>` exclusively: its name, the object's
+    /// description, and the descriptor.
+    fn create_file(kind: &str, name: &str, mode: u32) -> Result<(String, String, OwnedFd)> {
         let file = file_name(kind, name)?;
         let object = describe(kind, name);
         let fd = open_file(
@@ -163,9 +170,22 @@ impl Segment {
             mode,
             &object,
         )?;
-        let built = Segment::build(fd, kind, payload_len, mode, &object, false);
+        Ok((file, object, fd))
+    }
+
+    /// Builds the segment in the new file `file`, or removes the file if that fails (nothing
+    /// is left behind).
+    fn build_or_unlink(
+        fd: OwnedFd,
+        kind: &str,
+        payload_len: usize,
+        mode: u32,
+        object: &str,
+        file: &str,
+    ) -> Result<Segment> {
+        let built = Segment::build(fd, kind, payload_len, mode, object, false);
         if built.is_err() {
-            let _ = rustix::shm::unlink(file.as_str());
+            let _ = rustix::shm::unlink(file);
         }
         built
     }
@@ -186,14 +206,7 @@ impl Segment {
         mode: u32,
         lock_at: i64,
     ) -> Result<Segment> {
-        let file = file_name(kind, name)?;
-        let object = describe(kind, name);
-        let fd = open_file(
-            &file,
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
-            mode,
-            &object,
-        )?;
+        let (file, object, fd) = Segment::create_file(kind, name, mode)?;
         // A kernel without OFD locks: go on unlocked (the file then cannot be told from a
         // dead creator's, as before these locks).
         if let Ok(false) = super::liveness::try_lock(fd.as_fd(), lock_at) {
@@ -201,11 +214,7 @@ impl Segment {
                 object: format!("{object} (being removed as abandoned)"),
             });
         }
-        let built = Segment::build(fd, kind, payload_len, mode, &object, false);
-        if built.is_err() {
-            let _ = rustix::shm::unlink(file.as_str());
-        }
-        built
+        Segment::build_or_unlink(fd, kind, payload_len, mode, &object, &file)
     }
 
     /// Releases the lock [`Segment::create_locked`] took.

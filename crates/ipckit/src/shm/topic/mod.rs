@@ -79,6 +79,8 @@ const TOPIC_VERSION: u32 = 1;
 const MAX_PUBLISHERS: usize = 32;
 const MAX_SUBSCRIBERS: usize = 64;
 const FLAG_OVERRUN: u32 = 1;
+/// One publisher at a time, holding the topic's token, publishes without the publish lock.
+const FLAG_SINGLE_PUBLISHER: u32 = 2;
 
 /// Who gives way when a subscriber falls a whole ring behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,7 +120,12 @@ struct TopicHeader {
     /// Magic `ipckitTP` (stored last), version, flags and geometry.
     preamble: Preamble,
     creator_pid: u32,
-    _reserved: [u32; 9],
+    /// Pid of the single publisher holding the token (single-publisher topics), 0 if none.
+    sole_publisher: AtomicU32,
+    /// No subscriber entry at or past this index was ever taken: publishers scan only the
+    /// entries below it (raised by subscribers as they join, never lowered).
+    subscriber_bound: AtomicU32,
+    _reserved: [u32; 7],
     /// Messages below this sequence number are published.
     write_pos: Padded<AtomicU64>,
     /// Pid of the publisher writing now, 0 if none.
@@ -146,7 +153,9 @@ struct SlotHeader {
 #[cfg(not(loom))] // loom's atomics are larger than the real ones
 const _: () = assert!(std::mem::offset_of!(TopicHeader, creator_pid) == 40);
 #[cfg(not(loom))] // loom's atomics are larger than the real ones
-const _: () = assert!(std::mem::offset_of!(TopicHeader, _reserved) == 44);
+const _: () = assert!(std::mem::offset_of!(TopicHeader, sole_publisher) == 44);
+#[cfg(not(loom))] // loom's atomics are larger than the real ones
+const _: () = assert!(std::mem::offset_of!(TopicHeader, write_pos) == 128);
 
 /// The topic's place in the shared layout (`layout.rs`).
 #[derive(Debug)]
@@ -171,6 +180,7 @@ struct Shared {
     capacity: u32,
     max_message: u32,
     overrun: bool,
+    single_publisher: bool,
     wait: WaitStrategy,
     _segment: Segment,
 }
@@ -230,10 +240,18 @@ impl Shared {
 
     /// The lowest cursor among subscribers still attached; with `check_liveness`, entries of
     /// dead subscribers are cleared first. `None`: no subscriber.
+    ///
+    /// Only the entries below `subscriber_bound` are read: with one subscriber, one entry's
+    /// line instead of 64 (at capacity 1 this scan runs on every publish under backpressure).
     fn slowest_cursor(&self, check_liveness: bool) -> Option<u64> {
         let mut slowest: Option<u64> = None;
         let locks = self.locks(Table::Subscribers);
-        for (index, entry) in self.header().subscribers.iter().enumerate() {
+        let subscribers = &self.header().subscribers;
+        // SYNC: Acquire pairs with the SeqCst fetch_max of a joining subscriber, made after
+        // its cursor was stored. A bound beyond the table (corruption) is clamped.
+        let bound = (self.header().subscriber_bound.load(Ordering::Acquire) as usize)
+            .min(subscribers.len());
+        for (index, entry) in subscribers[..bound].iter().enumerate() {
             let pid = entry.0.pid.load(Ordering::Acquire);
             if pid == 0 {
                 continue;
@@ -256,6 +274,7 @@ pub struct TopicBuilder {
     options: Options,
     capacity: usize,
     overflow: Overflow,
+    single_publisher: bool,
 }
 
 impl TopicBuilder {
@@ -265,6 +284,10 @@ impl TopicBuilder {
         capacity(messages: usize) |b| b.capacity = messages;
         /// Overrun (default) or backpressure.
         overflow(overflow: Overflow) |b| b.overflow = overflow;
+        /// One publisher at a time: the topic's one [`Publisher`] holds a token (a second
+        /// live one is refused with [`Error::AlreadyExists`]; a dead holder's token is taken
+        /// over) and publishes without the publish lock's compare-and-swap.
+        single_publisher() |b| b.single_publisher = true;
     }
     option_setters!();
 
@@ -278,11 +301,14 @@ impl TopicBuilder {
             TopicLayout::requested(self.capacity, self.options.max_message)?;
         let name = &self.options.name;
         let segment = Segment::create(KIND, name, len, self.options.mode)?;
-        let flags = if self.overflow == Overflow::Overrun {
+        let mut flags = if self.overflow == Overflow::Overrun {
             FLAG_OVERRUN
         } else {
             0
         };
+        if self.single_publisher {
+            flags |= FLAG_SINGLE_PUBLISHER;
+        }
         let spec = Spec {
             capacity,
             max_message,
@@ -349,6 +375,7 @@ impl fmt::Debug for Topic {
             .field("name", &self.shared.name)
             .field("capacity", &self.shared.capacity)
             .field("overrun", &self.shared.overrun)
+            .field("single_publisher", &self.shared.single_publisher)
             .finish()
     }
 }
@@ -388,6 +415,7 @@ impl Topic {
             options: Options::new(name),
             capacity: DEFAULT_CAPACITY,
             overflow: Overflow::default(),
+            single_publisher: false,
         }
     }
 
@@ -428,6 +456,7 @@ impl Topic {
                 capacity: geometry.capacity,
                 max_message: geometry.max_message,
                 overrun: geometry.flags & FLAG_OVERRUN != 0,
+                single_publisher: geometry.flags & FLAG_SINGLE_PUBLISHER != 0,
                 wait,
                 _segment: segment,
             }),
@@ -439,10 +468,13 @@ impl Topic {
         &self.shared.name
     }
 
-    /// A publisher, entered in the topic's publisher table.
+    /// A publisher, entered in the topic's publisher table (and, in a single-publisher
+    /// topic, holding its token).
     ///
     /// # Errors
-    /// [`Error::LimitReached`] when 32 live publishers are attached.
+    /// [`Error::LimitReached`] when 32 live publishers are attached;
+    /// [`Error::AlreadyExists`] (naming the holder's pid) while another live process is a
+    /// single-publisher topic's publisher.
     pub fn publisher(&self) -> Result<Publisher> {
         Publisher::new(&self.shared)
     }

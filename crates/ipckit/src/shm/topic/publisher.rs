@@ -5,10 +5,10 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use super::{describe, Shared, MAX_PUBLISHERS};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline, MessageSender};
 use crate::shm::layout::slot_bytes;
-use crate::shm::liveness::{Held, Table};
+use crate::shm::liveness::{Held, Locks, Table};
 use crate::shm::participants;
 use crate::shm::seqlock;
 use crate::shm::wait::{wait_for, wake_sleepers, Attempt};
@@ -26,6 +26,8 @@ pub struct Publisher {
     uid: u32,
     /// Cached lower bound of the slowest subscriber's cursor.
     slowest: u64,
+    /// In a single-publisher topic, the token that makes us its one publisher.
+    token: Option<SoleToken>,
 }
 
 impl fmt::Debug for Publisher {
@@ -38,7 +40,70 @@ impl fmt::Debug for Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        // The token first: its holder must be found in the table while it holds it.
+        if let Some(token) = self.token.take() {
+            token.release(&self.shared);
+        }
         participants::leave(&self.shared.header().publishers[self.index], self.pid);
+    }
+}
+
+/// The right to be a single-publisher topic's one publisher: the header's `sole_publisher`
+/// word holds our pid, and we hold the token's liveness lock (taken before the word is
+/// claimed, dropped after it is released), so a second publisher sees a live holder by the
+/// kernel's lock, right across PID namespaces.
+struct SoleToken {
+    pid: u32,
+    _lock: Option<Held>,
+}
+
+impl SoleToken {
+    /// Takes the token of the single-publisher topic `shared` for `pid`.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], naming the holder's pid, while another live process holds it.
+    fn acquire(shared: &Shared, pid: u32) -> Result<SoleToken> {
+        let word = &shared.header().sole_publisher;
+        let taken = |holder: u32| Error::AlreadyExists {
+            object: format!(
+                "the single publisher of {} (pid {holder})",
+                describe(&shared.name)
+            ),
+        };
+        let locks = Locks {
+            probe: shared._segment.file_fd(),
+            table: Table::Tokens,
+        };
+        let mut lock = None;
+        if locks.take(0, &mut lock).is_err() {
+            return Err(taken(word.load(Ordering::Acquire)));
+        }
+        loop {
+            let holder = word.load(Ordering::Acquire);
+            // With the token's lock ours, a holder is dead (or an ipckit without these
+            // locks: its publisher entry, or `/proc`, says whether it lives).
+            if holder != 0 && shared.publisher_alive(holder) {
+                return Err(taken(holder));
+            }
+            // SYNC: AcqRel: Acquire pairs with the previous holder's release, so its last
+            // write_pos is seen; Release publishes our claim.
+            if word
+                .compare_exchange(holder, pid, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(SoleToken { pid, _lock: lock });
+            }
+        }
+    }
+
+    /// Gives the token back (the lock goes with `self`, after the word).
+    fn release(self, shared: &Shared) {
+        let _ = shared.header().sole_publisher.compare_exchange(
+            self.pid,
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -50,7 +115,8 @@ impl Drop for Publisher {
 /// [`TopicLoan`] that borrows the publisher), and the publisher's `Arc<Shared>` keeps the
 /// mapping alive.
 struct PublishGuard {
-    lock: NonNull<AtomicU32>,
+    /// `None` for a single-publisher topic's publisher, which takes no lock.
+    lock: Option<NonNull<AtomicU32>>,
 }
 
 // SAFETY: the lock word is an atomic in shared memory, usable from any thread.
@@ -61,15 +127,16 @@ unsafe impl Sync for PublishGuard {}
 impl PublishGuard {
     fn new(lock: &AtomicU32) -> PublishGuard {
         PublishGuard {
-            lock: NonNull::from(lock),
+            lock: Some(NonNull::from(lock)),
         }
     }
 }
 
 impl Drop for PublishGuard {
     fn drop(&mut self) {
+        let Some(lock) = self.lock else { return };
         // SAFETY: the mapping outlives the guard (see the type's documentation).
-        let lock = unsafe { self.lock.as_ref() };
+        let lock = unsafe { lock.as_ref() };
         // Only the holder releases: nobody takes the lock from a live holder, so a plain
         // store is enough. SYNC: Release pairs with the next holder's Acquire CAS.
         lock.store(0, Ordering::Release);
@@ -94,6 +161,18 @@ impl Publisher {
             &shared.locks(Table::Publishers),
         )?;
         table[index].role.store(1, Ordering::Release);
+        let token = if shared.single_publisher {
+            match SoleToken::acquire(shared, pid) {
+                Ok(token) => Some(token),
+                Err(err) => {
+                    participants::leave(&table[index], pid);
+                    drop(lock);
+                    return Err(err);
+                }
+            }
+        } else {
+            None
+        };
         Ok(Publisher {
             shared: Arc::clone(shared),
             index,
@@ -101,11 +180,17 @@ impl Publisher {
             _lock: lock,
             uid: rustix::process::getuid().as_raw(),
             slowest: 0,
+            token,
         })
     }
 
     fn lock(&self, deadline: Deadline) -> Result<PublishGuard> {
         self.shared.check_intact(false)?;
+        if self.token.is_some() {
+            // The only publisher: nobody to exclude. A predecessor killed mid-write left
+            // write_pos where it was, so we write its sequence number again.
+            return Ok(PublishGuard { lock: None });
+        }
         let lock = &self.shared.header().publish_lock.0;
         // Uncontended (the usual case): one CAS and no clock read on the fast path.
         if lock

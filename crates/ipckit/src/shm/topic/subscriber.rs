@@ -96,6 +96,12 @@ impl Subscriber {
         let write_pos = shared.header().write_pos.0.load(Ordering::Acquire);
         let cursor = write_pos.saturating_sub(history as u64);
         table[index].0.cursor.store(cursor, Ordering::Release);
+        // Publishers scan only the entries below the bound; raised after the cursor is stored.
+        // SYNC: SeqCst pairs with a scanning publisher's Acquire load of the bound.
+        shared
+            .header()
+            .subscriber_bound
+            .fetch_max(index as u32 + 1, Ordering::SeqCst);
         Ok(Subscriber {
             shared: Arc::clone(shared),
             index,

@@ -146,3 +146,117 @@ fn an_overrun_sample_is_stable_while_publishers_overwrite_its_slot() {
     assert_eq!(next.data, b"third!");
     assert_eq!(next.meta.missed, Some(1));
 }
+
+#[test]
+fn a_single_publisher_topic_refuses_a_second_publisher_until_the_first_leaves() {
+    let n = name("single");
+    let _c = Cleanup(n.clone());
+    let topic = Topic::builder(&n).single_publisher().create().unwrap();
+    let mut first = topic.publisher().unwrap();
+    let pid = std::process::id();
+    match Topic::open(&n).unwrap().publisher() {
+        Err(Error::AlreadyExists { object }) => {
+            assert!(object.contains(&format!("pid {pid}")), "{object}")
+        }
+        other => panic!("a second publisher: {other:?}"),
+    }
+    let mut sub = topic.subscriber().unwrap();
+    first.send(b"one").unwrap();
+    drop(first);
+    // The token (and the publisher entry) were given back.
+    assert_eq!(
+        topic.shared.header().sole_publisher.load(Ordering::Acquire),
+        0
+    );
+    let mut second = topic.publisher().unwrap();
+    second.send(b"two").unwrap();
+    assert_eq!(sub.try_recv().unwrap().data, b"one");
+    let msg = sub.try_recv().unwrap();
+    assert_eq!(
+        (msg.data.as_slice(), msg.meta.sequence),
+        (&b"two"[..], Some(1))
+    );
+}
+
+#[test]
+fn a_dead_holders_token_is_taken_over_and_its_sequence_reused() {
+    let n = name("single-dead");
+    let _c = Cleanup(n.clone());
+    let topic = Topic::builder(&n)
+        .capacity(4)
+        .single_publisher()
+        .create()
+        .unwrap();
+    let mut sub = topic.subscriber().unwrap();
+    // A holder that never took a liveness lock and whose pid is nobody's: dead by `/proc`.
+    let header = topic.shared.header();
+    header.sole_publisher.store(u32::MAX - 1, Ordering::Release);
+    // It died writing message 0: the stamp is odd, write_pos has not moved.
+    crate::shm::seqlock::begin_write(&topic.shared.slot(0).stamp, 0);
+    assert!(matches!(sub.try_recv(), Err(Error::Empty)));
+    let mut publisher = topic.publisher().unwrap();
+    assert_eq!(
+        header.sole_publisher.load(Ordering::Acquire),
+        std::process::id()
+    );
+    publisher.send(b"again").unwrap();
+    let msg = sub.try_recv().unwrap();
+    assert_eq!(
+        (msg.data.as_slice(), msg.meta.sequence),
+        (&b"again"[..], Some(0))
+    );
+}
+
+#[test]
+fn a_single_publisher_under_backpressure_waits_for_the_slowest_subscriber() {
+    let n = name("single-bp");
+    let _c = Cleanup(n.clone());
+    let topic = Topic::builder(&n)
+        .capacity(1)
+        .overflow(Overflow::Backpressure)
+        .single_publisher()
+        .create()
+        .unwrap();
+    let mut fast = topic.subscriber().unwrap();
+    let mut slow = topic.subscriber().unwrap();
+    let mut publisher = topic.publisher().unwrap();
+    for i in 0..20u8 {
+        publisher.try_send(&[i]).unwrap();
+        assert!(matches!(publisher.try_send(&[i]), Err(Error::Full)));
+        assert_eq!(fast.try_recv().unwrap().data, [i]);
+        assert!(matches!(publisher.try_send(&[i]), Err(Error::Full)));
+        assert_eq!(slow.try_recv().unwrap().data, [i]);
+    }
+    // A loan cancelled without publishing: its sequence number is reused.
+    drop(publisher.loan().unwrap());
+    publisher.send(b"x").unwrap();
+    let msg = fast.try_recv().unwrap();
+    assert_eq!(
+        (msg.data.as_slice(), msg.meta.sequence),
+        (&b"x"[..], Some(20))
+    );
+}
+
+#[test]
+fn publishers_scan_only_the_subscriber_entries_ever_taken() {
+    let n = name("bound");
+    let _c = Cleanup(n.clone());
+    let topic = Topic::builder(&n)
+        .capacity(2)
+        .overflow(Overflow::Backpressure)
+        .create()
+        .unwrap();
+    let bound = |t: &Topic| t.shared.header().subscriber_bound.load(Ordering::Acquire);
+    assert_eq!(bound(&topic), 0);
+    let subs: Vec<_> = (0..3).map(|_| topic.subscriber().unwrap()).collect();
+    assert_eq!(bound(&topic), 3);
+    drop(subs);
+    let mut again = topic.subscriber().unwrap();
+    assert_eq!(bound(&topic), 3, "the bound is never lowered");
+    let mut publisher = topic.publisher().unwrap();
+    publisher.try_send(b"a").unwrap();
+    publisher.try_send(b"b").unwrap();
+    assert!(matches!(publisher.try_send(b"c"), Err(Error::Full)));
+    assert_eq!(again.try_recv().unwrap().data, b"a");
+    publisher.try_send(b"c").unwrap();
+}

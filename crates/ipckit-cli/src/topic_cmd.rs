@@ -35,6 +35,10 @@ pub struct CreateArgs {
     /// Publishers wait for the slowest subscriber; nothing is lost.
     #[arg(long)]
     pub backpressure: bool,
+    /// One publisher at a time: a second live publisher is refused (naming the first's
+    /// pid), a dead one's place is taken over; publishing takes no lock.
+    #[arg(long)]
+    pub single_publisher: bool,
     /// The largest message, in bytes.
     #[arg(long, default_value = "4096", value_parser = parse_size)]
     pub max_msg_size: usize,
@@ -85,22 +89,30 @@ pub fn topic(command: TopicCommand) -> Result<()> {
             } else {
                 Overflow::Overrun
             };
-            Topic::builder(&args.name)
+            let builder = Topic::builder(&args.name)
                 .capacity(args.history)
                 .max_message_size(args.max_msg_size)
                 .overflow(overflow)
-                .mode(args.mode)
-                .create()
-                .map_err(|e| {
-                    let size = refused_size(&e);
-                    anyhow::Error::new(e)
-                        .context(format!("cannot create topic {:?}{size}", args.name))
-                })?;
+                .mode(args.mode);
+            let builder = if args.single_publisher {
+                builder.single_publisher()
+            } else {
+                builder
+            };
+            builder.create().map_err(|e| {
+                let size = refused_size(&e);
+                anyhow::Error::new(e).context(format!("cannot create topic {:?}{size}", args.name))
+            })?;
             outln!(
-                "created topic {:?}: keeps the last {} messages of up to {} bytes; takes {}",
+                "created topic {:?}: keeps the last {} messages of up to {} bytes{}; takes {}",
                 args.name,
                 args.history,
                 args.max_msg_size,
+                if args.single_publisher {
+                    ", one publisher at a time"
+                } else {
+                    ""
+                },
                 shm_footprint(ipckit::shm::topic::KIND, &args.name)
                     .unwrap_or_else(|| "an unknown amount of /dev/shm".into())
             )?;

@@ -141,3 +141,50 @@ fn errors_are_clear() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("keeps 2"));
 }
+
+#[test]
+fn a_single_publisher_topic_refuses_a_second_publisher_process() {
+    use std::io::Write;
+    let name = unique("single");
+    let _cleanup = Cleanup(name.clone());
+    let out = ipckit()
+        .args(["topic", "create", &name, "--single-publisher"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("one publisher at a time"));
+    // The first publisher holds its place while its standard input is open.
+    let mut first = ipckit()
+        .args(["publish", &name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let topic = ipckit::shm::topic::Topic::open(&name).unwrap();
+    let start = std::time::Instant::now();
+    while topic.info().publishers == 0 {
+        if start.elapsed().as_secs() >= 30 {
+            let _ = first.kill();
+            let _ = first.wait();
+            panic!("the first publisher never attached");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = ipckit().args(["publish", &name, "x"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr).to_string();
+    let mut stdin = first.stdin.take().unwrap();
+    writeln!(stdin, "a").unwrap();
+    drop(stdin);
+    let status = first.wait().unwrap();
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "single publisher of topic {name:?} (pid {})",
+            first.id()
+        )),
+        "{stderr}"
+    );
+    assert!(status.success());
+    // Once it is gone, the next publisher is accepted.
+    ipckit().args(["publish", &name, "y"]).assert().success();
+}

@@ -398,6 +398,100 @@ fn publishers_killed_at_random_points_never_tear_or_duplicate() {
     assert!(received > 0, "no victim published anything");
 }
 
+#[test]
+fn a_single_publisher_process_is_exclusive_while_alive_and_replaced_once_killed() {
+    const TEST: &str =
+        "a_single_publisher_process_is_exclusive_while_alive_and_replaced_once_killed";
+    if let Some((role, arg)) = role() {
+        let (name, run) = arg.split_once(' ').unwrap();
+        let run: u32 = run.parse().unwrap();
+        let mut publisher = Topic::open(name).unwrap().publisher().unwrap();
+        if role == "torn" {
+            // Killed with a message half written in its slot: never to be delivered.
+            let msg = make_message(run, 0);
+            let mut loan = publisher.loan().unwrap();
+            loan[..msg.len() / 2].copy_from_slice(&msg[..msg.len() / 2]);
+            println!("@@ready");
+            std::thread::sleep(WATCHDOG);
+            return;
+        }
+        println!("@@ready");
+        for seq in 0.. {
+            publisher.send(&make_message(run, seq)).unwrap();
+        }
+        return;
+    }
+    const RUNS: u32 = 40;
+    let name = unique_name("solepub");
+    let _cleanup = Cleanup(name.clone());
+    let topic = Topic::builder(&name)
+        .capacity(8)
+        .max_message_size(256)
+        .overflow(Overflow::Backpressure)
+        .single_publisher()
+        .create()
+        .unwrap();
+    let reader = {
+        let mut sub = topic.subscriber().unwrap();
+        std::thread::spawn(move || {
+            let mut seen = HashSet::new();
+            let mut last: Option<(u32, u32)> = None;
+            let mut buf = Vec::new();
+            let mut expected_sequence = 0;
+            loop {
+                let meta = sub
+                    .recv_deadline(&mut buf, Deadline::after(WATCHDOG))
+                    .unwrap();
+                // No gap: a dead publisher's unfinished sequence number is written again.
+                assert_eq!(meta.sequence, Some(expected_sequence));
+                expected_sequence += 1;
+                if buf == b"END" {
+                    return seen.len();
+                }
+                assert_eq!(meta.missed, Some(0), "backpressure lost a message");
+                let (run, seq) = check_message(&buf);
+                assert!(seen.insert((run, seq)), "({run}, {seq}) delivered twice");
+                if let Some((last_run, last_seq)) = last {
+                    assert!(
+                        run > last_run || (run == last_run && seq == last_seq + 1),
+                        "({run}, {seq}) after ({last_run}, {last_seq})"
+                    );
+                }
+                last = Some((run, seq));
+            }
+        })
+    };
+    let mut rng = XorShift(seed());
+    let received = with_watchdog(WATCHDOG * 2, move || {
+        for run in 0..RUNS {
+            let role = if run % 10 == 0 { "torn" } else { "publisher" };
+            let mut child = spawn_role(TEST, role, &format!("{name} {run}"));
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            wait_for_line(&mut out, "ready");
+            // While it lives, a second publisher is refused, and told who holds the place.
+            match topic.publisher() {
+                Err(Error::AlreadyExists { object }) => assert!(
+                    object.contains(&format!("(pid {})", child.id())),
+                    "{object}"
+                ),
+                other => panic!("a second publisher while the first lives: {other:?}"),
+            }
+            if role == "publisher" {
+                std::thread::sleep(Duration::from_micros(rng.next() % 2000));
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        // The last victim's place is taken over.
+        let mut publisher = topic.publisher().unwrap();
+        publisher
+            .send_timeout(b"END", Duration::from_secs(10))
+            .unwrap();
+        reader.join().unwrap()
+    });
+    assert!(received > 0, "no victim published anything");
+}
+
 mod hostile {
     use super::*;
     use proptest::prelude::*;

@@ -28,6 +28,9 @@ pub struct Publisher {
     slowest: u64,
     /// In a single-publisher topic, the token that makes us its one publisher.
     token: Option<SoleToken>,
+    /// With the token, the next message's sequence number and slot index: nobody else moves
+    /// `write_pos`, so we keep it (and no division per message).
+    next: (u64, usize),
 }
 
 impl fmt::Debug for Publisher {
@@ -180,6 +183,8 @@ impl Publisher {
             _lock: lock,
             uid: rustix::process::getuid().as_raw(),
             slowest: 0,
+            // Read after the token is ours (its AcqRel claim): where the last holder stopped.
+            next: next_of(shared, shared.header().write_pos.0.load(Ordering::Acquire)),
             token,
         })
     }
@@ -228,12 +233,28 @@ impl Publisher {
 
     /// Under backpressure, waits until slot `seq` no longer holds a message some live
     /// subscriber still has to read.
+    ///
+    /// The cached lower bound of the slowest cursor answers without reading the table until
+    /// it says the ring is full; then one scan refreshes it (only the entries ever taken),
+    /// and only if that finds no room does the wait machinery start.
+    #[inline]
     fn wait_for_room(&mut self, seq: u64, deadline: Deadline) -> Result<()> {
         let shared = &*self.shared;
         let capacity = shared.capacity as u64;
         if shared.overrun || seq < self.slowest.saturating_add(capacity) {
             return Ok(());
         }
+        self.slowest = shared.slowest_cursor(false).unwrap_or(seq);
+        if seq < self.slowest.saturating_add(capacity) {
+            return Ok(());
+        }
+        self.wait_for_room_slow(seq, deadline)
+    }
+
+    #[cold]
+    fn wait_for_room_slow(&mut self, seq: u64, deadline: Deadline) -> Result<()> {
+        let shared = &*self.shared;
+        let capacity = shared.capacity as u64;
         let slowest = &mut self.slowest;
         wait_for(
             shared.wait,
@@ -260,19 +281,27 @@ impl Publisher {
         )
     }
 
-    /// Takes the lock, waits for room, and stamps the next slot as being written.
-    fn begin(&mut self, deadline: Deadline) -> Result<(u64, PublishGuard)> {
+    /// Takes the lock, waits for room, and stamps the next slot as being written: its
+    /// sequence number and slot index.
+    fn begin(&mut self, deadline: Deadline) -> Result<(u64, usize, PublishGuard)> {
         let guard = self.lock(deadline)?;
-        let seq = self.shared.header().write_pos.0.load(Ordering::Acquire);
+        let (seq, index) = if guard.lock.is_none() {
+            self.next
+        } else {
+            next_of(
+                &self.shared,
+                self.shared.header().write_pos.0.load(Ordering::Acquire),
+            )
+        };
         self.wait_for_room(seq, deadline)?;
-        seqlock::begin_write(&self.shared.slot(seq).stamp, seq);
-        Ok((seq, guard))
+        seqlock::begin_write(&self.shared.slots.slot_at(index).stamp, seq);
+        Ok((seq, index, guard))
     }
 
-    /// Completes message `seq` of `len` bytes and releases the lock.
-    fn finish(&mut self, seq: u64, len: usize, guard: PublishGuard) {
+    /// Completes message `seq` (in slot `index`) of `len` bytes and releases the lock.
+    fn finish(&mut self, seq: u64, index: usize, len: usize, guard: PublishGuard) {
         let shared = &*self.shared;
-        let slot = shared.slot(seq);
+        let slot = shared.slots.slot_at(index);
         slot.len.store(len as u32, Ordering::Relaxed);
         slot.sender_pid.store(self.pid, Ordering::Relaxed);
         slot.sender_uid.store(self.uid, Ordering::Relaxed);
@@ -280,6 +309,14 @@ impl Publisher {
         // SYNC: Release pairs with subscribers' Acquire load of write_pos; SeqCst with the
         // fence of a sleeping subscriber (see `wake_sleepers`).
         shared.header().write_pos.0.swap(seq + 1, Ordering::SeqCst);
+        if guard.lock.is_none() {
+            let index = if index + 1 == shared.capacity as usize {
+                0
+            } else {
+                index + 1
+            };
+            self.next = (seq + 1, index);
+        }
         drop(guard);
         wake_sleepers(&shared.header().new_message.0);
     }
@@ -290,10 +327,11 @@ impl Publisher {
     /// # Errors
     /// Under backpressure, [`Error::Full`](crate::Error::Full)/[`Error::Timeout`](crate::Error::Timeout) if no room by `deadline`.
     pub fn loan_deadline(&mut self, deadline: Deadline) -> Result<TopicLoan<'_>> {
-        let (seq, guard) = self.begin(deadline)?;
+        let (seq, index, guard) = self.begin(deadline)?;
         Ok(TopicLoan {
             publisher: self,
             seq,
+            index,
             guard: Some(guard),
         })
     }
@@ -310,13 +348,13 @@ impl Publisher {
 impl MessageSender for Publisher {
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
         check_size(msg.len(), self.shared.max_message as usize)?;
-        let (seq, guard) = self.begin(deadline)?;
-        // SAFETY: we hold the publish lock and stamped the slot of `seq` as being written;
-        // msg.len() <= max_message, the size of the slot's data area.
+        let (seq, index, guard) = self.begin(deadline)?;
+        // SAFETY: we hold the publish lock (or the token) and stamped the slot of `seq` as
+        // being written; msg.len() <= max_message, the size of the slot's data area.
         unsafe {
-            std::ptr::copy_nonoverlapping(msg.as_ptr(), self.shared.data_ptr(seq), msg.len())
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), self.shared.slots.data_at(index), msg.len())
         };
-        self.finish(seq, msg.len(), guard);
+        self.finish(seq, index, msg.len(), guard);
         self.shared.check_intact(false)
     }
 
@@ -330,6 +368,7 @@ impl MessageSender for Publisher {
 pub struct TopicLoan<'a> {
     publisher: &'a mut Publisher,
     seq: u64,
+    index: usize,
     guard: Option<PublishGuard>,
 }
 
@@ -347,7 +386,7 @@ impl TopicLoan<'_> {
     pub fn publish(mut self, len: usize) -> Result<()> {
         check_size(len, self.publisher.shared.max_message as usize)?;
         let guard = self.guard.take().expect("a loan is published once");
-        self.publisher.finish(self.seq, len, guard);
+        self.publisher.finish(self.seq, self.index, len, guard);
         self.publisher.shared.check_intact(false)
     }
 }
@@ -357,8 +396,16 @@ impl TopicLoan<'_> {
     /// being written by us: nobody else writes it until we publish.
     fn bytes(&self) -> (*mut u8, usize) {
         let shared = &self.publisher.shared;
-        (shared.data_ptr(self.seq), shared.max_message as usize)
+        (
+            shared.slots.data_at(self.index),
+            shared.max_message as usize,
+        )
     }
 }
 
 slot_bytes!(mut TopicLoan);
+
+/// Message `seq`'s sequence number and slot index (`seq % capacity`).
+fn next_of(shared: &Shared, seq: u64) -> (u64, usize) {
+    (seq, (seq % shared.capacity as u64) as usize)
+}

@@ -113,6 +113,7 @@ fn every_example_is_run_and_names_its_note() {
     let tested = [
         "bounded_buffer",
         "callgrind_send_recv",
+        "callgrind_topic",
         "fifo_shell",
         "mailbox_ping_pong",
         "pipe_parent_child",
@@ -138,7 +139,11 @@ fn every_example_is_run_and_names_its_note() {
         .collect();
     found.sort();
     assert_eq!(found, tested, "add a test for each new example");
-    let benchmarks = ["mailbox_ping_pong", "callgrind_send_recv"];
+    let benchmarks = [
+        "mailbox_ping_pong",
+        "callgrind_send_recv",
+        "callgrind_topic",
+    ];
     for name in tested.iter().filter(|n| !benchmarks.contains(n)) {
         let source = std::fs::read_to_string(dir.join(format!("{name}.rs"))).unwrap();
         let docs: String = source
@@ -319,6 +324,21 @@ fn mailbox_ping_pong() {
     // Sleeping waits: busy-polling peers crawl when the machine has fewer free cores than spinners.
     let out = run("mailbox_ping_pong", &["64", "2000", "sleep"]);
     assert_has(&out, &["64 B round trip over 2000 rounds: median "]);
+}
+
+#[test]
+fn callgrind_topic() {
+    for (capacity, overflow, publishers) in
+        [("1", "backpressure", "single"), ("64", "overrun", "lock")]
+    {
+        let out = run("callgrind_topic", &["1000", capacity, overflow, publishers]);
+        assert_has(
+            &out,
+            &[&format!(
+                "1000 publish+recv pairs of 64 B through one topic (capacity {capacity})"
+            )],
+        );
+    }
 }
 
 #[test]

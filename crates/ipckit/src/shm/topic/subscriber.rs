@@ -133,7 +133,8 @@ impl Subscriber {
             // per message and move to "complete" before `write_pos` does. Only an overrun
             // needs `write_pos` (one cache line fewer on the fast path).
             let seq = *cursor;
-            let slot = shared.slot(seq);
+            // One address computation (one division) for the slot and its bytes.
+            let (slot, data) = shared.slots.slot_and_data_at((seq % capacity) as usize);
             let want = seqlock::complete(seq);
             let stamp = seqlock::read_begin(&slot.stamp);
             if stamp < want {
@@ -161,7 +162,7 @@ impl Subscriber {
                     // buf has room for len bytes. A concurrent overwrite (overrun) can only
                     // change the bytes, which the second stamp check below then rejects.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(shared.data_ptr(seq), buf.as_mut_ptr(), len);
+                        std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
                         buf.set_len(len);
                     }
                 }
@@ -203,6 +204,21 @@ impl Subscriber {
         let cursor = &mut self.cursor;
         let missed = &mut self.missed;
         let mut copy_into = copy_into;
+        // A message already there (the usual case when busy): one attempt, without the
+        // wait's machinery (nor the `Error` it would build for an expiry).
+        shared.check_intact(false)?;
+        match Subscriber::attempt(shared, cursor, missed, copy_into.as_deref_mut()) {
+            Ok(Ok(located)) => {
+                shared.check_intact(false)?;
+                return Ok(located);
+            }
+            Ok(Err(_)) => {}
+            Err(err) => {
+                // As below: corruption may be a lost page; the file says.
+                shared.check_intact(matches!(err, Error::Corrupt { .. }))?;
+                return Err(err);
+            }
+        }
         let located = wait_for(
             shared.wait,
             &shared.header().new_message.0,

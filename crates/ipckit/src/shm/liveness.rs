@@ -45,7 +45,8 @@ pub(crate) enum Table {
     Publishers = 1,
     /// A topic's subscriber table.
     Subscribers = 2,
-    /// A mailbox's single-sender (0) and single-receiver (1) tokens.
+    /// A mailbox's single-sender (0) and single-receiver (1) tokens; a topic's
+    /// single-publisher token (0).
     Tokens = 3,
     /// Held by the creator of a chained ring until its magic is published.
     Creation = 4,

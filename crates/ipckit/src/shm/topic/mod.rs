@@ -29,6 +29,11 @@
 //! had not moved, its half-written message was never visible: the next publisher writes the
 //! same sequence number again. So no gap and no torn message can appear.
 //!
+//! A single-publisher topic ([`TopicBuilder::single_publisher`]) has no publish lock: its one
+//! publisher holds a token (the header's `sole_publisher`, with a liveness lock), refused to a
+//! second live publisher and taken over from a dead one, which then starts from `write_pos`
+//! the same way.
+//!
 //! A subscriber reads message `c` (its cursor) by checking the stamp, copying, and checking
 //! the stamp again. If the stamp says the slot now belongs to a later message, the subscriber
 //! was overrun: it jumps to the oldest message still held and records how many it missed

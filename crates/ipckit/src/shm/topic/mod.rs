@@ -80,7 +80,10 @@ pub const DEFAULT_CAPACITY: usize = 64;
 pub use super::named::DEFAULT_MAX_MESSAGE;
 
 const TOPIC_MAGIC: u64 = u64::from_le_bytes(*b"ipckitTP");
-const TOPIC_VERSION: u32 = 1;
+/// 2: the single-publisher token (`sole_publisher`) and the subscriber scan bound
+/// (`subscriber_bound`). An older ipckit would ignore both and publish through the lock beside
+/// the token's holder, so a topic of the other version is `Corrupt` rather than shared.
+const TOPIC_VERSION: u32 = 2;
 const MAX_PUBLISHERS: usize = 32;
 const MAX_SUBSCRIBERS: usize = 64;
 const FLAG_OVERRUN: u32 = 1;

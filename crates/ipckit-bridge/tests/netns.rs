@@ -171,10 +171,39 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
                     let Ok(mut conn) = pending.accept(b"welcome") else {
                         return;
                     };
+                    let soon = || Deadline::after(Duration::from_secs(10));
+                    // A callback before any call: the client's bridge must not miss it.
+                    if conn.callback(b"hello", soon()).is_err() {
+                        return;
+                    }
                     while let Ok(request) = conn.next_request(Deadline::Never) {
+                        let text = String::from_utf8_lossy(&request.data).into_owned();
+                        // "during N": N callbacks, then the reply; "after N": the reply, then
+                        // N callbacks; anything else: the reply in capitals.
+                        let (during, after) = match text.split_once(' ') {
+                            Some(("during", n)) => (n.parse().unwrap_or(0), 0),
+                            Some(("after", n)) => (0, n.parse().unwrap_or(0)),
+                            _ => (0, 0),
+                        };
+                        for i in 0..during {
+                            if conn
+                                .callback(format!("during {i}").as_bytes(), soon())
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
                         let answer = request.data.to_ascii_uppercase();
                         if conn.reply(request.id, &answer).is_err() {
                             return;
+                        }
+                        for i in 0..after {
+                            if conn
+                                .callback(format!("after {i}").as_bytes(), soon())
+                                .is_err()
+                            {
+                                return;
+                            }
                         }
                     }
                 });
@@ -206,6 +235,42 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
                 }
             }
             say("called");
+            Ok(())
+        }
+        "callbacks" => {
+            // arg: NAME — the server's callbacks: the one it sends on connecting, 50 while
+            // each of three calls is pending (before its reply), 20 between calls
+            let soon = || Deadline::after(Duration::from_secs(10));
+            let (mut conn, _) = Client::connect(field(0), b"hi", soon()).map_err(e)?;
+            let hello = conn.recv_callback(soon()).map_err(e)?;
+            if hello != b"hello" {
+                return Err(format!("first callback {hello:?}"));
+            }
+            for round in 0..3 {
+                let mut seen = Vec::new();
+                let reply = conn
+                    .call_with(b"during 50", soon(), |m| seen.push(m))
+                    .map_err(e)?;
+                let want: Vec<Vec<u8>> = (0..50)
+                    .map(|i| format!("during {i}").into_bytes())
+                    .collect();
+                if reply != b"DURING 50" || seen != want {
+                    return Err(format!(
+                        "round {round}: reply {reply:?}, callbacks {seen:?}"
+                    ));
+                }
+            }
+            let reply = conn.call(b"after 20", soon()).map_err(e)?;
+            if reply != b"AFTER 20" {
+                return Err(format!("reply {reply:?}"));
+            }
+            for i in 0..20 {
+                let got = conn.recv_callback(soon()).map_err(e)?;
+                if got != format!("after {i}").as_bytes() {
+                    return Err(format!("callback {i}: {got:?}"));
+                }
+            }
+            say("callbacks in order");
             Ok(())
         }
         "create" => {
@@ -451,6 +516,10 @@ fn mailbox_topic_and_service_cross_two_hosts() {
             .a
             .spawn("call", "calc")
             .finish(Duration::from_secs(60));
+        // The server's callbacks, in order, while calls are pending and between them.
+        let mut callbacks = hosts.a.spawn("callbacks", "calc");
+        callbacks.expect("callbacks in order", Duration::from_secs(60));
+        callbacks.finish(Duration::from_secs(10));
         // Topic, both ways: each side sees 50 consecutive messages of the other's publisher.
         let mut sub_a = hosts.a.spawn("subscribe", "news from-b 50");
         let mut sub_b = hosts.b.spawn("subscribe", "news from-a 50");

@@ -325,6 +325,17 @@ fn call(
     result
 }
 
+/// How long a poll for callbacks may go unanswered before the connection is given up (past
+/// Zenoh's lease, so a link down for a while and restored keeps it).
+const UNANSWERED_LIMIT: Duration = Duration::from_secs(30);
+
+/// `ask`'s reason when no exporting bridge answered (as opposed to an error it replied).
+fn unanswered(why: &str) -> bool {
+    why.starts_with(UNANSWERED) || why.starts_with("zenoh get on")
+}
+
+const UNANSWERED: &str = "no bridge exports";
+
 /// Asks the exporting bridge; `Err` carries the reason (an error reply, or nobody answered).
 fn ask(
     ctx: &Ctx,
@@ -345,7 +356,7 @@ fn ask(
         .map_err(|e| format!("zenoh get on {key}: {e}"))?;
     let reply = replies
         .recv()
-        .map_err(|_| format!("no bridge exports {key} (or it did not answer in {timeout:?})"))?;
+        .map_err(|_| format!("{UNANSWERED} {key} (or it did not answer in {timeout:?})"))?;
     match reply.result() {
         Ok(sample) => Ok(sample.payload().to_bytes().into_owned()),
         Err(error) => Err(String::from_utf8_lossy(&error.payload().to_bytes()).into_owned()),
@@ -472,6 +483,7 @@ fn carry(ctx: &Arc<Ctx>, key: &str, name: &str, id: [u8; 16], mut connection: Co
             .name(format!("callbacks {name}"))
             .spawn(move || {
                 let mut from = 0u64;
+                let mut answered = Instant::now();
                 while !task.stopping() && !poll_done.load(Ordering::Relaxed) {
                     let asked = ask(
                         &task,
@@ -481,9 +493,21 @@ fn carry(ctx: &Arc<Ctx>, key: &str, name: &str, id: [u8; 16], mut connection: Co
                         &from.to_le_bytes(),
                         POLL_WAIT * 3,
                     );
+                    if let Err(why) = &asked {
+                        // Nobody answered (a link down, a peer not found again yet): the
+                        // exporting bridge keeps the connection and its callbacks meanwhile.
+                        if unanswered(why)
+                            && answered.elapsed() < UNANSWERED_LIMIT
+                            && task.pause(Duration::from_secs(1))
+                        {
+                            continue;
+                        }
+                    }
+                    answered = Instant::now();
                     let batch = asked.ok().and_then(|b| proto::parse_callbacks_batch(&b));
                     let Some((first, closed, messages)) = batch else {
-                        // No answer, or the connection is not known there: it has ended.
+                        // The connection is not known there (or no answer for too long): it
+                        // has ended.
                         let _ = poll_events.send(Event::Callbacks {
                             first: from,
                             closed: true,

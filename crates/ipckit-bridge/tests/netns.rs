@@ -238,10 +238,22 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
             Ok(())
         }
         "callbacks" => {
-            // arg: NAME — the server's callbacks: the one it sends on connecting, 50 while
-            // each of three calls is pending (before its reply), 20 between calls
+            // arg: NAME [PAUSE] — the server's callbacks: the one it sends on connecting, 50
+            // while each of three calls is pending (before its reply), 20 between calls;
+            // with PAUSE (seconds), says "connected" after the first call and waits that long
+            // (the test cuts the link meanwhile)
             let soon = || Deadline::after(Duration::from_secs(10));
-            let (mut conn, _) = Client::connect(field(0), b"hi", soon()).map_err(e)?;
+            let start = Instant::now();
+            let mut conn = loop {
+                // Retried for 10 s, as the bridges may still be finding each other.
+                match Client::connect(field(0), b"hi", soon()) {
+                    Ok((c, _)) => break c,
+                    Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(err) => return Err(err.to_string()),
+                }
+            };
             let hello = conn.recv_callback(soon()).map_err(e)?;
             if hello != b"hello" {
                 return Err(format!("first callback {hello:?}"));
@@ -258,6 +270,10 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
                     return Err(format!(
                         "round {round}: reply {reply:?}, callbacks {seen:?}"
                     ));
+                }
+                if let (0, Ok(pause)) = (round, field(1).parse::<u64>()) {
+                    say("connected");
+                    std::thread::sleep(Duration::from_secs(pause));
                 }
             }
             let reply = conn.call(b"after 20", soon()).map_err(e)?;
@@ -729,6 +745,23 @@ fn a_cut_link_is_found_again_when_restored() {
 #[test]
 fn a_cut_link_is_found_again_when_restored_with_a_window() {
     watchdog(Duration::from_secs(240), || a_cut_link("k", 32));
+}
+
+#[test]
+fn a_service_connection_and_its_callbacks_outlive_a_cut_link() {
+    watchdog(Duration::from_secs(120), || {
+        let Some(hosts) = Hosts::new("v") else { return };
+        let _server = hosts.b.spawn("serve", "calc");
+        let _b = hosts.b.bridge(&format!("{B_LISTEN} export=service:calc"));
+        let _a = hosts.a.bridge(&format!("{A_CONNECT} import=service:calc"));
+        let mut client = hosts.a.spawn("callbacks", "calc 8");
+        client.expect("connected", Duration::from_secs(30));
+        hosts.link(false);
+        std::thread::sleep(Duration::from_secs(4));
+        hosts.link(true);
+        client.expect("callbacks in order", Duration::from_secs(60));
+        client.finish(Duration::from_secs(10));
+    });
 }
 
 /// The bench row: a mailbox round trip and streaming between two bridges, next to plain TCP

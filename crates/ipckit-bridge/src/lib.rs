@@ -45,7 +45,11 @@
 //! - **service** `ipckit/service/NAME`: the exporting bridge is a queryable. A plain `get`
 //!   is one call on a fresh connection (payload: request; reply: the server's reply). The
 //!   bridges themselves carry a whole connection: attachment `ipk1` + operation (`C`
-//!   connect, `Q` call, `X` close) + connection id (16 bytes).
+//!   connect, `Q` call, `X` close, `P` poll for the server's callbacks) + connection id
+//!   (16 bytes). A `Q` answer starts with how many callbacks (u64, little-endian) came before
+//!   the reply; a `P` query's payload is the position of the next callback wanted, its answer
+//!   the first position (u64), whether the server has gone (one byte), then each callback
+//!   as its length (u32) and bytes.
 //!
 //! # Mailboxes: nothing confirmed lost, nothing duplicated
 //!

@@ -103,6 +103,8 @@ pub(crate) enum Op {
     Connect,
     Call,
     Close,
+    /// The importing bridge asks for the server's callbacks from a position on.
+    Poll,
 }
 
 pub(crate) fn service_header(op: Op, connection: &[u8; 16]) -> Vec<u8> {
@@ -112,6 +114,7 @@ pub(crate) fn service_header(op: Op, connection: &[u8; 16]) -> Vec<u8> {
         Op::Connect => b'C',
         Op::Call => b'Q',
         Op::Close => b'X',
+        Op::Poll => b'P',
     });
     out.extend_from_slice(connection);
     out
@@ -125,9 +128,41 @@ pub(crate) fn parse_service_header(bytes: &[u8]) -> Option<(Op, [u8; 16])> {
         b'C' => Op::Connect,
         b'Q' => Op::Call,
         b'X' => Op::Close,
+        b'P' => Op::Poll,
         _ => return None,
     };
     Some((op, bytes[5..21].try_into().ok()?))
+}
+
+/// A batch of callbacks (the answer to a poll): the position of the first, whether the
+/// server's connection has ended after them, then each as its length (u32) and bytes.
+pub(crate) fn callbacks_batch(first: u64, closed: bool, messages: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + messages.iter().map(|m| 4 + m.len()).sum::<usize>());
+    out.extend_from_slice(&first.to_le_bytes());
+    out.push(u8::from(closed));
+    for m in messages {
+        out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+        out.extend_from_slice(m);
+    }
+    out
+}
+
+/// A batch as `callbacks_batch` wrote it; `None` for anything else.
+pub(crate) fn parse_callbacks_batch(bytes: &[u8]) -> Option<(u64, bool, Vec<Vec<u8>>)> {
+    let first = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let closed = match bytes.get(8)? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let mut rest = &bytes[9..];
+    let mut messages = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        messages.push(rest.get(4..4 + len)?.to_vec());
+        rest = &rest[4 + len..];
+    }
+    Some((first, closed, messages))
 }
 
 #[cfg(test)]
@@ -157,5 +192,17 @@ mod tests {
         assert_eq!(parse_mailbox_header(b"ipk2short"), None);
         assert_eq!(parse_service_header(&[0u8; 21]), None);
         assert_ne!(random_id(), id);
+        let batch = vec![b"one".to_vec(), Vec::new(), b"three".to_vec()];
+        assert_eq!(
+            parse_callbacks_batch(&callbacks_batch(5, true, &batch)),
+            Some((5, true, batch))
+        );
+        let mut cut = callbacks_batch(0, false, &[b"four".to_vec()]);
+        cut.pop();
+        assert_eq!(parse_callbacks_batch(&cut), None);
+        assert_eq!(
+            parse_service_header(&service_header(Op::Poll, &id)),
+            Some((Op::Poll, id))
+        );
     }
 }

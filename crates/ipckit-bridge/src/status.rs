@@ -52,7 +52,8 @@ pub struct Status {
     pub acked: u64,
     /// Mailbox messages it sent again (no acknowledgement in time, the other side full).
     pub redelivered: u64,
-    /// Mailbox messages, topic samples and service calls it delivered on this host.
+    /// Mailbox messages, topic samples, service calls and the servers' callbacks it
+    /// delivered on this host.
     pub delivered: u64,
     /// Mailbox messages it was given again and dropped, having delivered them already.
     pub duplicates_dropped: u64,

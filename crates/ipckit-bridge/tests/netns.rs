@@ -171,10 +171,39 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
                     let Ok(mut conn) = pending.accept(b"welcome") else {
                         return;
                     };
+                    let soon = || Deadline::after(Duration::from_secs(10));
+                    // A callback before any call: the client's bridge must not miss it.
+                    if conn.callback(b"hello", soon()).is_err() {
+                        return;
+                    }
                     while let Ok(request) = conn.next_request(Deadline::Never) {
+                        let text = String::from_utf8_lossy(&request.data).into_owned();
+                        // "during N": N callbacks, then the reply; "after N": the reply, then
+                        // N callbacks; anything else: the reply in capitals.
+                        let (during, after) = match text.split_once(' ') {
+                            Some(("during", n)) => (n.parse().unwrap_or(0), 0),
+                            Some(("after", n)) => (0, n.parse().unwrap_or(0)),
+                            _ => (0, 0),
+                        };
+                        for i in 0..during {
+                            if conn
+                                .callback(format!("during {i}").as_bytes(), soon())
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
                         let answer = request.data.to_ascii_uppercase();
                         if conn.reply(request.id, &answer).is_err() {
                             return;
+                        }
+                        for i in 0..after {
+                            if conn
+                                .callback(format!("after {i}").as_bytes(), soon())
+                                .is_err()
+                            {
+                                return;
+                            }
                         }
                     }
                 });
@@ -206,6 +235,58 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
                 }
             }
             say("called");
+            Ok(())
+        }
+        "callbacks" => {
+            // arg: NAME [PAUSE] — the server's callbacks: the one it sends on connecting, 50
+            // while each of three calls is pending (before its reply), 20 between calls;
+            // with PAUSE (seconds), says "connected" after the first call and waits that long
+            // (the test cuts the link meanwhile)
+            let soon = || Deadline::after(Duration::from_secs(10));
+            let start = Instant::now();
+            let mut conn = loop {
+                // Retried for 10 s, as the bridges may still be finding each other.
+                match Client::connect(field(0), b"hi", soon()) {
+                    Ok((c, _)) => break c,
+                    Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(err) => return Err(err.to_string()),
+                }
+            };
+            let hello = conn.recv_callback(soon()).map_err(e)?;
+            if hello != b"hello" {
+                return Err(format!("first callback {hello:?}"));
+            }
+            for round in 0..3 {
+                let mut seen = Vec::new();
+                let reply = conn
+                    .call_with(b"during 50", soon(), |m| seen.push(m))
+                    .map_err(e)?;
+                let want: Vec<Vec<u8>> = (0..50)
+                    .map(|i| format!("during {i}").into_bytes())
+                    .collect();
+                if reply != b"DURING 50" || seen != want {
+                    return Err(format!(
+                        "round {round}: reply {reply:?}, callbacks {seen:?}"
+                    ));
+                }
+                if let (0, Ok(pause)) = (round, field(1).parse::<u64>()) {
+                    say("connected");
+                    std::thread::sleep(Duration::from_secs(pause));
+                }
+            }
+            let reply = conn.call(b"after 20", soon()).map_err(e)?;
+            if reply != b"AFTER 20" {
+                return Err(format!("reply {reply:?}"));
+            }
+            for i in 0..20 {
+                let got = conn.recv_callback(soon()).map_err(e)?;
+                if got != format!("after {i}").as_bytes() {
+                    return Err(format!("callback {i}: {got:?}"));
+                }
+            }
+            say("callbacks in order");
             Ok(())
         }
         "create" => {
@@ -451,6 +532,10 @@ fn mailbox_topic_and_service_cross_two_hosts() {
             .a
             .spawn("call", "calc")
             .finish(Duration::from_secs(60));
+        // The server's callbacks, in order, while calls are pending and between them.
+        let mut callbacks = hosts.a.spawn("callbacks", "calc");
+        callbacks.expect("callbacks in order", Duration::from_secs(60));
+        callbacks.finish(Duration::from_secs(10));
         // Topic, both ways: each side sees 50 consecutive messages of the other's publisher.
         let mut sub_a = hosts.a.spawn("subscribe", "news from-b 50");
         let mut sub_b = hosts.b.spawn("subscribe", "news from-a 50");
@@ -660,6 +745,23 @@ fn a_cut_link_is_found_again_when_restored() {
 #[test]
 fn a_cut_link_is_found_again_when_restored_with_a_window() {
     watchdog(Duration::from_secs(240), || a_cut_link("k", 32));
+}
+
+#[test]
+fn a_service_connection_and_its_callbacks_outlive_a_cut_link() {
+    watchdog(Duration::from_secs(120), || {
+        let Some(hosts) = Hosts::new("v") else { return };
+        let _server = hosts.b.spawn("serve", "calc");
+        let _b = hosts.b.bridge(&format!("{B_LISTEN} export=service:calc"));
+        let _a = hosts.a.bridge(&format!("{A_CONNECT} import=service:calc"));
+        let mut client = hosts.a.spawn("callbacks", "calc 8");
+        client.expect("connected", Duration::from_secs(30));
+        hosts.link(false);
+        std::thread::sleep(Duration::from_secs(4));
+        hosts.link(true);
+        client.expect("callbacks in order", Duration::from_secs(60));
+        client.finish(Duration::from_secs(10));
+    });
 }
 
 /// The bench row: a mailbox round trip and streaming between two bridges, next to plain TCP

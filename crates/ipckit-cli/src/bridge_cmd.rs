@@ -125,6 +125,30 @@ pub fn ls_section() -> Result<()> {
     Ok(())
 }
 
+/// The bridge's entry at the end of `ipckit ls --json` (docs/CLI.md): the fields every
+/// entry has (`kind` `"bridge"`, `name` its Zenoh id, `alive` 1), then what it carries.
+pub fn ls_json_entry() -> Option<serde_json::Value> {
+    let s = running(&default_state_dir())?;
+    Some(serde_json::json!({
+        "kind": "bridge",
+        "name": s.zid,
+        "depth": null,
+        "capacity": null,
+        "capacity_text": null,
+        "overflow": null,
+        "bytes": null,
+        "mode": null,
+        "alive": 1,
+        "dead": 0,
+        "error": null,
+        "held": [],
+        "pid": s.pid,
+        "exports": s.exports,
+        "imports": s.imports,
+        "peers": s.peers,
+    }))
+}
+
 fn print_status(dir: &std::path::Path) -> Result<()> {
     let Some(s) = running(dir) else {
         anyhow::bail!(

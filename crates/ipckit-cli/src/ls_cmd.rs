@@ -33,7 +33,14 @@ pub fn ls(json: bool) -> Result<()> {
     report_skipped(&listing.skipped);
     let objects = listing.objects;
     if json {
-        let entries: Vec<LsEntry<'_>> = objects.iter().map(LsEntry::of).collect();
+        let mut entries = objects
+            .iter()
+            .map(|o| serde_json::to_value(LsEntry::of(o)))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // The bridge's section as one more entry, so the top level stays the array it was.
+        if let Some(bridge) = crate::bridge_cmd::ls_json_entry() {
+            entries.push(bridge);
+        }
         outln!("{}", serde_json::to_string_pretty(&entries)?)?;
         return Ok(());
     }

@@ -87,5 +87,32 @@ fn the_readme_two_host_example_works_between_two_namespaces() {
             listing.contains("imported") && listing.contains("jobs"),
             "{listing}"
         );
+        // ls --json: the same section, as the last entry of the array.
+        let json = a.run(IPCKIT, &["ls", "--json"]).expect("ls --json on A");
+        let entries: serde_json::Value = serde_json::from_str(&json).expect("ls --json parses");
+        let bridge = entries
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["kind"] == "bridge"))
+            .unwrap_or_else(|| panic!("no bridge entry in {json}"));
+        assert_eq!(
+            bridge["imports"],
+            serde_json::json!(["mailbox:jobs", "service:upper"]),
+            "{json}"
+        );
+        assert_eq!(bridge["exports"], serde_json::json!([]), "{json}");
+        assert_eq!(bridge["peers"].as_array().map(Vec::len), Some(1), "{json}");
+        assert!(bridge["pid"].as_u64().is_some_and(|p| p > 0), "{json}");
+        let listing_b = b.run(IPCKIT, &["ls", "--json"]).expect("ls --json on B");
+        let entries_b: serde_json::Value = serde_json::from_str(&listing_b).expect("parses");
+        let bridge_b = entries_b
+            .as_array()
+            .and_then(|all| all.last())
+            .expect("an entry");
+        assert_eq!(bridge_b["kind"], "bridge", "{listing_b}");
+        assert_eq!(
+            bridge_b["exports"],
+            serde_json::json!(["mailbox:jobs", "service:upper"]),
+            "{listing_b}"
+        );
     });
 }

@@ -85,13 +85,22 @@ pub fn create(path: impl AsRef<Path>, mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// Removes the FIFO's name; ends already open keep working.
+/// Removes the FIFO's name; ends already open keep working. Only a FIFO is removed: any
+/// other file at `path` (a regular file, a socket, a symlink, even to a FIFO) is left alone.
 ///
 /// # Errors
-/// [`Error::NotFound`] if nothing is at `path`; [`Error::PermissionDenied`] without write
-/// permission on its directory; another OS error as [`Error::Os`].
+/// [`Error::NotFound`] if nothing is at `path`; [`Error::InvalidArgument`] if what is there is
+/// not a FIFO; [`Error::PermissionDenied`] without write permission on its directory; another
+/// OS error as [`Error::Os`].
 pub fn remove(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
+    let stat = rustix::fs::lstat(path).map_err(|e| Error::os("lstat", describe(path), e))?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Fifo {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a FIFO: not removed",
+            path.display()
+        )));
+    }
     rustix::fs::unlink(path).map_err(|e| Error::os("unlink", describe(path), e))?;
     crate::registry::forget(
         crate::registry::Kind::Fifo,
@@ -256,5 +265,31 @@ impl Duplex {
         let writer = FramedStream::over(open_write_bytes(&write_path, deadline)?);
         FramedStream::join(reader, writer, format!("fifo duplex {}", prefix.display()))?
             .with_capacity(capacity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `remove` takes only a FIFO's name: a regular file at the path is left alone.
+    #[test]
+    fn remove_refuses_what_is_not_a_fifo() {
+        let dir = std::env::temp_dir();
+        let file = dir.join(format!("ipckit-unit-notfifo-{}", std::process::id()));
+        std::fs::write(&file, b"keep me").unwrap();
+        let refused = remove(&file);
+        let kept = std::fs::read(&file);
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            matches!(refused, Err(Error::InvalidArgument(_))),
+            "{refused:?}"
+        );
+        assert_eq!(kept.unwrap(), b"keep me");
+        let fifo = dir.join(format!("ipckit-unit-fifo-{}", std::process::id()));
+        create(&fifo, 0o600).unwrap();
+        remove(&fifo).unwrap();
+        assert!(!fifo.exists());
+        assert!(matches!(remove(&fifo), Err(Error::NotFound { .. })));
     }
 }

@@ -687,3 +687,34 @@ fn issue12_a_mailbox_planted_by_another_user_is_refused_naming_its_owner() {
         ipckit_files()
     );
 }
+
+/// A System V segment whose creator cannot attach it (a mode its creator cannot use, as
+/// `nobody`, to whom root's permissions do not apply) is removed again, not left behind
+/// under the key.
+#[test]
+fn a_sysv_segment_that_cannot_be_attached_is_not_left_behind() {
+    const TEST: &str = "a_sysv_segment_that_cannot_be_attached_is_not_left_behind";
+    if let Some((_, arg)) = role() {
+        // SAFETY: plain system calls in a single-threaded role process.
+        assert!(unsafe { libc::setgid(65534) == 0 && libc::setuid(65534) == 0 });
+        let key: i32 = arg.parse().unwrap();
+        match ipckit::shm::SysvSegment::create(key, 4096, 0o000) {
+            Err(Error::PermissionDenied { .. }) => println!("@@refused"),
+            other => println!("@@unexpected {:?}", other.map(|s| s.id())),
+        }
+        return;
+    }
+    let key = 0x5e_0000 | (std::process::id() as i32 & 0xffff);
+    let mut child = spawn_role(TEST, "nobody", &key.to_string());
+    let said = common::reports(&mut child);
+    assert!(wait_with_watchdog(&mut child, Duration::from_secs(30)).success());
+    let left = ipckit::shm::SysvSegment::open(key);
+    if let Ok(segment) = &left {
+        let _ = segment.remove();
+    }
+    assert_eq!(said, ["refused"]);
+    assert!(
+        matches!(left, Err(Error::NotFound { .. })),
+        "a segment was left under {key:#x}"
+    );
+}

@@ -79,20 +79,26 @@ impl SysvSegment {
         if id == -1 {
             return Err(Error::os("shmget", object, std::io::Error::last_os_error()));
         }
+        // A segment this call created and cannot hand out is removed again: nothing is left
+        // behind under the key (a mode the creator itself cannot read, say).
+        let failed = |op: &'static str| {
+            let err = Error::os(op, object.clone(), std::io::Error::last_os_error());
+            if flags & libc::IPC_EXCL != 0 {
+                // SAFETY: plain system call on the id we created; no buffer is passed.
+                unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+            }
+            err
+        };
         // SAFETY: an all-zero shmid_ds is a valid out-parameter.
         let mut stat: libc::shmid_ds = unsafe { std::mem::zeroed() };
         // SAFETY: `stat` is a valid out-parameter for IPC_STAT.
         if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut stat) } == -1 {
-            return Err(Error::os(
-                "shmctl(IPC_STAT)",
-                object,
-                std::io::Error::last_os_error(),
-            ));
+            return Err(failed("shmctl(IPC_STAT)"));
         }
         // SAFETY: attaching a segment we just looked up, at an address the kernel picks.
         let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
         if addr as isize == -1 {
-            return Err(Error::os("shmat", object, std::io::Error::last_os_error()));
+            return Err(failed("shmat"));
         }
         Ok(SysvSegment {
             key,

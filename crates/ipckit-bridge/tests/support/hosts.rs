@@ -38,6 +38,22 @@ impl Proc {
         }
     }
 
+    /// Waits for a line of its stdout starting with `prefix`, at most `limit`; returns it.
+    pub fn expect_prefix(&mut self, prefix: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "{}: no line starting {prefix:?} within {limit:?}",
+                    self.what
+                ),
+            }
+        }
+    }
+
     /// The next line of its stdout, waiting at most `limit`.
     pub fn next_line(&mut self, limit: Duration) -> String {
         match self.lines.recv_timeout(limit) {

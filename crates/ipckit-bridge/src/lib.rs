@@ -51,7 +51,7 @@
 //!   the first position (u64), whether the server has gone (one byte), then each callback
 //!   as its length (u32) and bytes.
 //!
-//! # Mailboxes: nothing confirmed lost, nothing duplicated
+//! # Mailboxes: nothing confirmed lost, nothing duplicated (but one case)
 //!
 //! The importing bridge is the local mailbox's single receiver. By default it reads each
 //! message *in place* and sends it with its source id and its position in the mailbox
@@ -60,7 +60,9 @@
 //! leaves the message where it was, and the next importing bridge sends it again with the
 //! same position. The exporting bridge remembers, per source, the next position it expects,
 //! in a file of its state directory written right after each local send; a position below
-//! it is acknowledged again and dropped. When the exporting host's mailbox is full the reply
+//! it is acknowledged again and dropped. The one case left: the exporting bridge killed
+//! between its local send and that write delivers the message a second time when it is
+//! sent again (a mailbox send and a file write cannot be one atomic step). When the exporting host's mailbox is full the reply
 //! is `full`, the importing bridge waits and retries, and the senders on the importing host
 //! fill their own mailbox and block (or see `Full`) as they would with a local reader.
 //!

@@ -34,6 +34,30 @@ pub use crate::stream::{ByteStream, FramedStream};
 
 pub use crate::fd::MAX_FDS;
 
+/// Resolves a TCP or UDP address for `object`, so that one that does not parse is
+/// [`Error::InvalidArgument`], not the resolver's bare `InvalidInput`.
+pub(crate) fn resolve(
+    addr: impl std::net::ToSocketAddrs,
+    object: &str,
+) -> Result<Vec<std::net::SocketAddr>> {
+    match addr.to_socket_addrs() {
+        Ok(found) => {
+            let found: Vec<_> = found.collect();
+            if found.is_empty() {
+                Err(Error::InvalidArgument(format!(
+                    "{object}: the address resolves to nothing"
+                )))
+            } else {
+                Ok(found)
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(Error::InvalidArgument(
+            format!("{object}: not a socket address ({e}); write HOST:PORT, e.g. 127.0.0.1:7000"),
+        )),
+        Err(e) => Err(Error::os("resolve", object, e)),
+    }
+}
+
 /// Who is at the other end of a Unix socket, as the kernel recorded it at connect time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCredentials {
@@ -259,5 +283,51 @@ impl MessageReceiver for DatagramLink {
 impl AsFd for DatagramLink {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tcp, udp, unix};
+    use crate::Error;
+    use std::path::PathBuf;
+
+    fn invalid(result: crate::Result<impl std::fmt::Debug>) -> String {
+        match result {
+            Err(Error::InvalidArgument(text)) => text,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_unix_path_no_address_can_hold_is_an_invalid_argument_everywhere() {
+        let long = PathBuf::from(format!("/tmp/{}", "x".repeat(200)));
+        let text = invalid(unix::connect_stream(&long));
+        assert!(text.contains("205 bytes") && text.contains("107"), "{text}");
+        invalid(unix::StreamListener::bind(&long));
+        invalid(unix::SeqpacketListener::bind(&long));
+        invalid(unix::connect_seqpacket(&long));
+        invalid(unix::BoundDatagram::bind(&long, None));
+        invalid(unix::connect_stream(""));
+        // Nothing was created on the way.
+        assert!(!long.exists());
+
+        // The longest path that fits still reaches the kernel (nothing there: NotFound).
+        let fits = PathBuf::from(format!("/tmp/{}", "y".repeat(unix::MAX_PATH_BYTES - 5)));
+        assert!(matches!(
+            unix::connect_stream(&fits),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_tcp_or_udp_address_that_does_not_parse_is_an_invalid_argument() {
+        let text = invalid(tcp::connect("not an address"));
+        assert!(text.contains("HOST:PORT"), "{text}");
+        invalid(tcp::Listener::bind("127.0.0.1"));
+        invalid(tcp::connect_bytes("127.0.0.1:99999"));
+        invalid(udp::bind("::1::"));
+        // A good one still works.
+        assert!(tcp::Listener::bind("127.0.0.1:0").is_ok());
     }
 }

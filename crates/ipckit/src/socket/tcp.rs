@@ -48,11 +48,13 @@ fn framed(stream: std::net::TcpStream, capacity: Capacity) -> Result<TcpStream> 
 /// Connects to `addr`, as a plain byte stream.
 ///
 /// # Errors
-/// [`Error::Disconnected`] if nobody listens there; [`Error::Os`] for an address that does
-/// not parse or resolve (the resolver's error is the source), one that cannot be reached
-/// (`ENETUNREACH`, `ETIMEDOUT`), or another OS error.
+/// [`Error::Disconnected`] if nobody listens there; [`Error::InvalidArgument`] for an address
+/// that does not parse (not `HOST:PORT`); [`Error::Os`] for a host name that does not resolve
+/// (the resolver's error is the source), an address that cannot be reached (`ENETUNREACH`,
+/// `ETIMEDOUT`), or another OS error.
 pub fn connect_bytes(addr: impl ToSocketAddrs) -> Result<ByteStream> {
-    let stream = std::net::TcpStream::connect(addr)
+    let addrs = super::resolve(addr, "tcp connection")?;
+    let stream = std::net::TcpStream::connect(&addrs[..])
         .map_err(|e| Error::os("connect", "tcp connection", e))?;
     bytes(stream)
 }
@@ -72,7 +74,8 @@ pub fn connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
 /// As [`connect_bytes`]; [`Error::InvalidArgument`] for `Capacity::Bounded(0)`,
 /// [`Error::Unsupported`] for `Capacity::Unbounded` (checked once connected).
 pub fn connect_with(addr: impl ToSocketAddrs, capacity: Capacity) -> Result<TcpStream> {
-    let stream = std::net::TcpStream::connect(addr)
+    let addrs = super::resolve(addr, "tcp connection")?;
+    let stream = std::net::TcpStream::connect(&addrs[..])
         .map_err(|e| Error::os("connect", "tcp connection", e))?;
     framed(stream, capacity)
 }
@@ -88,11 +91,12 @@ impl Listener {
     ///
     /// # Errors
     /// [`Error::PermissionDenied`] for a port below 1024 without the privilege;
-    /// [`Error::Os`] for an address that does not parse or resolve, one in use
-    /// (`EADDRINUSE`), one that is not this machine's (`EADDRNOTAVAIL`), or another OS error.
+    /// [`Error::InvalidArgument`] for an address that does not parse; [`Error::Os`] for a host
+    /// name that does not resolve, an address in use (`EADDRINUSE`), one that is not this machine's (`EADDRNOTAVAIL`), or another OS error.
     pub fn bind(addr: impl ToSocketAddrs) -> Result<Listener> {
-        let inner =
-            std::net::TcpListener::bind(addr).map_err(|e| Error::os("bind", "tcp listener", e))?;
+        let addrs = super::resolve(addr, "tcp listener")?;
+        let inner = std::net::TcpListener::bind(&addrs[..])
+            .map_err(|e| Error::os("bind", "tcp listener", e))?;
         Ok(Listener { inner })
     }
 

@@ -37,12 +37,13 @@ pub const MAX_DATAGRAM: usize = 65_507;
 /// ```
 ///
 /// # Errors
-/// [`Error::PermissionDenied`] for a port below 1024 without the privilege; [`Error::Os`]
-/// for an address that does not parse or resolve, one in use (`EADDRINUSE`), one that is
-/// not this machine's (`EADDRNOTAVAIL`), or another OS error.
+/// [`Error::PermissionDenied`] for a port below 1024 without the privilege;
+/// [`Error::InvalidArgument`] for an address that does not parse; [`Error::Os`] for a host
+/// name that does not resolve, an address in use (`EADDRINUSE`), one that is not this machine's (`EADDRNOTAVAIL`), or another OS error.
 pub fn bind(local: impl ToSocketAddrs) -> Result<(DatagramLink, SocketAddr)> {
+    let addrs = super::resolve(local, "udp socket")?;
     let socket =
-        std::net::UdpSocket::bind(local).map_err(|e| Error::os("bind", "udp socket", e))?;
+        std::net::UdpSocket::bind(&addrs[..]).map_err(|e| Error::os("bind", "udp socket", e))?;
     let addr = socket
         .local_addr()
         .map_err(|e| Error::os("getsockname", "udp socket", e))?;

@@ -40,6 +40,28 @@ fn describe(kind: &str, path: &Path) -> String {
     format!("unix {kind} socket {}", path.display())
 }
 
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL).
+pub const MAX_PATH_BYTES: usize = 107;
+
+/// Refuses a path no socket address can hold, before any system call (the kernel's
+/// `ENAMETOOLONG`, or std's "path must be shorter than SUN_LEN", would say less).
+fn check_path(path: &Path, object: &str) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() > MAX_PATH_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "{object}: the path is {} bytes; a Unix socket address holds at most {MAX_PATH_BYTES}",
+            bytes.len()
+        )));
+    }
+    if bytes.is_empty() || bytes.contains(&0) {
+        return Err(Error::InvalidArgument(format!(
+            "{object}: a socket path must be non-empty and hold no NUL byte"
+        )));
+    }
+    Ok(())
+}
+
 /// A framed Unix stream socket: [`FramedStream`] with peer credentials and fd passing.
 pub type UnixStream = FramedStream;
 
@@ -84,6 +106,7 @@ pub fn stream_pair_bytes() -> Result<(ByteStream, ByteStream)> {
 pub fn connect_stream_bytes(path: impl AsRef<Path>) -> Result<ByteStream> {
     let path = path.as_ref();
     let object = describe("stream", path);
+    check_path(path, &object)?;
     let std = std::os::unix::net::UnixStream::connect(path)
         .map_err(|e| Error::os("connect", object.clone(), e))?;
     bytes(OwnedFd::from(std), object)
@@ -109,8 +132,8 @@ pub fn stream_pair() -> Result<(UnixStream, UnixStream)> {
 /// [`Error::NotFound`] if nothing is at `path`; [`Error::Disconnected`] if nobody listens
 /// there (a socket file left behind, or a file that is no socket); [`Error::PermissionDenied`]
 /// without write permission on the socket file or search permission on its directories;
-/// [`Error::Os`] for a path too long for a socket address (107 bytes), a socket of another
-/// type (`EPROTOTYPE`), or another OS error.
+/// [`Error::InvalidArgument`] for a path longer than [`MAX_PATH_BYTES`] (or empty, or with a
+/// NUL byte); [`Error::Os`] for a socket of another type (`EPROTOTYPE`), or another OS error.
 pub fn connect_stream(path: impl AsRef<Path>) -> Result<UnixStream> {
     connect_stream_with(path, Capacity::KERNEL_BUFFER)
 }
@@ -124,6 +147,7 @@ pub fn connect_stream(path: impl AsRef<Path>) -> Result<UnixStream> {
 pub fn connect_stream_with(path: impl AsRef<Path>, capacity: Capacity) -> Result<UnixStream> {
     let path = path.as_ref();
     let object = describe("stream", path);
+    check_path(path, &object)?;
     let std = std::os::unix::net::UnixStream::connect(path)
         .map_err(|e| Error::os("connect", object.clone(), e))?;
     framed(OwnedFd::from(std), object)?.with_capacity(capacity)
@@ -144,10 +168,11 @@ impl StreamListener {
     /// [`Error::Os`] with `EADDRINUSE` if something is at `path` already (a live listener, a
     /// socket file left behind, any file: remove it first); [`Error::NotFound`] if its
     /// directory does not exist; [`Error::PermissionDenied`] without write permission on it;
-    /// [`Error::Os`] for a path too long for a socket address (107 bytes), or another OS
-    /// error.
+    /// [`Error::InvalidArgument`] for a path longer than [`MAX_PATH_BYTES`] (or empty, or
+    /// with a NUL byte); [`Error::Os`] for another OS error.
     pub fn bind(path: impl AsRef<Path>) -> Result<StreamListener> {
         let path = path.as_ref().to_path_buf();
+        check_path(&path, &describe("stream listener", &path))?;
         let inner = std::os::unix::net::UnixListener::bind(&path)
             .map_err(|e| Error::os("bind", describe("stream listener", &path), e))?;
         let entry = SocketEntry::record(&path);
@@ -292,6 +317,10 @@ impl BoundDatagram {
     pub fn bind(path: impl AsRef<Path>, peer: Option<&Path>) -> Result<BoundDatagram> {
         let path = path.as_ref().to_path_buf();
         let object = describe("datagram", &path);
+        check_path(&path, &object)?;
+        if let Some(peer) = peer {
+            check_path(peer, &describe("datagram", peer))?;
+        }
         let std = std::os::unix::net::UnixDatagram::bind(&path)
             .map_err(|e| Error::os("bind", object.clone(), e))?;
         if let Some(peer) = peer {
@@ -317,11 +346,12 @@ impl BoundDatagram {
     /// # Errors
     /// [`Error::NotFound`] if nothing is at `peer`; [`Error::Disconnected`] if no socket is
     /// bound there (a socket file left behind, or a file that is no socket);
-    /// [`Error::PermissionDenied`] without write permission on it; [`Error::Os`] for a path too
-    /// long for a socket address (107 bytes), a socket of another type (`EPROTOTYPE`), or
-    /// another OS error.
+    /// [`Error::PermissionDenied`] without write permission on it;
+    /// [`Error::InvalidArgument`] for a path longer than [`MAX_PATH_BYTES`]; [`Error::Os`] for a
+    /// socket of another type (`EPROTOTYPE`), or another OS error.
     pub fn connect(&self, peer: impl AsRef<Path>) -> Result<()> {
         let peer = peer.as_ref();
+        check_path(peer, &describe("datagram", peer))?;
         let addr = SocketAddrUnix::new(peer)
             .map_err(|e| Error::os("connect", describe("datagram", peer), e))?;
         rustix::net::connect(self.link.as_fd(), &addr)
@@ -425,6 +455,7 @@ fn seqpacket_socket(
         None,
     )
     .map_err(|e| Error::os("socket", object, e))?;
+    check_path(path, object)?;
     let addr = SocketAddrUnix::new(path).map_err(|e| Error::os(op, object, e))?;
     Ok((fd, addr))
 }

@@ -64,6 +64,8 @@ const EMPTY: Entry = Entry {
 };
 
 static TABLE: [Entry; MAX_MAPPINGS] = [EMPTY; MAX_MAPPINGS];
+/// The poison flag of a mapping without a guard: never set.
+pub(crate) static NEVER_POISONED: AtomicBool = AtomicBool::new(false);
 /// Entries below this index have been used at least once: the handler scans only these.
 static HIGH_WATER: AtomicUsize = AtomicUsize::new(0);
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(4096);
@@ -92,6 +94,14 @@ impl Guard {
     pub(crate) fn is_poisoned(&self) -> bool {
         // SYNC: pairs with the Release store in the handler (or in `poison`).
         TABLE[self.index].poisoned.load(Ordering::Acquire)
+    }
+
+    /// The flag [`is_poisoned`](Guard::is_poisoned) loads, for an endpoint that checks it
+    /// on every message and keeps the mapping (so this guard) alive meanwhile: one load,
+    /// no look-up in the table.
+    #[inline]
+    pub(crate) fn flag(&self) -> &'static AtomicBool {
+        &TABLE[self.index].poisoned
     }
 
     /// Marks the mapping poisoned (a check found the file shorter than the mapping).

@@ -81,7 +81,7 @@
 use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
-use crate::sync::primitive::asymmetric::light_barrier;
+use crate::sync::primitive::asymmetric::{light_barrier, register_asymmetric};
 use crate::sync::primitive::{fence, AtomicU32, AtomicU64, Ordering};
 
 use super::layout::{Geometry, Limits, Padded, Preamble, SlotLayout, Slots, Spec};
@@ -130,6 +130,9 @@ pub(crate) struct Cursor {
     pub pos: u64,
     pub index: usize,
     limit: u64,
+    /// Whether this process is registered for `membarrier` (see `register_asymmetric`),
+    /// kept so that the light barrier loads nothing per message.
+    registered: bool,
 }
 
 impl Cursor {
@@ -141,6 +144,15 @@ impl Cursor {
             self.index = 0;
         }
     }
+}
+
+/// A position claimed by a fast claim, with its slot index and lap, so that publishing or
+/// releasing it computes neither again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spot {
+    pub pos: u64,
+    pub index: usize,
+    lap: u32,
 }
 
 const STATE_SHIFT: u32 = 30;
@@ -272,6 +284,8 @@ pub(crate) struct Ring {
     /// log2 of the capacity when it is a power of two (positions map to slots and laps by
     /// mask and shift), `u32::MAX` otherwise (by division).
     shift: u32,
+    /// `capacity - 1`: the slot index of a position is `pos & mask` when `shift` is set.
+    mask: u64,
     object: String,
 }
 
@@ -325,6 +339,7 @@ impl Ring {
         let capacity = slots.geometry().capacity;
         Ring {
             waits: slots.base().cast(),
+            mask: capacity as u64 - 1,
             shift: if capacity.is_power_of_two() {
                 capacity.trailing_zeros()
             } else {
@@ -335,6 +350,7 @@ impl Ring {
         }
     }
 
+    #[inline]
     pub(crate) fn geometry(&self) -> Geometry {
         *self.slots.geometry()
     }
@@ -348,6 +364,7 @@ impl Ring {
     }
 
     /// The header holding the futex words waiters of this ring sleep on.
+    #[inline]
     pub(crate) fn waits(&self) -> &RingHeader {
         // SAFETY: either our own validated header, or a root ring's that the caller of
         // `share_waits_with` keeps mapped.
@@ -366,6 +383,7 @@ impl Ring {
         })
     }
 
+    #[inline]
     pub(crate) fn header(&self) -> &RingHeader {
         self.slots.header()
     }
@@ -384,11 +402,18 @@ impl Ring {
     /// The slot index of `pos`.
     #[inline]
     pub(crate) fn index_of(&self, pos: u64) -> usize {
-        let capacity = self.slots.geometry().capacity as u64;
+        self.locate(pos).0
+    }
+
+    /// The slot index and the lap of `pos`, with one test of the ring's kind (a mask and a
+    /// shift for a power-of-two capacity, a division otherwise).
+    #[inline(always)]
+    fn locate(&self, pos: u64) -> (usize, u32) {
         if self.shift != u32::MAX {
-            (pos & (capacity - 1)) as usize
+            ((pos & self.mask) as usize, (pos >> self.shift) as u32)
         } else {
-            (pos % capacity) as usize
+            let capacity = self.slots.geometry().capacity as u64;
+            ((pos % capacity) as usize, (pos / capacity) as u32)
         }
     }
 
@@ -411,13 +436,57 @@ impl Ring {
     }
 
     /// A cursor starting at `start` (the tail for the sender, the head for the receiver).
+    /// Registers the process for `membarrier` first, so that a sleeper's heavy barrier
+    /// reaches every cursor store this cursor makes.
     pub(crate) fn cursor(&self, start: u64) -> Cursor {
         Cursor {
             pos: start,
             index: self.index_of(start),
             // Nothing known about the other side yet: the first claim reads its cursor.
             limit: start,
+            registered: register_asymmetric(),
         }
+    }
+
+    /// The sender's fast claim: true when the slot of `cursor.pos` is free, re-reading the
+    /// head only when the cached one runs out. False also when the head contradicts the
+    /// sender's position: the caller's general path ([`cursor_claim_write`]) reports that,
+    /// so no error is built here.
+    ///
+    /// [`cursor_claim_write`]: Ring::cursor_claim_write
+    #[inline(always)]
+    pub(crate) fn cursor_ready_write(&self, cursor: &mut Cursor) -> bool {
+        if cursor.pos < cursor.limit {
+            return true;
+        }
+        // SYNC: pairs with the Release store of the head in `cursor_release`.
+        let head = self.header().head.0.load(Ordering::Acquire);
+        let capacity = self.slots.geometry().capacity as u64;
+        // One comparison for `head <= pos <= head + capacity` (a head beyond the position
+        // wraps to a huge distance).
+        if cursor.pos.wrapping_sub(head) > capacity {
+            return false;
+        }
+        cursor.limit = head + capacity;
+        cursor.pos < cursor.limit
+    }
+
+    /// The receiver's fast claim: true when the message at `cursor.pos` is published,
+    /// re-reading the tail only when the cached one runs out. False also for a tail that
+    /// contradicts the receiver's position (see [`cursor_ready_write`](Ring::cursor_ready_write)).
+    #[inline(always)]
+    pub(crate) fn cursor_ready_read(&self, cursor: &mut Cursor) -> bool {
+        if cursor.pos < cursor.limit {
+            return true;
+        }
+        // SYNC: pairs with the Release store of the tail in `cursor_publish`.
+        let tail = self.header().tail.0.load(Ordering::Acquire);
+        // One comparison for `pos <= tail <= pos + capacity`.
+        if tail.wrapping_sub(cursor.pos) > self.slots.geometry().capacity as u64 {
+            return false;
+        }
+        cursor.limit = tail;
+        cursor.pos < tail
     }
 
     /// The sender's claim on a cursor ring: true when the slot of `cursor.pos` is free.
@@ -472,7 +541,7 @@ impl Ring {
         // SYNC: Release pairs with the Acquire load of the tail in `refresh_read_limit`.
         self.header().tail.0.store(cursor.pos, Ordering::Release);
         // SYNC: with the waiter's announce and `heavy_barrier` (Dekker, asymmetric).
-        light_barrier();
+        light_barrier(cursor.registered);
         self.notify(&self.waits().not_empty.0);
     }
 
@@ -483,17 +552,97 @@ impl Ring {
         // SYNC: Release pairs with the Acquire load of the head in `refresh_write_limit`.
         self.header().head.0.store(cursor.pos, Ordering::Release);
         // SYNC: with the waiter's announce and `heavy_barrier` (Dekker, asymmetric).
-        light_barrier();
+        light_barrier(cursor.registered);
         self.notify(&self.waits().not_full.0);
     }
 
     #[inline]
     fn lap(&self, pos: u64) -> u32 {
-        if self.shift != u32::MAX {
-            (pos >> self.shift) as u32
-        } else {
-            (pos / self.slots.geometry().capacity as u64) as u32
+        self.locate(pos).1
+    }
+
+    /// The common case of [`claim_write`](Ring::claim_write) in one round: the slot at the
+    /// tail hint is empty for its lap and our compare-and-swap wins. `None` for anything
+    /// else (full, contended, a lagging hint, a scribbled word): the caller takes the full
+    /// claim, which sorts those out. The word is compared whole with the one expected, so
+    /// nothing read from the segment is decoded here.
+    #[inline(always)]
+    pub(crate) fn claim_write_fast(&self, pid: u32) -> Option<Spot> {
+        let tail = &self.header().tail.0;
+        let pos = tail.load(Ordering::Acquire);
+        let (index, lap) = self.locate(pos);
+        let slot = self.slots.slot_at(index);
+        let empty = Word::encode(lap, SlotState::Empty, 0);
+        // A load first, so that a full ring is not written to (the line stays shared).
+        if slot.word.load(Ordering::Acquire) != empty {
+            return None;
         }
+        let claimed = Word::encode(lap, SlotState::Writing, pid);
+        // SYNC: as in `claim_write`.
+        if slot
+            .word
+            .compare_exchange(empty, claimed, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        let _ = tail.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
+        Some(Spot { pos, index, lap })
+    }
+
+    /// The common case of [`claim_read`](Ring::claim_read) in one round: the slot at the head
+    /// hint holds its lap's complete message and our compare-and-swap wins. `None` for
+    /// anything else, as in [`claim_write_fast`](Ring::claim_write_fast).
+    #[inline(always)]
+    pub(crate) fn claim_read_fast(&self, pid: u32) -> Option<Spot> {
+        let head = &self.header().head.0;
+        let pos = head.load(Ordering::Acquire);
+        let (index, lap) = self.locate(pos);
+        let slot = self.slots.slot_at(index);
+        let full = Word::encode(lap, SlotState::Full, 0);
+        // A load first: polling an empty ring writes nothing.
+        if slot.word.load(Ordering::Acquire) != full {
+            return None;
+        }
+        let claimed = Word::encode(lap, SlotState::Reading, pid);
+        // SYNC: as in `claim_read`.
+        if slot
+            .word
+            .compare_exchange(full, claimed, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        let _ = head.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
+        Some(Spot { pos, index, lap })
+    }
+
+    /// [`publish`](Ring::publish) for a position claimed by
+    /// [`claim_write_fast`](Ring::claim_write_fast): nothing to compute again.
+    #[inline(always)]
+    pub(crate) fn publish_spot(&self, spot: Spot) {
+        let word = Word::encode(spot.lap, SlotState::Full, 0);
+        // SYNC: as in `publish`.
+        self.slots
+            .slot_at(spot.index)
+            .word
+            .swap(word, Ordering::SeqCst);
+        self.notify(&self.waits().not_empty.0);
+    }
+
+    /// [`release`](Ring::release) for a message claimed by
+    /// [`claim_read_fast`](Ring::claim_read_fast). No head hint to move: the claim moved
+    /// it past `spot.pos` (its compare-and-swap, or a rival's that made it fail; on a
+    /// ring with many receivers only compare-and-swaps move the head, and only forward).
+    #[inline(always)]
+    pub(crate) fn release_spot(&self, spot: Spot) {
+        let word = Word::encode(spot.lap.wrapping_add(1), SlotState::Empty, 0);
+        // SYNC: as in `release`.
+        self.slots
+            .slot_at(spot.index)
+            .word
+            .swap(word, Ordering::SeqCst);
+        self.notify(&self.waits().not_full.0);
     }
 
     fn corrupt(&self, detail: &str) -> Error {
@@ -512,8 +661,8 @@ impl Ring {
         let tail = &self.header().tail.0;
         for _ in 0..MAX_ROUNDS {
             let pos = tail.load(Ordering::Acquire);
-            let lap = self.lap(pos);
-            let slot = self.slot(pos);
+            let (index, lap) = self.locate(pos);
+            let slot = self.slots.slot_at(index);
             let raw = slot.word.load(Ordering::Acquire);
             let word = Word::decode(raw);
             match word.lap.wrapping_sub(lap) as i32 {
@@ -565,8 +714,8 @@ impl Ring {
         let head = &self.header().head.0;
         for _ in 0..MAX_ROUNDS {
             let pos = head.load(Ordering::Acquire);
-            let lap = self.lap(pos);
-            let slot = self.slot(pos);
+            let (index, lap) = self.locate(pos);
+            let slot = self.slots.slot_at(index);
             let raw = slot.word.load(Ordering::Acquire);
             let word = Word::decode(raw);
             match word.lap.wrapping_sub(lap) as i32 {
@@ -832,6 +981,7 @@ impl Ring {
 
     /// Wakes the sleepers on `wait`, if any. No fence of its own: the caller's SeqCst
     /// read-modify-write of the slot word is the store half of the Dekker pairing.
+    #[inline]
     fn notify(&self, wait: &WaitWord) {
         wake_sleepers(wait);
     }
@@ -1609,6 +1759,71 @@ mod tests {
                 for producer in producers {
                     producer.join().unwrap();
                 }
+            });
+        }
+
+        /// As the many-senders endpoints send: the one-round fast claim first, the full
+        /// claim (and the wait) when it says no.
+        fn send_fast(ring: &Ring, value: u64) {
+            match ring.claim_write_fast(1) {
+                Some(spot) => {
+                    ring.slot_at(spot.index)
+                        .sequence
+                        .store(value, Ordering::Relaxed);
+                    ring.publish_spot(spot);
+                }
+                None => send(ring, value),
+            }
+        }
+
+        /// As the many-receivers endpoints receive: the fast claim first, then the full one.
+        fn recv_fast(ring: &Ring, pid: u32) -> u64 {
+            match ring.claim_read_fast(pid) {
+                Some(spot) => {
+                    let value = ring.slot_at(spot.index).sequence.load(Ordering::Relaxed);
+                    // No head hint to move: the claim moved it (see `release_spot`).
+                    ring.release_spot(spot);
+                    value
+                }
+                None => recv(ring),
+            }
+        }
+
+        /// Issue 14: the fast claims and `publish_spot`/`release_spot` keep the slot-word
+        /// protocol (order, wake-ups) with the full claims they fall back to.
+        #[test]
+        fn the_fast_claims_hand_over_in_order_and_wake_their_sleepers() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let producer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        send_fast(&heap.ring, 51);
+                        send_fast(&heap.ring, 52);
+                    })
+                };
+                assert_eq!(recv_fast(&heap.ring, 2), 51);
+                assert_eq!(recv_fast(&heap.ring, 2), 52);
+                producer.join().unwrap();
+            });
+        }
+
+        /// Issue 14: two receivers on the fast path, where `release_spot` leaves the head
+        /// hint alone: each message is taken once, and nobody is left waiting.
+        #[test]
+        fn two_fast_receivers_take_each_message_once() {
+            loom::model(|| {
+                let heap = Arc::new(HeapRing::new(1, 8));
+                let receiver = {
+                    let heap = heap.clone();
+                    thread::spawn(move || recv_fast(&heap.ring, 3))
+                };
+                send_fast(&heap.ring, 61);
+                send_fast(&heap.ring, 62);
+                let mine = recv_fast(&heap.ring, 2);
+                let mut got = [mine, receiver.join().unwrap()];
+                got.sort_unstable();
+                assert_eq!(got, [61, 62]);
             });
         }
     }

@@ -46,6 +46,7 @@ pub(crate) type WaitWord = Event;
 ///
 /// Every caller has just changed a slot word (or cursor, or `write_pos`) with a SeqCst
 /// read-modify-write; see [`Event::notify_sleepers`] for why that makes the skip sound.
+#[inline]
 pub(crate) fn wake_sleepers(wait: &WaitWord) {
     wait.notify_sleepers();
 }

@@ -134,13 +134,22 @@ impl Event {
     /// (a slot word's swap or compare-and-swap): that operation, this SeqCst load, and the
     /// sleeper's SeqCst increment and fence form the Dekker pattern, so no `mfence` is
     /// needed here. Waiters using [`listen`](Event::listen) need [`notify_all`](Event::notify_all).
+    #[inline]
     pub(crate) fn notify_sleepers(&self) {
         primitive::seqcst_accesses_fence();
         if self.sleepers.load(Ordering::SeqCst) != 0 {
-            // SYNC: pairs with the Acquire load in `announce`.
-            self.seq.fetch_add(1, Ordering::Release);
-            futex::wake_all(&self.seq);
+            self.wake_announced();
         }
+    }
+
+    /// The rare half of [`notify_sleepers`](Event::notify_sleepers), out of the hot path's
+    /// way: a sleeper is there, so bump the sequence and make the system call.
+    #[cold]
+    #[inline(never)]
+    fn wake_announced(&self) {
+        // SYNC: pairs with the Acquire load in `announce`.
+        self.seq.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.seq);
     }
 
     fn bump(&self) -> bool {

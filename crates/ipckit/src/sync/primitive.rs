@@ -66,17 +66,16 @@ pub(crate) mod asymmetric {
         false
     }
 
-    /// The notifier's half: free once registered, a full fence otherwise.
+    /// The notifier's half: free once registered, a full fence otherwise. `registered` is
+    /// what [`register_asymmetric`] returned, kept by the caller so that the hot path loads
+    /// nothing (registration is never undone, so it stays true).
     #[inline(always)]
-    pub(crate) fn light_barrier() {
-        #[cfg(not(loom))]
-        {
-            if STATE.load(std::sync::atomic::Ordering::Relaxed) == 1 {
-                std::sync::atomic::compiler_fence(Ordering::SeqCst);
-                return;
-            }
+    pub(crate) fn light_barrier(registered: bool) {
+        if registered {
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
         }
-        fence(Ordering::SeqCst);
     }
 
     /// The sleeper's half: a full fence here, and one on every CPU running a registered

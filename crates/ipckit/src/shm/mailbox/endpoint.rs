@@ -2,6 +2,7 @@
 //! entry, and their flavour, the one private switch between the mailbox's paths (as
 //! crossbeam-channel's `Sender` wraps a private `SenderFlavor`).
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::chain;
@@ -35,6 +36,9 @@ pub(super) struct Endpoint {
     pub(super) link: Arc<Link>,
     pub(super) flavor: Flavor,
     pub(super) participant: Participant,
+    /// The root segment's poison flag (`fault.rs`), looked up once: the fast paths of the
+    /// cursor and many flavours, which never leave the root ring, load it per message.
+    root_poison: &'static AtomicBool,
 }
 
 impl Endpoint {
@@ -51,8 +55,6 @@ impl Endpoint {
         let link = chain::starting_link(shared, role)?;
         let flavor = match sole {
             Some((token, start)) if uses_cursors(shared.ring().geometry().flags) => {
-                // Before the first cursor store, so that a sleeper's membarrier reaches us.
-                crate::sync::primitive::asymmetric::register_asymmetric();
                 Flavor::Cursor {
                     _token: token,
                     cursor: link.ring.cursor(start),
@@ -70,6 +72,7 @@ impl Endpoint {
             link,
             flavor,
             participant,
+            root_poison: shared.root._segment.poison_flag(),
         })
     }
 
@@ -195,6 +198,27 @@ impl Endpoint {
             return self.check_intact();
         }
         Ok(())
+    }
+}
+
+impl Endpoint {
+    /// [`check_intact_fast`](Self::check_intact_fast) for the cursor and many flavours,
+    /// whose ring is the root's (they are never unbounded): one load of a cached flag.
+    #[inline(always)]
+    pub(super) fn check_intact_root(&self) -> Result<()> {
+        debug_assert!(Arc::ptr_eq(&self.shared.root, &self.link));
+        // SYNC: pairs with the Release store of the SIGBUS handler (or of a check that
+        // found the file cut): whatever was read before this load came from the file.
+        if self.root_poison.load(std::sync::atomic::Ordering::Acquire) {
+            return self.poisoned();
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn poisoned(&self) -> Result<()> {
+        self.check_intact()
     }
 }
 

@@ -10,7 +10,7 @@ use super::{describe, Shared};
 use crate::error::{Error, Result};
 use crate::link::{Deadline, MessageReceiver, Metadata};
 use crate::shm::layout::slot_bytes;
-use crate::shm::ring::{Claim, SlotHeader};
+use crate::shm::ring::SlotHeader;
 use crate::sync::primitive::Ordering;
 
 /// Receives from a mailbox. Implements [`MessageReceiver`].
@@ -148,10 +148,13 @@ unsafe fn copy_out(data: *const u8, len: usize, buf: &mut Vec<u8>) {
 impl MessageReceiver for MailboxReceiver {
     #[inline]
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
-        if let Some(meta) = self.try_recv_cursor(buf)? {
+        if let Some(meta) = self.try_recv_cursor(buf) {
+            // What was copied came from the file unless a page of it was lost meanwhile.
+            self.endpoint.check_intact_root()?;
             return Ok(meta);
         }
         if let Some(meta) = self.try_recv_many(buf)? {
+            self.endpoint.check_intact_root()?;
             return Ok(meta);
         }
         self.recv_general(buf, deadline)
@@ -161,22 +164,23 @@ impl MessageReceiver for MailboxReceiver {
 impl MailboxReceiver {
     /// The cursor path's fast case: a message known published from the cached tail, of a
     /// plausible length. `None` (having done nothing) sends the caller to the general path.
-    #[inline]
-    fn try_recv_cursor(&mut self, buf: &mut Vec<u8>) -> Result<Option<Metadata>> {
+    /// The caller checks the segment is intact once it returns a message.
+    #[inline(always)]
+    fn try_recv_cursor(&mut self, buf: &mut Vec<u8>) -> Option<Metadata> {
         let Flavor::Cursor { cursor, .. } = &mut self.endpoint.flavor else {
-            return Ok(None);
+            return None;
         };
         let ring = &self.endpoint.link.ring;
-        // An error (a contradicting cursor) goes to the general path too, which asks the
-        // file whether the segment was cut before reporting it.
-        if !matches!(ring.cursor_claim_read(cursor), Ok(true)) {
-            return Ok(None);
+        // A contradicting cursor goes to the general path too, which asks the file whether
+        // the segment was cut before reporting it.
+        if !ring.cursor_ready_read(cursor) {
+            return None;
         }
         let (slot, data) = ring.slot_and_data_at(cursor.index);
         let len = slot.len.load(Ordering::Relaxed) as usize;
         if len > ring.geometry().max_message as usize {
             // The general path reports it (and consumes the message).
-            return Ok(None);
+            return None;
         }
         // A cursor ring has no cache (single sender): the slot's sequence is the sender's.
         let meta = Metadata {
@@ -189,43 +193,48 @@ impl MailboxReceiver {
         // release it; len <= max_message keeps the source inside the slot's data area.
         unsafe { copy_out(data, len, buf) };
         ring.cursor_release(cursor);
-        self.endpoint.check_intact_fast()?;
-        Ok(Some(meta))
+        Some(meta)
     }
 
     /// The many-receivers path's fast case: a message claimed at once (by compare-and-swap).
-    /// `None` (having done nothing) sends the caller to the general path.
-    #[inline]
+    /// `None` (having done nothing) sends the caller to the general path. The caller checks
+    /// the segment is intact once it returns a message.
+    #[inline(always)]
     fn try_recv_many(&mut self, buf: &mut Vec<u8>) -> Result<Option<Metadata>> {
         if !matches!(self.endpoint.flavor, Flavor::Many) {
             return Ok(None);
         }
         let ring = &self.endpoint.link.ring;
-        // Anything but a claim (an error included) goes to the general path.
-        let Ok(Claim::Got(pos)) = ring.claim_read(self.endpoint.participant.pid) else {
+        // Anything but a claim at once goes to the general path.
+        let Some(spot) = ring.claim_read_fast(self.endpoint.participant.pid) else {
             return Ok(None);
         };
-        let (slot, data) = ring.slot_and_data_at(ring.index_of(pos));
+        let (slot, data) = ring.slot_and_data_at(spot.index);
         let len = slot.len.load(Ordering::Relaxed) as usize;
-        let max_message = ring.geometry().max_message;
-        if len > max_message as usize {
-            self.finish(pos);
-            return Err(Error::corrupt(
-                describe(&self.endpoint.shared.name),
-                format!(
-                    "a slot claims a {len}-byte message, larger than the {max_message}-byte slots"
-                ),
-            ));
+        if len > ring.geometry().max_message as usize {
+            return Err(self.oversized(spot.pos, len));
         }
         let meta = self.slot_meta(slot);
         // SAFETY: we own the slot (READING by us); len <= max_message keeps the source inside
         // the slot's data area.
         unsafe { copy_out(data, len, buf) };
-        ring.release(pos);
+        ring.release_spot(spot);
         // Room was just made: a message waiting in the cache goes in now.
         self.deliver_cached();
-        self.endpoint.check_intact_fast()?;
         Ok(Some(meta))
+    }
+
+    /// Consumes the message of `pos`, whose slot claims `len` bytes, more than a slot holds,
+    /// and says so.
+    #[cold]
+    #[inline(never)]
+    fn oversized(&mut self, pos: u64, len: usize) -> Error {
+        self.finish(pos);
+        let max_message = self.endpoint.ring().geometry().max_message;
+        Error::corrupt(
+            describe(&self.endpoint.shared.name),
+            format!("a slot claims a {len}-byte message, larger than the {max_message}-byte slots"),
+        )
     }
 
     // Out of line, so that the fast case stays small (fewer registers saved per call).

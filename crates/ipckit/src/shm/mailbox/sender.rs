@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline, MessageSender, WhenFull};
 use crate::shm::layout::slot_bytes;
 use crate::shm::named::setters;
-use crate::shm::ring::{Claim, FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER};
+use crate::shm::ring::{FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER};
 use crate::shm::wait::wait_for;
 use crate::sync::primitive::Ordering;
 
@@ -248,8 +248,9 @@ impl MessageSender for MailboxSender {
     /// what happens when the mailbox is full.
     #[inline]
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
-        if self.cached.is_none() && (self.try_send_cursor(msg)? || self.try_send_many(msg)?) {
-            return Ok(());
+        if self.cached.is_none() && (self.try_send_cursor(msg) || self.try_send_many(msg)) {
+            // Sent: report a segment cut meanwhile (what was written went to zero pages).
+            return self.endpoint.check_intact_root();
         }
         self.send_general(msg, deadline)
     }
@@ -267,19 +268,18 @@ impl MessageSender for MailboxSender {
 impl MailboxSender {
     /// The cursor path's fast case: a free slot known from the cached head, nothing cached.
     /// Returns false (having done nothing) when the general path must decide: no cursor
-    /// flavour, a message too large, or no slot known free (the policy applies then).
-    #[inline]
-    fn try_send_cursor(&mut self, msg: &[u8]) -> Result<bool> {
+    /// flavour, a message too large, or no slot known free (the policy applies then). The
+    /// caller checks the segment is intact once it returns true.
+    #[inline(always)]
+    fn try_send_cursor(&mut self, msg: &[u8]) -> bool {
         let Flavor::Cursor { cursor, .. } = &mut self.endpoint.flavor else {
-            return Ok(false);
+            return false;
         };
         let ring = &self.endpoint.link.ring;
-        // An error (a contradicting cursor) goes to the general path too, which asks the
-        // file whether the segment was cut before reporting it.
-        if msg.len() > ring.geometry().max_message as usize
-            || !matches!(ring.cursor_claim_write(cursor), Ok(true))
-        {
-            return Ok(false);
+        // A contradicting cursor goes to the general path too, which asks the file whether
+        // the segment was cut before reporting it.
+        if msg.len() > ring.geometry().max_message as usize || !ring.cursor_ready_write(cursor) {
+            return false;
         }
         let (slot, data) = ring.slot_and_data_at(cursor.index);
         // SAFETY: the slot at `cursor.index` is ours until we publish it (the receiver's
@@ -292,28 +292,27 @@ impl MailboxSender {
         slot.sequence.store(self.sequence, Ordering::Relaxed);
         self.sequence += 1;
         ring.cursor_publish(cursor);
-        self.endpoint.check_intact_fast()?;
-        Ok(true)
+        true
     }
 
     /// The many-senders path's fast case: a slot claimed at once (by compare-and-swap), not a
     /// rendezvous. Returns false (having done nothing) when the general path must decide.
-    #[inline]
-    fn try_send_many(&mut self, msg: &[u8]) -> Result<bool> {
+    #[inline(always)]
+    fn try_send_many(&mut self, msg: &[u8]) -> bool {
         if !matches!(self.endpoint.flavor, Flavor::Many) {
-            return Ok(false);
+            return false;
         }
         let ring = &self.endpoint.link.ring;
         let geometry = ring.geometry();
         if msg.len() > geometry.max_message as usize || geometry.flags & FLAG_RENDEZVOUS != 0 {
-            return Ok(false);
+            return false;
         }
         let pid = self.endpoint.participant.pid;
-        // Anything but a claim (an error included) goes to the general path.
-        let Ok(Claim::Got(pos)) = ring.claim_write(pid) else {
-            return Ok(false);
+        // Anything but a claim at once goes to the general path.
+        let Some(spot) = ring.claim_write_fast(pid) else {
+            return false;
         };
-        let (slot, data) = ring.slot_and_data_at(ring.index_of(pos));
+        let (slot, data) = ring.slot_and_data_at(spot.index);
         // SAFETY: we own the slot of `pos` (WRITING by us) and msg.len() <= max_message, the
         // size of its data area.
         unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
@@ -322,9 +321,8 @@ impl MailboxSender {
         slot.sender_uid.store(self.uid, Ordering::Relaxed);
         slot.sequence.store(self.sequence, Ordering::Relaxed);
         self.sequence += 1;
-        ring.publish(pos);
-        self.endpoint.check_intact_fast()?;
-        Ok(true)
+        ring.publish_spot(spot);
+        true
     }
 
     // Out of line, so that the fast case stays small (fewer registers saved per call).

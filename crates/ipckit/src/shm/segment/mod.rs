@@ -590,6 +590,15 @@ impl Segment {
         self.guard.as_ref().is_some_and(|g| g.is_poisoned())
     }
 
+    /// The flag [`is_poisoned`](Segment::is_poisoned) loads, valid while this segment
+    /// lives: for the hot paths, which cache it instead of looking it up per message.
+    #[inline]
+    pub(crate) fn poison_flag(&self) -> &'static std::sync::atomic::AtomicBool {
+        self.guard
+            .as_ref()
+            .map_or(&fault::NEVER_POISONED, |g| g.flag())
+    }
+
     /// `Ok` while the whole mapping is the file's; [`Error::Corrupt`] once it is poisoned.
     /// Cheap (one atomic load): call it on entry to an operation and before reporting its
     /// success, since whatever was read after the loss is zeroes, not the peers' data.

@@ -39,6 +39,15 @@
 //! was overrun: it jumps to the oldest message still held and records how many it missed
 //! ([`Metadata::missed`](crate::Metadata::missed)), so loss is never silent.
 //!
+//! A publisher can also declare messages lost without publishing them
+//! ([`Publisher::publish_gap`]: a bridge whose own subscriber fell behind on another host).
+//! The header keeps the running total of messages so declared, and every message records in
+//! its slot the total at its publish; a subscriber adds the difference between the message
+//! it receives and the last one it received to what it skipped itself, and moves the
+//! message's sequence number on by the total. Both are running totals, so the count stays
+//! exact for a subscriber overrun across a gap, and a gap whose publisher dies before the
+//! next message is reported with whoever publishes next.
+//!
 //! The policy decides who gives way when a subscriber falls `capacity` messages behind:
 //! - [`Overflow::Overrun`]: the publisher never waits; the slow subscriber loses the oldest
 //!   messages and is told how many.
@@ -83,7 +92,8 @@ const TOPIC_MAGIC: u64 = u64::from_le_bytes(*b"ipckitTP");
 /// 2: the single-publisher token (`sole_publisher`) and the subscriber scan bound
 /// (`subscriber_bound`). An older ipckit would ignore both and publish through the lock beside
 /// the token's holder, so a topic of the other version is `Corrupt` rather than shared.
-const TOPIC_VERSION: u32 = 2;
+/// 3: gaps (the header's and each slot's `lost`), which version-2 code would miscount.
+const TOPIC_VERSION: u32 = 3;
 const MAX_PUBLISHERS: usize = 32;
 const MAX_SUBSCRIBERS: usize = 64;
 const FLAG_OVERRUN: u32 = 1;
@@ -133,7 +143,12 @@ struct TopicHeader {
     /// No subscriber entry at or past this index was ever taken: publishers scan only the
     /// entries below it (raised by subscribers as they join, never lowered).
     subscriber_bound: AtomicU32,
-    _reserved: [u32; 7],
+    _reserved0: u32,
+    /// Messages declared lost so far ([`Publisher::publish_gap`]): the total that the next
+    /// message published records in its slot. Written by the publish lock's holder (or the
+    /// token's), Release, so that a subscriber joining reads it before `write_pos`.
+    lost: AtomicU64,
+    _reserved: [u32; 4],
     /// Messages below this sequence number are published.
     write_pos: Padded<AtomicU64>,
     /// Pid of the publisher writing now, 0 if none.
@@ -154,7 +169,12 @@ struct SlotHeader {
     len: AtomicU32,
     sender_pid: AtomicU32,
     sender_uid: AtomicU32,
-    _reserved: [u32; 3],
+    _reserved: u32,
+    /// The header's `lost` when message `s` was published: how many messages were declared
+    /// lost before it, since the topic was created. A subscriber's gap count is the
+    /// difference between two messages' values (plus what it skipped itself), so a gap is
+    /// counted exactly even by a subscriber overrun across it.
+    lost: AtomicU64,
 }
 
 // The layout is version 1's, byte for byte: the creator's pid right after the preamble.
@@ -164,6 +184,10 @@ const _: () = assert!(std::mem::offset_of!(TopicHeader, creator_pid) == 40);
 const _: () = assert!(std::mem::offset_of!(TopicHeader, sole_publisher) == 44);
 #[cfg(not(loom))] // loom's atomics are larger than the real ones
 const _: () = assert!(std::mem::offset_of!(TopicHeader, write_pos) == 128);
+#[cfg(not(loom))] // loom's atomics are larger than the real ones
+const _: () = assert!(std::mem::offset_of!(TopicHeader, lost) == 56);
+#[cfg(not(loom))] // loom's atomics are larger than the real ones
+const _: () = assert!(std::mem::size_of::<SlotHeader>() == 32);
 
 /// The topic's place in the shared layout (`layout.rs`).
 #[derive(Debug)]

@@ -28,6 +28,10 @@ pub struct Subscriber {
     cursor: u64,
     /// Messages lost to overrun since the last one received.
     missed: u64,
+    /// The `lost` count (gaps declared by publishers) of the last message received, or the
+    /// header's when we joined; `None` until the first message of a history replay, whose
+    /// earlier gaps are not ours to report.
+    lost: Option<u64>,
     /// Where an in-place receive of an overrun topic puts its validated copy.
     copy: Vec<u8>,
 }
@@ -71,6 +75,8 @@ const CHASE_OLDEST_RACES: u32 = 2;
 struct Located {
     seq: u64,
     len: usize,
+    /// The slot's count of messages declared lost before this one (`SlotHeader::lost`).
+    lost: u64,
     meta: Metadata,
 }
 
@@ -93,6 +99,10 @@ impl Subscriber {
             &limit,
             &shared.locks(Table::Subscribers),
         )?;
+        // The gaps declared so far are before our time: read before `write_pos`, so that a
+        // gap declared after the messages we skip is never counted (the Release store of
+        // the gap and this Acquire load order it before the `write_pos` we then see).
+        let lost_now = shared.header().lost.load(Ordering::Acquire);
         let write_pos = shared.header().write_pos.0.load(Ordering::Acquire);
         let cursor = write_pos.saturating_sub(history as u64);
         table[index].0.cursor.store(cursor, Ordering::Release);
@@ -109,6 +119,7 @@ impl Subscriber {
             _lock: lock,
             cursor,
             missed: 0,
+            lost: (cursor == write_pos).then_some(lost_now),
             copy: Vec::new(),
         })
     }
@@ -149,10 +160,13 @@ impl Subscriber {
                         shared.max_message
                     )));
                 }
+                // Any value is harmless: it only ever adds to a count (saturating).
+                let lost = slot.lost.load(Ordering::Relaxed);
                 let meta = Metadata {
                     sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
                     sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
-                    sequence: Some(seq),
+                    // Counting the messages declared lost: the sequence moves on by the gap.
+                    sequence: Some(seq.saturating_add(lost)),
                     ..Metadata::default()
                 };
                 if let Some(buf) = copy_into.as_deref_mut() {
@@ -167,7 +181,12 @@ impl Subscriber {
                     }
                 }
                 if seqlock::read_validate(&slot.stamp, seq) {
-                    return Ok(Ok(Located { seq, len, meta }));
+                    return Ok(Ok(Located {
+                        seq,
+                        len,
+                        lost,
+                        meta,
+                    }));
                 }
             }
             // Message `seq` was overwritten, before or while we looked: move on to a message
@@ -248,8 +267,16 @@ impl Subscriber {
         }
     }
 
-    fn take_missed(&mut self, meta: &mut Metadata) {
-        meta.missed = Some(std::mem::take(&mut self.missed));
+    /// Sets `located`'s missed count: what we skipped ourselves, plus the gaps publishers
+    /// declared since the last message we received (exact across our own skips: the slots'
+    /// counts are running totals).
+    fn take_missed(&mut self, located: &mut Located) {
+        let declared = self
+            .lost
+            .map_or(0, |before| located.lost.saturating_sub(before));
+        self.lost = Some(located.lost);
+        let missed = std::mem::take(&mut self.missed).saturating_add(declared);
+        located.meta.missed = Some(missed);
     }
 
     /// Receives the next message as a [`TopicSample`], which derefs to its bytes.
@@ -271,7 +298,7 @@ impl Subscriber {
         let located = self.locate(deadline, copied.then_some(&mut copy));
         self.copy = copy;
         let mut located = located?;
-        self.take_missed(&mut located.meta);
+        self.take_missed(&mut located);
         Ok(TopicSample {
             subscriber: self,
             located,
@@ -302,7 +329,7 @@ impl MessageReceiver for Subscriber {
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
         let mut located = self.locate(deadline, Some(buf))?;
         self.advance(located.seq);
-        self.take_missed(&mut located.meta);
+        self.take_missed(&mut located);
         Ok(located.meta)
     }
 }

@@ -214,6 +214,68 @@ fn gaps_declared_by_a_publisher_process_reach_a_subscriber_process_exactly() {
     });
 }
 
+/// Issue 14: a single publisher publishes with a plain store and only a light barrier; a
+/// subscriber that sleeps at once (in another process) pays the heavy barrier before it
+/// sleeps, and so is woken for every message, never left to its one-second re-check.
+#[test]
+fn a_sleeping_subscriber_process_of_a_single_publisher_is_woken_for_every_message() {
+    const TEST: &str =
+        "a_sleeping_subscriber_process_of_a_single_publisher_is_woken_for_every_message";
+    const COUNT: u64 = 60;
+    let now_ns = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    };
+    if let Some((_, name)) = role() {
+        let topic = Topic::builder(&name)
+            .wait_strategy(WaitStrategy::Sleep)
+            .open()
+            .unwrap();
+        let mut sub = topic.subscriber().unwrap();
+        println!("@@ready");
+        let mut worst = 0u64;
+        for i in 0..COUNT {
+            let msg = sub.recv_timeout(Duration::from_secs(20)).unwrap();
+            let sent = u64::from_le_bytes(msg.data[..8].try_into().unwrap());
+            assert_eq!(u64::from_le_bytes(msg.data[8..].try_into().unwrap()), i);
+            worst = worst.max(now_ns().saturating_sub(sent));
+        }
+        println!("@@worst {}", worst / 1_000_000);
+        return;
+    }
+    with_watchdog(WATCHDOG, move || {
+        let name = unique_name("sleepers");
+        let _cleanup = Cleanup(name.clone());
+        let topic = Topic::builder(&name).single_publisher().create().unwrap();
+        let mut child = spawn_role(TEST, "sleeper", &name);
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        wait_for_line(&mut out, "ready");
+        let mut publisher = topic.publisher().unwrap();
+        for i in 0..COUNT {
+            // Long enough for the subscriber to be asleep when the message comes.
+            std::thread::sleep(Duration::from_millis(5));
+            let mut msg = now_ns().to_le_bytes().to_vec();
+            msg.extend_from_slice(&i.to_le_bytes());
+            publisher.send(&msg).unwrap();
+        }
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        assert!(wait_with_watchdog(&mut child, WATCHDOG).success());
+        let worst: u64 = rest
+            .lines()
+            .find_map(|l| l.strip_prefix("@@worst "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // A lost wake-up costs a whole re-check turn (a second); a wake, well under that
+        // even on a loaded two-core machine.
+        assert!(
+            worst < 500,
+            "a message waited {worst} ms for its subscriber"
+        );
+    });
+}
+
 /// Issue 12, item 6: a subscriber of a small overrun topic that two publisher processes flood
 /// used to fail with "the subscriber's cursor does not settle". It must always get the next
 /// message it can still read, and the exact count of what it missed.

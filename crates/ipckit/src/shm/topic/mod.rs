@@ -32,7 +32,9 @@
 //! A single-publisher topic ([`TopicBuilder::single_publisher`]) has no publish lock: its one
 //! publisher holds a token (the header's `sole_publisher`, with a liveness lock), refused to a
 //! second live publisher and taken over from a dead one, which then starts from `write_pos`
-//! the same way.
+//! the same way. It publishes with no locked read-modify-write: `write_pos` is a plain
+//! Release store followed by the light half of an asymmetric barrier, and a subscriber going
+//! to sleep pays the heavy half (`membarrier`) instead, as the mailbox's cursor rings do.
 //!
 //! A subscriber reads message `c` (its cursor) by checking the stamp, copying, and checking
 //! the stamp again. If the stamp says the slot now belongs to a later message, the subscriber
@@ -72,6 +74,8 @@ use crate::error::{Error, Result};
 use crate::shm::liveness::{self, Locks, Table};
 use crate::sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
+#[cfg(all(test, loom))]
+mod loom_models;
 mod publisher;
 mod subscriber;
 #[cfg(test)]
@@ -92,7 +96,9 @@ const TOPIC_MAGIC: u64 = u64::from_le_bytes(*b"ipckitTP");
 /// 2: the single-publisher token (`sole_publisher`) and the subscriber scan bound
 /// (`subscriber_bound`). An older ipckit would ignore both and publish through the lock beside
 /// the token's holder, so a topic of the other version is `Corrupt` rather than shared.
-/// 3: gaps (the header's and each slot's `lost`), which version-2 code would miscount.
+/// 3: gaps (the header's and each slot's `lost`), which version-2 code would miscount, and
+/// the single publisher's plain `write_pos` store, whose sleeping subscribers must pay the
+/// heavy barrier (version-2 code would not, and could sleep through a message for a turn).
 const TOPIC_VERSION: u32 = 3;
 const MAX_PUBLISHERS: usize = 32;
 const MAX_SUBSCRIBERS: usize = 64;

@@ -11,8 +11,10 @@ use crate::shm::layout::slot_bytes;
 use crate::shm::liveness::{Held, Locks, Table};
 use crate::shm::participants;
 use crate::shm::seqlock;
+use crate::shm::wait::WaitWord;
 use crate::shm::wait::{wait_for, wake_sleepers, Attempt};
-use crate::sync::primitive::{AtomicU32, Ordering};
+use crate::sync::primitive::asymmetric::{light_barrier, register_asymmetric};
+use crate::sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
 /// Publishes to a topic. Implements [`MessageSender`]: `try_send` fails with
 /// [`Error::Full`](crate::Error::Full) only under backpressure.
@@ -168,7 +170,12 @@ impl Publisher {
         table[index].role.store(1, Ordering::Release);
         let token = if shared.single_publisher {
             match SoleToken::acquire(shared, pid) {
-                Ok(token) => Some(token),
+                Ok(token) => {
+                    // Before our first plain `write_pos` store, so that a sleeping
+                    // subscriber's membarrier reaches us.
+                    register_asymmetric();
+                    Some(token)
+                }
                 Err(err) => {
                     participants::leave(&table[index], pid);
                     drop(lock);
@@ -316,10 +323,6 @@ impl Publisher {
             shared.header().lost.load(Ordering::Relaxed)
         };
         slot.lost.store(lost, Ordering::Relaxed);
-        seqlock::end_write(&slot.stamp, seq);
-        // SYNC: Release pairs with subscribers' Acquire load of write_pos; SeqCst with the
-        // fence of a sleeping subscriber (see `wake_sleepers`).
-        shared.header().write_pos.0.swap(seq + 1, Ordering::SeqCst);
         if sole {
             let index = if index + 1 == shared.capacity as usize {
                 0
@@ -327,7 +330,14 @@ impl Publisher {
                 index + 1
             };
             self.next = (seq + 1, index);
+            let header = shared.header();
+            complete_sole(&slot.stamp, &header.write_pos.0, &header.new_message.0, seq);
+            return;
         }
+        seqlock::end_write(&slot.stamp, seq);
+        // SYNC: Release pairs with subscribers' Acquire load of write_pos; SeqCst with the
+        // fence of a sleeping subscriber (see `wake_sleepers`).
+        shared.header().write_pos.0.swap(seq + 1, Ordering::SeqCst);
         drop(guard);
         wake_sleepers(&shared.header().new_message.0);
     }
@@ -411,6 +421,27 @@ impl Publisher {
     pub fn loan(&mut self) -> Result<TopicLoan<'_>> {
         self.loan_deadline(Deadline::Never)
     }
+}
+
+/// Completes message `seq` of a single-publisher topic, whose slot's bytes and fields are
+/// written: its stamp, then `write_pos`, then the wake. No locked read-modify-write: the
+/// only publisher stores `write_pos` plainly and runs the light half of an asymmetric
+/// barrier before it looks for sleepers; a subscriber going to sleep pays the heavy half
+/// (`wait_for_asymmetric`, or the reactor's registration) after announcing itself, so one of
+/// the two always sees the other. (A free function so that the loom model runs this code.)
+pub(super) fn complete_sole(
+    stamp: &AtomicU64,
+    write_pos: &AtomicU64,
+    new_message: &WaitWord,
+    seq: u64,
+) {
+    seqlock::end_write(stamp, seq);
+    // SYNC: Release pairs with subscribers' Acquire load of write_pos (and with a joining
+    // subscriber's, after its Acquire load of the header's `lost`).
+    write_pos.store(seq + 1, Ordering::Release);
+    // SYNC: with the waiter's announce and `heavy_barrier` (Dekker, asymmetric).
+    light_barrier();
+    wake_sleepers(new_message);
 }
 
 impl MessageSender for Publisher {

@@ -11,7 +11,7 @@ use crate::shm::layout::slot_bytes;
 use crate::shm::liveness::{Held, Table};
 use crate::shm::participants;
 use crate::shm::seqlock;
-use crate::shm::wait::{wait_for, wake_sleepers, Attempt};
+use crate::shm::wait::{wait_for, wait_for_asymmetric, wake_sleepers, Attempt};
 use crate::sync::primitive::Ordering;
 
 /// Receives every message of a topic, in order, from its own cursor. Implements
@@ -29,9 +29,9 @@ pub struct Subscriber {
     /// Messages lost to overrun since the last one received.
     missed: u64,
     /// The `lost` count (gaps declared by publishers) of the last message received, or the
-    /// header's when we joined; `None` until the first message of a history replay, whose
-    /// earlier gaps are not ours to report.
-    lost: Option<u64>,
+    /// header's when we joined; `u64::MAX` until the first message of a history replay,
+    /// whose earlier gaps are not ours to report (a saturating subtraction of it is 0).
+    lost: u64,
     /// Where an in-place receive of an overrun topic puts its validated copy.
     copy: Vec<u8>,
 }
@@ -119,7 +119,11 @@ impl Subscriber {
             _lock: lock,
             cursor,
             missed: 0,
-            lost: (cursor == write_pos).then_some(lost_now),
+            lost: if cursor == write_pos {
+                lost_now
+            } else {
+                u64::MAX
+            },
             copy: Vec::new(),
         })
     }
@@ -238,7 +242,14 @@ impl Subscriber {
                 return Err(err);
             }
         }
-        let located = wait_for(
+        // A single publisher stores `write_pos` plainly and fences only lightly: the sleeper
+        // pays the heavy half of the barrier.
+        let wait = if shared.single_publisher {
+            wait_for_asymmetric
+        } else {
+            wait_for
+        };
+        let located = wait(
             shared.wait,
             &shared.header().new_message.0,
             deadline,
@@ -271,12 +282,9 @@ impl Subscriber {
     /// declared since the last message we received (exact across our own skips: the slots'
     /// counts are running totals).
     fn take_missed(&mut self, located: &mut Located) {
-        let declared = self
-            .lost
-            .map_or(0, |before| located.lost.saturating_sub(before));
-        self.lost = Some(located.lost);
-        let missed = std::mem::take(&mut self.missed).saturating_add(declared);
-        located.meta.missed = Some(missed);
+        let declared = located.lost.saturating_sub(self.lost);
+        self.lost = located.lost;
+        located.meta.missed = Some(std::mem::take(&mut self.missed).wrapping_add(declared));
     }
 
     /// Receives the next message as a [`TopicSample`], which derefs to its bytes.

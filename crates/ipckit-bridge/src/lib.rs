@@ -39,9 +39,12 @@
 //!   window `ipk2` + source + position + `prev_next` + `base` (u64 each), makes delivery
 //!   idempotent and ordered; without it a message is simply delivered.
 //! - **topic** `ipckit/topic/NAME`: every message is a `put`; the attachment `ipk1` + the
-//!   publishing bridge's id (16 bytes) + messages that bridge missed just before it (u64)
-//!   lets bridges ignore their own echoes. Any Zenoh `put` on the key is published into the
-//!   importing hosts' topics.
+//!   publishing bridge's id (16 bytes) + messages that bridge missed just before it (u64) +
+//!   the sample's number since that bridge started (u64; absent from older bridges) lets
+//!   bridges ignore their own echoes, and the importing ones declare the missed messages,
+//!   and any numbers that never arrived, as a gap in their topic, so that subscribers there
+//!   see the same `missed` counts. Any Zenoh `put` on the key is published into the
+//!   importing hosts' topics (without an attachment: no gap).
 //! - **service** `ipckit/service/NAME`: the exporting bridge is a queryable. A plain `get`
 //!   is one call on a fresh connection (payload: request; reply: the server's reply). The
 //!   bridges themselves carry a whole connection: attachment `ipk1` + operation (`C`

@@ -80,21 +80,40 @@ pub(crate) fn parse_mailbox_header(bytes: &[u8]) -> Option<Carried> {
     })
 }
 
-/// Topic: the publishing bridge and how many messages it missed just before this one.
-pub(crate) fn topic_header(origin: &[u8; 16], missed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(28);
+/// Topic: the publishing bridge, how many messages it missed just before this one (its
+/// local subscriber's [`missed`](ipckit::Metadata::missed): it fell behind, or a gap was
+/// declared on its host), and the sample's number among those it `put` since it started
+/// (`count`: a sample lost on the way shows as a jump, which the importing side counts as
+/// missed too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TopicCarried {
+    pub(crate) origin: [u8; 16],
+    pub(crate) missed: u64,
+    /// `None` from a bridge that did not number its samples (28-byte header).
+    pub(crate) count: Option<u64>,
+}
+
+pub(crate) fn topic_header(c: &TopicCarried) -> Vec<u8> {
+    let mut out = Vec::with_capacity(36);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(origin);
-    out.extend_from_slice(&missed.to_le_bytes());
+    out.extend_from_slice(&c.origin);
+    out.extend_from_slice(&c.missed.to_le_bytes());
+    if let Some(count) = c.count {
+        out.extend_from_slice(&count.to_le_bytes());
+    }
     out
 }
 
-pub(crate) fn parse_topic_header(bytes: &[u8]) -> Option<([u8; 16], u64)> {
-    if bytes.len() != 28 || &bytes[..4] != MAGIC {
+pub(crate) fn parse_topic_header(bytes: &[u8]) -> Option<TopicCarried> {
+    if !(bytes.len() == 28 || bytes.len() == 36) || &bytes[..4] != MAGIC {
         return None;
     }
-    let origin = bytes[4..20].try_into().ok()?;
-    Some((origin, u64::from_le_bytes(bytes[20..28].try_into().ok()?)))
+    let u = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    Some(TopicCarried {
+        origin: bytes[4..20].try_into().ok()?,
+        missed: u(20),
+        count: (bytes.len() == 36).then(|| u(28)),
+    })
 }
 
 /// Service operations on a carried connection.
@@ -182,7 +201,21 @@ mod tests {
             parse_mailbox_header(&mailbox_header(&carried)),
             Some(carried)
         );
-        assert_eq!(parse_topic_header(&topic_header(&id, 3)), Some((id, 3)));
+        let topic = TopicCarried {
+            origin: id,
+            missed: 3,
+            count: Some(12),
+        };
+        assert_eq!(parse_topic_header(&topic_header(&topic)), Some(topic));
+        let unnumbered = TopicCarried {
+            count: None,
+            ..topic
+        };
+        assert_eq!(
+            parse_topic_header(&topic_header(&unnumbered)),
+            Some(unnumbered)
+        );
+        assert_eq!(parse_topic_header(&topic_header(&topic)[..35]), None);
         let v1 = parse_mailbox_header(&mailbox_header_v1(&id, 9)).unwrap();
         assert_eq!((v1.source, v1.pos, v1.prev_next), (id, 9, 0));
         assert_eq!(

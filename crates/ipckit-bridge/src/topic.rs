@@ -2,7 +2,17 @@
 //! message on `ipckit/topic/NAME`; an importing bridge subscribes to that key and publishes
 //! into its local topic. A bridge skips what it published itself (the sender pid of the
 //! local message, the origin in the attachment of the Zenoh sample), so a host may do both.
+//!
+//! Gaps cross too. The exporting bridge's subscriber reports how many messages it missed
+//! before each one (it fell behind, or a local publisher declared a gap); the count travels
+//! in the sample's attachment with the sample's number, and the importing bridge declares
+//! that many lost ([`Publisher::publish_gap`](ipckit::shm::topic::Publisher::publish_gap)),
+//! plus any samples whose numbers it never saw, just before it publishes the message. So a
+//! subscriber on the importing host is told the same `missed` as one on the exporting host
+//! that fell behind by as much. A count reported with a message the bridge's own import side
+//! published is not sent back: it is the gap that import carried in from the other host.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use ipckit::shm::Topic;
@@ -43,6 +53,9 @@ pub(crate) fn export(ctx: &Ctx, object: &Object) {
             return;
         }
     };
+    // Samples are numbered from 0 when the bridge starts (a new origin for the importers),
+    // and go on counting across a reopen of the local topic.
+    let mut count = 0u64;
     'reopen: while !ctx.stopping() {
         let mut subscriber = match Topic::open(name).and_then(|t| t.subscriber()) {
             Ok(s) => s,
@@ -54,7 +67,6 @@ pub(crate) fn export(ctx: &Ctx, object: &Object) {
         };
         once.clear();
         let mut buf = Vec::new();
-        let mut missed = 0u64;
         while !ctx.stopping() {
             let meta = match subscriber
                 .recv_deadline(&mut buf, Deadline::after(Duration::from_millis(200)))
@@ -67,13 +79,18 @@ pub(crate) fn export(ctx: &Ctx, object: &Object) {
                     continue 'reopen;
                 }
             };
-            missed += meta.missed.unwrap_or(0);
             if meta.sender_pid == Some(me) {
-                // Published here by our own import side: it came from another host.
+                // Published here by our own import side: it came from another host, and so
+                // did the gap it declared before it (sending it back would echo it).
                 continue;
             }
-            let header = proto::topic_header(&ctx.origin, missed);
-            missed = 0;
+            let header = proto::topic_header(&proto::TopicCarried {
+                origin: ctx.origin,
+                missed: meta.missed.unwrap_or(0),
+                count: Some(count),
+            });
+            // Numbered whether or not the put succeeds: a failed one is missed over there.
+            count += 1;
             match publisher.put(buf.clone()).attachment(header).wait() {
                 Ok(()) => {
                     Counters::add(&ctx.counters.forwarded, 1);
@@ -107,19 +124,39 @@ pub(crate) fn import(ctx: &Ctx, object: &Object) {
         }
     };
     once.clear();
+    // The last sample number seen from each exporting bridge.
+    let mut last: HashMap<[u8; 16], u64> = HashMap::new();
     while !ctx.stopping() {
         let sample = match subscriber.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(sample)) => sample,
             Ok(None) => continue,
             Err(_) => return,
         };
-        let origin = sample
+        let carried = sample
             .attachment()
             .and_then(|a| proto::parse_topic_header(&a.to_bytes()));
-        if matches!(origin, Some((o, _)) if o == ctx.origin) {
+        if matches!(carried, Some(c) if c.origin == ctx.origin) {
             continue;
         }
+        let gap = carried.map_or(0, |c| {
+            c.missed.saturating_add(lost_on_the_way(&mut last, &c))
+        });
         let payload = sample.payload().to_bytes();
+        // Just before the message, as the exporting host's subscribers saw it.
+        if gap > 0 {
+            loop {
+                match publisher
+                    .publish_gap_deadline(gap, Deadline::after(Duration::from_millis(200)))
+                {
+                    Ok(()) => break,
+                    Err(e) if e.is_transient() && !ctx.stopping() => continue,
+                    Err(e) => {
+                        once.log(ctx, format!("import topic {name}: a gap of {gap}: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
         // A backpressure topic makes us wait for its slowest subscriber, as a local
         // publisher would; Zenoh then holds the samples that follow.
         loop {
@@ -135,5 +172,39 @@ pub(crate) fn import(ctx: &Ctx, object: &Object) {
                 }
             }
         }
+    }
+}
+
+/// How many samples of `carried`'s origin never arrived before it (its number jumped), and
+/// records its number. Numbers that do not move on (none, an older bridge; or a repeat) count
+/// nothing.
+fn lost_on_the_way(last: &mut HashMap<[u8; 16], u64>, carried: &proto::TopicCarried) -> u64 {
+    let Some(count) = carried.count else { return 0 };
+    let before = last.insert(carried.origin, count);
+    match before {
+        Some(before) if count > before => count - before - 1,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jump_in_a_bridges_sample_numbers_counts_as_missed() {
+        let mut last = HashMap::new();
+        let at = |origin: u8, count: Option<u64>| proto::TopicCarried {
+            origin: [origin; 16],
+            missed: 0,
+            count,
+        };
+        assert_eq!(lost_on_the_way(&mut last, &at(1, Some(5))), 0);
+        assert_eq!(lost_on_the_way(&mut last, &at(1, Some(6))), 0);
+        assert_eq!(lost_on_the_way(&mut last, &at(2, Some(0))), 0);
+        assert_eq!(lost_on_the_way(&mut last, &at(1, Some(10))), 3);
+        assert_eq!(lost_on_the_way(&mut last, &at(1, None)), 0);
+        assert_eq!(lost_on_the_way(&mut last, &at(1, Some(10))), 0);
+        assert_eq!(lost_on_the_way(&mut last, &at(2, Some(2))), 1);
     }
 }

@@ -143,6 +143,80 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
             }
             Ok(())
         }
+        "topic-create" => {
+            // arg: TOPIC CAPACITY — an overrun topic
+            let capacity: usize = field(1).parse().map_err(|_| "capacity")?;
+            Topic::builder(field(0))
+                .capacity(capacity)
+                .create()
+                .map_err(e)?;
+            Ok(())
+        }
+        "gap-publish" => {
+            // arg: TOPIC — "gap i" messages whose index i also counts the gaps declared:
+            // 500 every 10 ms with a gap of 7 after every tenth, then a burst of 20,000 as
+            // fast as possible (a gap of 7 after every thousandth), then "end i".
+            let topic = Topic::open(field(0)).map_err(e)?;
+            let mut tx = topic.publisher().map_err(e)?;
+            let mut i = 0u64;
+            let mut publish = |n: u64, every: u64, pause: Duration| -> Result<(), String> {
+                for k in 0..n {
+                    tx.send(format!("gap {i}").as_bytes()).map_err(e)?;
+                    i += 1;
+                    if k % every == every - 1 {
+                        tx.publish_gap(7).map_err(e)?;
+                        i += 7;
+                    }
+                    if !pause.is_zero() {
+                        std::thread::sleep(pause);
+                    }
+                }
+                Ok(())
+            };
+            publish(500, 10, Duration::from_millis(10))?;
+            publish(20_000, 1000, Duration::ZERO)?;
+            std::thread::sleep(Duration::from_millis(500));
+            tx.send(format!("end {i}").as_bytes()).map_err(e)?;
+            say(&format!("published up to {i}"));
+            Ok(())
+        }
+        "gap-check" => {
+            // arg: TOPIC — from its first message to "end i", every message's missed count
+            // is exactly the jump in i (the messages it did not get, declared or not).
+            let topic = match Topic::open(field(0)) {
+                Ok(t) => t,
+                Err(_) => Topic::builder(field(0))
+                    .create()
+                    .or_else(|_| Topic::open(field(0)))
+                    .map_err(e)?,
+            };
+            let mut rx = topic.subscriber().map_err(e)?;
+            say("ready");
+            let (mut prev, mut received, mut missed_total, mut sevens) = (None, 0u64, 0u64, 0u64);
+            loop {
+                let msg = rx.recv_timeout(Duration::from_secs(60)).map_err(e)?;
+                let text = String::from_utf8_lossy(&msg.data).into_owned();
+                let (word, i) = text.split_once(' ').ok_or("a message without index")?;
+                let i: u64 = i.parse().map_err(|_| "index")?;
+                let missed = msg.meta.missed.ok_or("no missed count")?;
+                if let Some(p) = prev {
+                    if i != p + 1 + missed {
+                        return Err(format!("after {p} came {i}, with missed {missed}"));
+                    }
+                    missed_total += missed;
+                    sevens += u64::from(missed == 7);
+                }
+                prev = Some(i);
+                received += 1;
+                if word == "end" {
+                    break;
+                }
+            }
+            say(&format!(
+                "checked {received} received {missed_total} missed {sevens} sevens"
+            ));
+            Ok(())
+        }
         "subscribe" => {
             // arg: TOPIC TAG N — N consecutive "TAG i" messages, in order
             let want: u64 = field(2).parse().map_err(|_| "count")?;
@@ -560,6 +634,42 @@ fn mailbox_topic_and_service_cross_two_hosts() {
         sub_a.finish(Duration::from_secs(60));
         sub_b.finish(Duration::from_secs(60));
         drop(server);
+    });
+}
+
+/// Issue 16: gaps cross the bridge. A publisher on a declares gaps, then floods a 4-slot
+/// topic that the exporting bridge cannot keep up with; a subscriber on each host checks that
+/// every missed count is exactly the number of messages it did not get: the declared gaps,
+/// the messages the bridge's own subscriber missed, and its own.
+#[test]
+fn a_remote_subscriber_sees_the_same_gap_counts_as_a_local_one() {
+    watchdog(Duration::from_secs(180), || {
+        let Some(hosts) = Hosts::new("t") else { return };
+        hosts
+            .a
+            .spawn("topic-create", "gaps 4")
+            .finish(Duration::from_secs(10));
+        let _a = hosts.a.bridge(&format!("{A_CONNECT} export=topic:gaps"));
+        let _b = hosts.b.bridge(&format!("{B_LISTEN} import=topic:gaps"));
+        let mut local = hosts.a.spawn("gap-check", "gaps");
+        let mut remote = hosts.b.spawn("gap-check", "gaps");
+        local.expect("ready", Duration::from_secs(10));
+        remote.expect("ready", Duration::from_secs(10));
+        let mut publisher = hosts.a.spawn("gap-publish", "gaps");
+        let sent = publisher.expect_prefix("published up to ", Duration::from_secs(90));
+        publisher.finish(Duration::from_secs(10));
+        let parse =
+            |line: &str| -> Vec<u64> { line.split(' ').filter_map(|w| w.parse().ok()).collect() };
+        let local_line = local.expect_prefix("checked ", Duration::from_secs(30));
+        let remote_line = remote.expect_prefix("checked ", Duration::from_secs(30));
+        eprintln!("{sent}; on a: {local_line}; on b: {remote_line}");
+        local.finish(Duration::from_secs(10));
+        remote.finish(Duration::from_secs(10));
+        let (remote_missed, remote_sevens) = (parse(&remote_line)[1], parse(&remote_line)[2]);
+        // The slow phase's declared gaps crossed as they were (the bridge keeps up with
+        // one message per 10 ms), and the bridge's own losses in the burst did too.
+        assert!(remote_sevens >= 5, "{remote_line}");
+        assert!(remote_missed > 7 * remote_sevens, "{remote_line}");
     });
 }
 

@@ -365,7 +365,7 @@ pub fn receive_each(rx: &mut impl MessageReceiver, args: &ReceiveArgs, what: &st
             if !args.json {
                 eprintln!(
                     "ipckit: missed {missed} message{} from {what}: this subscriber fell behind \
-                     and they were overwritten",
+                     and they were overwritten (or, across a bridge, a subscriber before it did)",
                     if missed == 1 { "" } else { "s" }
                 );
             }

@@ -136,6 +136,146 @@ fn an_overrun_subscriber_process_learns_exactly_how_many_it_missed() {
     assert_eq!(line, "8 92");
 }
 
+/// Issue 16: gaps a publisher process declares reach a subscriber process as the same
+/// missed counts, in order with the messages around them, with the sequence moved on; a gap
+/// whose publisher is killed before its next message is reported with the next message of
+/// the publisher that replaces it (in a single-publisher topic, the token's next holder).
+#[test]
+fn gaps_declared_by_a_publisher_process_reach_a_subscriber_process_exactly() {
+    const TEST: &str = "gaps_declared_by_a_publisher_process_reach_a_subscriber_process_exactly";
+    if let Some((role, name)) = role() {
+        let topic = Topic::open(&name).unwrap();
+        if role == "gapper" {
+            let mut publisher = topic.publisher().unwrap();
+            for i in 0..40u64 {
+                if i % 3 == 1 {
+                    publisher.publish_gap(i).unwrap();
+                }
+                publisher.send(&i.to_le_bytes()).unwrap();
+            }
+            publisher.publish_gap(1000).unwrap();
+            println!("@@gapped");
+            // Killed here, before any next message (or gone after a minute if the test is).
+            std::thread::sleep(WATCHDOG);
+            return;
+        }
+        let mut sub = topic.subscriber().unwrap();
+        println!("@@ready");
+        for _ in 0..41 {
+            let msg = sub.recv_timeout(Duration::from_secs(20)).unwrap();
+            let i = u64::from_le_bytes(msg.data[..8].try_into().unwrap());
+            println!(
+                "@@{i} {} {}",
+                msg.meta.missed.unwrap(),
+                msg.meta.sequence.unwrap()
+            );
+        }
+        return;
+    }
+    with_watchdog(WATCHDOG, || {
+        for single in [false, true] {
+            let name = unique_name(if single { "gaps-single" } else { "gaps" });
+            let _cleanup = Cleanup(name.clone());
+            let mut builder = Topic::builder(&name).capacity(64);
+            if single {
+                builder = builder.single_publisher();
+            }
+            let topic = builder.create().unwrap();
+            let mut listener = spawn_role(TEST, "listener", &name);
+            let mut out = BufReader::new(listener.stdout.take().unwrap());
+            wait_for_line(&mut out, "ready");
+            let mut gapper = spawn_role(TEST, "gapper", &name);
+            wait_for_line(&mut BufReader::new(gapper.stdout.take().unwrap()), "gapped");
+            gapper.kill().unwrap();
+            gapper.wait().unwrap();
+            topic
+                .publisher()
+                .unwrap()
+                .send(&40u64.to_le_bytes())
+                .unwrap();
+            let mut rest = String::new();
+            out.read_to_string(&mut rest).unwrap();
+            assert!(wait_with_watchdog(&mut listener, WATCHDOG).success());
+            let got: Vec<&str> = rest.lines().filter_map(|l| l.strip_prefix("@@")).collect();
+            let mut want = Vec::new();
+            let mut sequence = 0u64;
+            for i in 0..41u64 {
+                let gap = match i {
+                    40 => 1000,
+                    _ if i % 3 == 1 => i,
+                    _ => 0,
+                };
+                sequence += gap;
+                want.push(format!("{i} {gap} {sequence}"));
+                sequence += 1;
+            }
+            assert_eq!(got, want, "single publisher: {single}");
+        }
+    });
+}
+
+/// Issue 14: a single publisher publishes with a plain store and only a light barrier; a
+/// subscriber that sleeps at once (in another process) pays the heavy barrier before it
+/// sleeps, and so is woken for every message, never left to its one-second re-check.
+#[test]
+fn a_sleeping_subscriber_process_of_a_single_publisher_is_woken_for_every_message() {
+    const TEST: &str =
+        "a_sleeping_subscriber_process_of_a_single_publisher_is_woken_for_every_message";
+    const COUNT: u64 = 60;
+    let now_ns = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    };
+    if let Some((_, name)) = role() {
+        let topic = Topic::builder(&name)
+            .wait_strategy(WaitStrategy::Sleep)
+            .open()
+            .unwrap();
+        let mut sub = topic.subscriber().unwrap();
+        println!("@@ready");
+        let mut worst = 0u64;
+        for i in 0..COUNT {
+            let msg = sub.recv_timeout(Duration::from_secs(20)).unwrap();
+            let sent = u64::from_le_bytes(msg.data[..8].try_into().unwrap());
+            assert_eq!(u64::from_le_bytes(msg.data[8..].try_into().unwrap()), i);
+            worst = worst.max(now_ns().saturating_sub(sent));
+        }
+        println!("@@worst {}", worst / 1_000_000);
+        return;
+    }
+    with_watchdog(WATCHDOG, move || {
+        let name = unique_name("sleepers");
+        let _cleanup = Cleanup(name.clone());
+        let topic = Topic::builder(&name).single_publisher().create().unwrap();
+        let mut child = spawn_role(TEST, "sleeper", &name);
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        wait_for_line(&mut out, "ready");
+        let mut publisher = topic.publisher().unwrap();
+        for i in 0..COUNT {
+            // Long enough for the subscriber to be asleep when the message comes.
+            std::thread::sleep(Duration::from_millis(5));
+            let mut msg = now_ns().to_le_bytes().to_vec();
+            msg.extend_from_slice(&i.to_le_bytes());
+            publisher.send(&msg).unwrap();
+        }
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        assert!(wait_with_watchdog(&mut child, WATCHDOG).success());
+        let worst: u64 = rest
+            .lines()
+            .find_map(|l| l.strip_prefix("@@worst "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // A lost wake-up costs a whole re-check turn (a second); a wake, well under that
+        // even on a loaded two-core machine.
+        assert!(
+            worst < 500,
+            "a message waited {worst} ms for its subscriber"
+        );
+    });
+}
+
 /// Issue 12, item 6: a subscriber of a small overrun topic that two publisher processes flood
 /// used to fail with "the subscriber's cursor does not settle". It must always get the next
 /// message it can still read, and the exact count of what it missed.

@@ -32,12 +32,23 @@
 //! A single-publisher topic ([`TopicBuilder::single_publisher`]) has no publish lock: its one
 //! publisher holds a token (the header's `sole_publisher`, with a liveness lock), refused to a
 //! second live publisher and taken over from a dead one, which then starts from `write_pos`
-//! the same way.
+//! the same way. It publishes with no locked read-modify-write: `write_pos` is a plain
+//! Release store followed by the light half of an asymmetric barrier, and a subscriber going
+//! to sleep pays the heavy half (`membarrier`) instead, as the mailbox's cursor rings do.
 //!
 //! A subscriber reads message `c` (its cursor) by checking the stamp, copying, and checking
 //! the stamp again. If the stamp says the slot now belongs to a later message, the subscriber
 //! was overrun: it jumps to the oldest message still held and records how many it missed
 //! ([`Metadata::missed`](crate::Metadata::missed)), so loss is never silent.
+//!
+//! A publisher can also declare messages lost without publishing them
+//! ([`Publisher::publish_gap`]: a bridge whose own subscriber fell behind on another host).
+//! The header keeps the running total of messages so declared, and every message records in
+//! its slot the total at its publish; a subscriber adds the difference between the message
+//! it receives and the last one it received to what it skipped itself, and moves the
+//! message's sequence number on by the total. Both are running totals, so the count stays
+//! exact for a subscriber overrun across a gap, and a gap whose publisher dies before the
+//! next message is reported with whoever publishes next.
 //!
 //! The policy decides who gives way when a subscriber falls `capacity` messages behind:
 //! - [`Overflow::Overrun`]: the publisher never waits; the slow subscriber loses the oldest
@@ -63,6 +74,8 @@ use crate::error::{Error, Result};
 use crate::shm::liveness::{self, Locks, Table};
 use crate::sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
+#[cfg(all(test, loom))]
+mod loom_models;
 mod publisher;
 mod subscriber;
 #[cfg(test)]
@@ -83,7 +96,10 @@ const TOPIC_MAGIC: u64 = u64::from_le_bytes(*b"ipckitTP");
 /// 2: the single-publisher token (`sole_publisher`) and the subscriber scan bound
 /// (`subscriber_bound`). An older ipckit would ignore both and publish through the lock beside
 /// the token's holder, so a topic of the other version is `Corrupt` rather than shared.
-const TOPIC_VERSION: u32 = 2;
+/// 3: gaps (the header's and each slot's `lost`), which version-2 code would miscount, and
+/// the single publisher's plain `write_pos` store, whose sleeping subscribers must pay the
+/// heavy barrier (version-2 code would not, and could sleep through a message for a turn).
+const TOPIC_VERSION: u32 = 3;
 const MAX_PUBLISHERS: usize = 32;
 const MAX_SUBSCRIBERS: usize = 64;
 const FLAG_OVERRUN: u32 = 1;
@@ -133,7 +149,12 @@ struct TopicHeader {
     /// No subscriber entry at or past this index was ever taken: publishers scan only the
     /// entries below it (raised by subscribers as they join, never lowered).
     subscriber_bound: AtomicU32,
-    _reserved: [u32; 7],
+    _reserved0: u32,
+    /// Messages declared lost so far ([`Publisher::publish_gap`]): the total that the next
+    /// message published records in its slot. Written by the publish lock's holder (or the
+    /// token's), Release, so that a subscriber joining reads it before `write_pos`.
+    lost: AtomicU64,
+    _reserved: [u32; 4],
     /// Messages below this sequence number are published.
     write_pos: Padded<AtomicU64>,
     /// Pid of the publisher writing now, 0 if none.
@@ -154,7 +175,12 @@ struct SlotHeader {
     len: AtomicU32,
     sender_pid: AtomicU32,
     sender_uid: AtomicU32,
-    _reserved: [u32; 3],
+    _reserved: u32,
+    /// The header's `lost` when message `s` was published: how many messages were declared
+    /// lost before it, since the topic was created. A subscriber's gap count is the
+    /// difference between two messages' values (plus what it skipped itself), so a gap is
+    /// counted exactly even by a subscriber overrun across it.
+    lost: AtomicU64,
 }
 
 // The layout is version 1's, byte for byte: the creator's pid right after the preamble.
@@ -164,6 +190,10 @@ const _: () = assert!(std::mem::offset_of!(TopicHeader, creator_pid) == 40);
 const _: () = assert!(std::mem::offset_of!(TopicHeader, sole_publisher) == 44);
 #[cfg(not(loom))] // loom's atomics are larger than the real ones
 const _: () = assert!(std::mem::offset_of!(TopicHeader, write_pos) == 128);
+#[cfg(not(loom))] // loom's atomics are larger than the real ones
+const _: () = assert!(std::mem::offset_of!(TopicHeader, lost) == 56);
+#[cfg(not(loom))] // loom's atomics are larger than the real ones
+const _: () = assert!(std::mem::size_of::<SlotHeader>() == 32);
 
 /// The topic's place in the shared layout (`layout.rs`).
 #[derive(Debug)]

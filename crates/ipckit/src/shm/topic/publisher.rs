@@ -11,8 +11,10 @@ use crate::shm::layout::slot_bytes;
 use crate::shm::liveness::{Held, Locks, Table};
 use crate::shm::participants;
 use crate::shm::seqlock;
+use crate::shm::wait::WaitWord;
 use crate::shm::wait::{wait_for, wake_sleepers, Attempt};
-use crate::sync::primitive::{AtomicU32, Ordering};
+use crate::sync::primitive::asymmetric::{light_barrier, register_asymmetric};
+use crate::sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
 /// Publishes to a topic. Implements [`MessageSender`]: `try_send` fails with
 /// [`Error::Full`](crate::Error::Full) only under backpressure.
@@ -31,6 +33,8 @@ pub struct Publisher {
     /// With the token, the next message's sequence number and slot index: nobody else moves
     /// `write_pos`, so we keep it (and no division per message).
     next: (u64, usize),
+    /// With the token, the header's `lost` (nobody else changes it either).
+    lost: u64,
 }
 
 impl fmt::Debug for Publisher {
@@ -166,7 +170,12 @@ impl Publisher {
         table[index].role.store(1, Ordering::Release);
         let token = if shared.single_publisher {
             match SoleToken::acquire(shared, pid) {
-                Ok(token) => Some(token),
+                Ok(token) => {
+                    // Before our first plain `write_pos` store, so that a sleeping
+                    // subscriber's membarrier reaches us.
+                    register_asymmetric();
+                    Some(token)
+                }
                 Err(err) => {
                     participants::leave(&table[index], pid);
                     drop(lock);
@@ -185,6 +194,7 @@ impl Publisher {
             slowest: 0,
             // Read after the token is ours (its AcqRel claim): where the last holder stopped.
             next: next_of(shared, shared.header().write_pos.0.load(Ordering::Acquire)),
+            lost: shared.header().lost.load(Ordering::Acquire),
             token,
         })
     }
@@ -305,20 +315,88 @@ impl Publisher {
         slot.len.store(len as u32, Ordering::Relaxed);
         slot.sender_pid.store(self.pid, Ordering::Relaxed);
         slot.sender_uid.store(self.uid, Ordering::Relaxed);
-        seqlock::end_write(&slot.stamp, seq);
-        // SYNC: Release pairs with subscribers' Acquire load of write_pos; SeqCst with the
-        // fence of a sleeping subscriber (see `wake_sleepers`).
-        shared.header().write_pos.0.swap(seq + 1, Ordering::SeqCst);
-        if guard.lock.is_none() {
+        let sole = guard.lock.is_none();
+        // Under the lock (or the token), the header's count is the last holder's.
+        let lost = if sole {
+            self.lost
+        } else {
+            shared.header().lost.load(Ordering::Relaxed)
+        };
+        slot.lost.store(lost, Ordering::Relaxed);
+        if sole {
             let index = if index + 1 == shared.capacity as usize {
                 0
             } else {
                 index + 1
             };
             self.next = (seq + 1, index);
+            let header = shared.header();
+            complete_sole(&slot.stamp, &header.write_pos.0, &header.new_message.0, seq);
+            return;
         }
+        seqlock::end_write(&slot.stamp, seq);
+        // SYNC: Release pairs with subscribers' Acquire load of write_pos; SeqCst with the
+        // fence of a sleeping subscriber (see `wake_sleepers`).
+        shared.header().write_pos.0.swap(seq + 1, Ordering::SeqCst);
         drop(guard);
         wake_sleepers(&shared.header().new_message.0);
+    }
+
+    /// Declares `count` messages lost just before the next one published: every subscriber
+    /// that receives that message is told [`Metadata::missed`](crate::Metadata::missed)
+    /// `count` (more if it also fell behind itself), and its
+    /// [`Metadata::sequence`](crate::Metadata::sequence) is `count` further on, exactly as if
+    /// `count` messages had been published and overrun. A bridge calls this when its own
+    /// subscriber fell behind on another host, or messages were lost on the way, so that
+    /// subscribers here see the same gap as those there.
+    ///
+    /// Nothing is written to the ring and nobody is woken: the gap is reported with the next
+    /// message, in order with the messages around it (a subscriber that joins after the gap
+    /// and before that message does not count it, as it would not count messages published
+    /// before it joined). Gaps add up until a message is published. A gap of 0 changes
+    /// nothing. Under backpressure a gap never waits for room: it takes no slot.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the topic's total of lost messages would overflow a
+    /// `u64`; [`Error::Corrupt`](crate::Error::Corrupt) for a damaged segment.
+    #[doc(alias = "gap")]
+    pub fn publish_gap(&mut self, count: u64) -> Result<()> {
+        self.publish_gap_deadline(count, Deadline::Never)
+    }
+
+    /// [`publish_gap`](Self::publish_gap), waiting at most until `deadline` for the publish
+    /// lock (another publisher writing a message, or holding a loan).
+    ///
+    /// # Errors
+    /// As [`publish_gap`](Self::publish_gap); [`Error::Full`](crate::Error::Full) or
+    /// [`Error::Timeout`](crate::Error::Timeout) if the lock stays taken until `deadline`.
+    pub fn publish_gap_deadline(&mut self, count: u64, deadline: Deadline) -> Result<()> {
+        let guard = self.lock(deadline)?;
+        if count == 0 {
+            return Ok(());
+        }
+        let header = self.shared.header();
+        let before = if guard.lock.is_none() {
+            self.lost
+        } else {
+            header.lost.load(Ordering::Relaxed)
+        };
+        let total = before.checked_add(count).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "a gap of {count} messages: {} already counts {before} lost, and the total \
+                 would not fit in 64 bits",
+                describe(&self.shared.name)
+            ))
+        })?;
+        // SYNC: Release pairs with the Acquire load of a joining subscriber, made before it
+        // reads `write_pos`; the next holder of the lock (or token) reads it after its
+        // Acquire.
+        header.lost.store(total, Ordering::Release);
+        if guard.lock.is_none() {
+            self.lost = total;
+        }
+        drop(guard);
+        self.shared.check_intact(false)
     }
 
     /// Borrows the next slot to write a message in place; [`TopicLoan::publish`] sends it.
@@ -343,6 +421,27 @@ impl Publisher {
     pub fn loan(&mut self) -> Result<TopicLoan<'_>> {
         self.loan_deadline(Deadline::Never)
     }
+}
+
+/// Completes message `seq` of a single-publisher topic, whose slot's bytes and fields are
+/// written: its stamp, then `write_pos`, then the wake. No locked read-modify-write: the
+/// only publisher stores `write_pos` plainly and runs the light half of an asymmetric
+/// barrier before it looks for sleepers; a subscriber going to sleep pays the heavy half
+/// (`wait_for_asymmetric`, or the reactor's registration) after announcing itself, so one of
+/// the two always sees the other. (A free function so that the loom model runs this code.)
+pub(super) fn complete_sole(
+    stamp: &AtomicU64,
+    write_pos: &AtomicU64,
+    new_message: &WaitWord,
+    seq: u64,
+) {
+    seqlock::end_write(stamp, seq);
+    // SYNC: Release pairs with subscribers' Acquire load of write_pos (and with a joining
+    // subscriber's, after its Acquire load of the header's `lost`).
+    write_pos.store(seq + 1, Ordering::Release);
+    // SYNC: with the waiter's announce and `heavy_barrier` (Dekker, asymmetric).
+    light_barrier();
+    wake_sleepers(new_message);
 }
 
 impl MessageSender for Publisher {

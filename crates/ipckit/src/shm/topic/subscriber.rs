@@ -11,7 +11,7 @@ use crate::shm::layout::slot_bytes;
 use crate::shm::liveness::{Held, Table};
 use crate::shm::participants;
 use crate::shm::seqlock;
-use crate::shm::wait::{wait_for, wake_sleepers, Attempt};
+use crate::shm::wait::{wait_for, wait_for_asymmetric, wake_sleepers, Attempt};
 use crate::sync::primitive::Ordering;
 
 /// Receives every message of a topic, in order, from its own cursor. Implements
@@ -28,6 +28,10 @@ pub struct Subscriber {
     cursor: u64,
     /// Messages lost to overrun since the last one received.
     missed: u64,
+    /// The `lost` count (gaps declared by publishers) of the last message received, or the
+    /// header's when we joined; `u64::MAX` until the first message of a history replay,
+    /// whose earlier gaps are not ours to report (a saturating subtraction of it is 0).
+    lost: u64,
     /// Where an in-place receive of an overrun topic puts its validated copy.
     copy: Vec<u8>,
 }
@@ -71,6 +75,8 @@ const CHASE_OLDEST_RACES: u32 = 2;
 struct Located {
     seq: u64,
     len: usize,
+    /// The slot's count of messages declared lost before this one (`SlotHeader::lost`).
+    lost: u64,
     meta: Metadata,
 }
 
@@ -93,6 +99,10 @@ impl Subscriber {
             &limit,
             &shared.locks(Table::Subscribers),
         )?;
+        // The gaps declared so far are before our time: read before `write_pos`, so that a
+        // gap declared after the messages we skip is never counted (the Release store of
+        // the gap and this Acquire load order it before the `write_pos` we then see).
+        let lost_now = shared.header().lost.load(Ordering::Acquire);
         let write_pos = shared.header().write_pos.0.load(Ordering::Acquire);
         let cursor = write_pos.saturating_sub(history as u64);
         table[index].0.cursor.store(cursor, Ordering::Release);
@@ -109,6 +119,11 @@ impl Subscriber {
             _lock: lock,
             cursor,
             missed: 0,
+            lost: if cursor == write_pos {
+                lost_now
+            } else {
+                u64::MAX
+            },
             copy: Vec::new(),
         })
     }
@@ -149,10 +164,13 @@ impl Subscriber {
                         shared.max_message
                     )));
                 }
+                // Any value is harmless: it only ever adds to a count (saturating).
+                let lost = slot.lost.load(Ordering::Relaxed);
                 let meta = Metadata {
                     sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
                     sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
-                    sequence: Some(seq),
+                    // Counting the messages declared lost: the sequence moves on by the gap.
+                    sequence: Some(seq.saturating_add(lost)),
                     ..Metadata::default()
                 };
                 if let Some(buf) = copy_into.as_deref_mut() {
@@ -167,7 +185,12 @@ impl Subscriber {
                     }
                 }
                 if seqlock::read_validate(&slot.stamp, seq) {
-                    return Ok(Ok(Located { seq, len, meta }));
+                    return Ok(Ok(Located {
+                        seq,
+                        len,
+                        lost,
+                        meta,
+                    }));
                 }
             }
             // Message `seq` was overwritten, before or while we looked: move on to a message
@@ -219,7 +242,14 @@ impl Subscriber {
                 return Err(err);
             }
         }
-        let located = wait_for(
+        // A single publisher stores `write_pos` plainly and fences only lightly: the sleeper
+        // pays the heavy half of the barrier.
+        let wait = if shared.single_publisher {
+            wait_for_asymmetric
+        } else {
+            wait_for
+        };
+        let located = wait(
             shared.wait,
             &shared.header().new_message.0,
             deadline,
@@ -248,8 +278,13 @@ impl Subscriber {
         }
     }
 
-    fn take_missed(&mut self, meta: &mut Metadata) {
-        meta.missed = Some(std::mem::take(&mut self.missed));
+    /// Sets `located`'s missed count: what we skipped ourselves, plus the gaps publishers
+    /// declared since the last message we received (exact across our own skips: the slots'
+    /// counts are running totals).
+    fn take_missed(&mut self, located: &mut Located) {
+        let declared = located.lost.saturating_sub(self.lost);
+        self.lost = located.lost;
+        located.meta.missed = Some(std::mem::take(&mut self.missed).wrapping_add(declared));
     }
 
     /// Receives the next message as a [`TopicSample`], which derefs to its bytes.
@@ -271,7 +306,7 @@ impl Subscriber {
         let located = self.locate(deadline, copied.then_some(&mut copy));
         self.copy = copy;
         let mut located = located?;
-        self.take_missed(&mut located.meta);
+        self.take_missed(&mut located);
         Ok(TopicSample {
             subscriber: self,
             located,
@@ -302,7 +337,7 @@ impl MessageReceiver for Subscriber {
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
         let mut located = self.locate(deadline, Some(buf))?;
         self.advance(located.seq);
-        self.take_missed(&mut located.meta);
+        self.take_missed(&mut located);
         Ok(located.meta)
     }
 }

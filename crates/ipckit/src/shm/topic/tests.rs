@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::{MessageReceiver, MessageSender};
+use crate::{Deadline, MessageReceiver, MessageSender};
 
 fn name(tag: &str) -> String {
     format!("unit-topic-{tag}-{}", std::process::id())
@@ -259,4 +259,129 @@ fn publishers_scan_only_the_subscriber_entries_ever_taken() {
     assert!(matches!(publisher.try_send(b"c"), Err(Error::Full)));
     assert_eq!(again.try_recv().unwrap().data, b"a");
     publisher.try_send(b"c").unwrap();
+}
+
+#[test]
+fn a_gap_is_reported_with_the_next_message_and_moves_the_sequence_on() {
+    for single in [false, true] {
+        let n = name(if single { "gap-single" } else { "gap" });
+        let _c = Cleanup(n.clone());
+        let mut builder = Topic::builder(&n);
+        builder = builder.capacity(8);
+        if single {
+            builder = builder.single_publisher();
+        }
+        let topic = builder.create().unwrap();
+        let mut sub = topic.subscriber().unwrap();
+        let mut publisher = topic.publisher().unwrap();
+        publisher.send(b"a").unwrap();
+        publisher.publish_gap(5).unwrap();
+        publisher.publish_gap(0).unwrap();
+        publisher.publish_gap(2).unwrap();
+        // Nothing to receive: a gap is not a message.
+        let first = sub.try_recv().unwrap();
+        assert_eq!((first.meta.missed, first.meta.sequence), (Some(0), Some(0)));
+        assert!(matches!(sub.try_recv(), Err(Error::Empty)));
+        publisher.send(b"b").unwrap();
+        publisher.send(b"c").unwrap();
+        let b = sub.try_recv().unwrap();
+        assert_eq!(b.data, b"b");
+        assert_eq!((b.meta.missed, b.meta.sequence), (Some(7), Some(8)));
+        // In place too, and only once.
+        let c = sub.recv_in_place().unwrap();
+        assert_eq!((c.meta().missed, c.meta().sequence), (Some(0), Some(9)));
+        drop(c);
+        // A subscriber that joins after a gap does not count it; one replaying history
+        // counts only the gaps between the messages it replays.
+        publisher.publish_gap(3).unwrap();
+        let mut late = topic.subscriber().unwrap();
+        let mut replay = topic.subscriber_with_history(3).unwrap();
+        publisher.send(b"d").unwrap();
+        let d = late.try_recv().unwrap();
+        assert_eq!((d.data.as_slice(), d.meta.missed), (&b"d"[..], Some(0)));
+        let seen: Vec<_> = (0..4)
+            .map(|_| {
+                let m = replay.try_recv().unwrap();
+                (m.data, m.meta.missed.unwrap())
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (b"a".to_vec(), 0),
+                (b"b".to_vec(), 7),
+                (b"c".to_vec(), 0),
+                (b"d".to_vec(), 3)
+            ]
+        );
+        // The early subscriber sees the second gap as well.
+        let d = sub.try_recv().unwrap();
+        assert_eq!((d.meta.missed, d.meta.sequence), (Some(3), Some(13)));
+    }
+}
+
+#[test]
+fn a_subscriber_overrun_across_a_gap_counts_both_exactly() {
+    let n = name("gap-overrun");
+    let _c = Cleanup(n.clone());
+    let topic = Topic::builder(&n).capacity(4).create().unwrap();
+    let mut slow = topic.subscriber().unwrap();
+    let mut publisher = topic.publisher().unwrap();
+    for i in 0..3u8 {
+        publisher.send(&[i]).unwrap();
+    }
+    publisher.publish_gap(100).unwrap();
+    for i in 3..10u8 {
+        publisher.send(&[i]).unwrap();
+    }
+    // Messages 0..6 were overwritten (6 of them), the gap of 100 was among them.
+    let first = slow.try_recv().unwrap();
+    assert_eq!(first.data, [6]);
+    assert_eq!(first.meta.missed, Some(106));
+    assert_eq!(first.meta.sequence, Some(106));
+}
+
+#[test]
+fn a_gap_takes_no_slot_under_backpressure_and_waits_only_for_the_lock() {
+    let n = name("gap-bp");
+    let _c = Cleanup(n.clone());
+    let topic = Topic::builder(&n)
+        .capacity(1)
+        .overflow(Overflow::Backpressure)
+        .create()
+        .unwrap();
+    let mut sub = topic.subscriber().unwrap();
+    let mut publisher = topic.publisher().unwrap();
+    publisher.send(b"x").unwrap();
+    assert!(matches!(publisher.try_send(b"y"), Err(Error::Full)));
+    publisher.publish_gap(4).unwrap();
+    assert_eq!(sub.try_recv().unwrap().meta.missed, Some(0));
+    publisher.send(b"y").unwrap();
+    assert_eq!(sub.try_recv().unwrap().meta.missed, Some(4));
+    // Another publisher holding a loan holds the gap back: it times out, and counts nothing.
+    let mut other = topic.publisher().unwrap();
+    let loan = other.loan().unwrap();
+    let err = publisher
+        .publish_gap_deadline(9, Deadline::after(Duration::from_millis(30)))
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    loan.publish(1).unwrap();
+    assert_eq!(sub.try_recv().unwrap().meta.missed, Some(0));
+}
+
+#[test]
+fn a_gap_that_would_overflow_the_count_is_refused() {
+    let n = name("gap-max");
+    let _c = Cleanup(n.clone());
+    let topic = Topic::builder(&n).create().unwrap();
+    let mut sub = topic.subscriber().unwrap();
+    let mut publisher = topic.publisher().unwrap();
+    publisher.publish_gap(u64::MAX - 1).unwrap();
+    let err = publisher.publish_gap(2).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    publisher.send(b"z").unwrap();
+    let msg = sub.try_recv().unwrap();
+    assert_eq!(msg.meta.missed, Some(u64::MAX - 1));
+    // The sequence saturates instead of wrapping.
+    assert_eq!(msg.meta.sequence, Some(u64::MAX - 1));
 }

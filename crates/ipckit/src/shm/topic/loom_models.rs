@@ -60,7 +60,13 @@ fn a_single_publishers_plain_store_wakes_its_sleeping_subscriber_and_carries_its
                     seqlock::begin_write(&words.stamps[i], seq);
                     words.data[i].store(value, Ordering::Relaxed);
                     words.slot_lost[i].store(if seq == 1 { 5 } else { 0 }, Ordering::Relaxed);
-                    complete_sole(&words.stamps[i], &words.write_pos, &words.new_message, seq);
+                    complete_sole(
+                        &words.stamps[i],
+                        &words.write_pos,
+                        &words.new_message,
+                        seq,
+                        false,
+                    );
                 }
             })
         };

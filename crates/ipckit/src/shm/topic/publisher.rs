@@ -35,6 +35,9 @@ pub struct Publisher {
     next: (u64, usize),
     /// With the token, the header's `lost` (nobody else changes it either).
     lost: u64,
+    /// Whether this process is registered for `membarrier` (what `register_asymmetric`
+    /// said), so the publish path loads nothing to choose its barrier.
+    registered: bool,
 }
 
 impl fmt::Debug for Publisher {
@@ -185,6 +188,7 @@ impl Publisher {
         } else {
             None
         };
+        let registered = token.is_some() && register_asymmetric();
         Ok(Publisher {
             shared: Arc::clone(shared),
             index,
@@ -196,6 +200,7 @@ impl Publisher {
             next: next_of(shared, shared.header().write_pos.0.load(Ordering::Acquire)),
             lost: shared.header().lost.load(Ordering::Acquire),
             token,
+            registered,
         })
     }
 
@@ -331,7 +336,13 @@ impl Publisher {
             };
             self.next = (seq + 1, index);
             let header = shared.header();
-            complete_sole(&slot.stamp, &header.write_pos.0, &header.new_message.0, seq);
+            complete_sole(
+                &slot.stamp,
+                &header.write_pos.0,
+                &header.new_message.0,
+                seq,
+                self.registered,
+            );
             return;
         }
         seqlock::end_write(&slot.stamp, seq);
@@ -434,13 +445,14 @@ pub(super) fn complete_sole(
     write_pos: &AtomicU64,
     new_message: &WaitWord,
     seq: u64,
+    registered: bool,
 ) {
     seqlock::end_write(stamp, seq);
     // SYNC: Release pairs with subscribers' Acquire load of write_pos (and with a joining
     // subscriber's, after its Acquire load of the header's `lost`).
     write_pos.store(seq + 1, Ordering::Release);
     // SYNC: with the waiter's announce and `heavy_barrier` (Dekker, asymmetric).
-    light_barrier();
+    light_barrier(registered);
     wake_sleepers(new_message);
 }
 

@@ -24,17 +24,20 @@
 use crate::sync::primitive::{fence, AtomicU64, Ordering};
 
 /// The stamp of a slot while message `seq` is written into it.
+#[inline(always)]
 pub(crate) fn writing(seq: u64) -> u64 {
     seq.wrapping_mul(2).wrapping_add(1)
 }
 
 /// The stamp of a slot holding message `seq`, complete.
+#[inline(always)]
 pub(crate) fn complete(seq: u64) -> u64 {
     seq.wrapping_mul(2).wrapping_add(2)
 }
 
 /// Marks the slot of `stamp` as being rewritten with message `seq`. Write the bytes after
 /// this, then call [`end_write`]. The caller is the only writer of the slot.
+#[inline(always)]
 pub(crate) fn begin_write(stamp: &AtomicU64, seq: u64) {
     stamp.store(writing(seq), Ordering::Relaxed);
     // SYNC: orders the odd stamp before the bytes written next; pairs with the Acquire fence
@@ -43,6 +46,7 @@ pub(crate) fn begin_write(stamp: &AtomicU64, seq: u64) {
 }
 
 /// Marks message `seq` complete: its bytes (written since [`begin_write`]) become readable.
+#[inline(always)]
 pub(crate) fn end_write(stamp: &AtomicU64, seq: u64) {
     // SYNC: pairs with the Acquire load in `read_begin`.
     stamp.store(complete(seq), Ordering::Release);
@@ -50,6 +54,7 @@ pub(crate) fn end_write(stamp: &AtomicU64, seq: u64) {
 
 /// A reader's first look: the stamp now. The message `seq` is there to copy only if this
 /// equals [`complete(seq)`](complete).
+#[inline(always)]
 pub(crate) fn read_begin(stamp: &AtomicU64) -> u64 {
     // SYNC: pairs with the Release store in `end_write`.
     stamp.load(Ordering::Acquire)
@@ -57,6 +62,7 @@ pub(crate) fn read_begin(stamp: &AtomicU64) -> u64 {
 
 /// A reader's second look, after copying message `seq`'s bytes: true if the copy is whole
 /// (no writer touched the slot since [`read_begin`] returned `complete(seq)`).
+#[inline(always)]
 pub(crate) fn read_validate(stamp: &AtomicU64, seq: u64) -> bool {
     // SYNC: orders the reads of the bytes before the stamp check; pairs with the Release
     // fence in `begin_write`.

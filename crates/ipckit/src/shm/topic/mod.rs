@@ -63,6 +63,7 @@
 //! when someone sleeps); blocked publishers sleep on another that subscribers bump.
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::layout::{Limits, Padded, Preamble, SlotLayout, Slots, Spec};
@@ -220,7 +221,65 @@ struct Shared {
     overrun: bool,
     single_publisher: bool,
     wait: WaitStrategy,
+    /// What the endpoints' fast paths read per message, looked up once.
+    fast: Fast,
     _segment: Segment,
+}
+
+/// What a publisher's or subscriber's fast path reads per message, copied into the endpoint
+/// at attach so that a message costs no pointer chase through the `Arc<Shared>` and no
+/// look-up: the validated slots (base and geometry), the segment's poison flag, and the
+/// policy. Valid while the endpoint's `Arc<Shared>` keeps the mapping (and its fault guard).
+#[derive(Clone, Copy)]
+struct Fast {
+    slots: Slots<TopicLayout>,
+    /// The segment's poison flag (`Segment::poison_flag`): one load per message.
+    poison: &'static AtomicBool,
+    capacity: u32,
+    max_message: u32,
+    overrun: bool,
+    /// `capacity - 1` for a power-of-two capacity (the slot of a sequence number by mask),
+    /// `u64::MAX` otherwise (by division, on slow paths only).
+    mask: u64,
+}
+
+// SAFETY: `slots` points into shared memory used only through atomics and bounds-checked raw
+// copies guarded by the stamp protocol, valid while the endpoint holding this copy keeps its
+// `Arc<Shared>` (which is Send and Sync for the same reason).
+unsafe impl Send for Fast {}
+// SAFETY: as above.
+unsafe impl Sync for Fast {}
+
+impl Fast {
+    /// The slot index of message `seq` (`seq % capacity`): a mask for a power-of-two
+    /// capacity, a division otherwise. Endpoints keep their index and call this only when
+    /// they jump.
+    #[inline]
+    fn index_of(&self, seq: u64) -> usize {
+        if self.mask != u64::MAX {
+            (seq & self.mask) as usize
+        } else {
+            (seq % self.capacity as u64) as usize
+        }
+    }
+
+    /// The index after `index` (wrapping at the capacity): no division.
+    #[inline(always)]
+    fn next_index(&self, index: usize) -> usize {
+        if index + 1 >= self.capacity as usize {
+            0
+        } else {
+            index + 1
+        }
+    }
+
+    /// Whether a SIGBUS (or a check that found the file cut) poisoned the mapping: what was
+    /// read or written since is not the file's. SYNC: Acquire pairs with the handler's
+    /// Release store.
+    #[inline(always)]
+    fn poisoned(&self) -> bool {
+        self.poison.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 // SAFETY: the mapping is shared memory used only through atomics and bounds-checked raw
@@ -487,10 +546,23 @@ impl Topic {
         wait: WaitStrategy,
     ) -> Topic {
         let geometry = *slots.geometry();
+        let fast = Fast {
+            slots,
+            poison: segment.poison_flag(),
+            capacity: geometry.capacity,
+            max_message: geometry.max_message,
+            overrun: geometry.flags & FLAG_OVERRUN != 0,
+            mask: if geometry.capacity.is_power_of_two() {
+                geometry.capacity as u64 - 1
+            } else {
+                u64::MAX
+            },
+        };
         Topic {
             shared: Arc::new(Shared {
                 name: name.to_string(),
                 slots,
+                fast,
                 capacity: geometry.capacity,
                 max_message: geometry.max_message,
                 overrun: geometry.flags & FLAG_OVERRUN != 0,

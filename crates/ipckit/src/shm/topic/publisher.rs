@@ -4,7 +4,7 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use super::{describe, Shared, MAX_PUBLISHERS};
+use super::{describe, Fast, Shared, MAX_PUBLISHERS};
 use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline, MessageSender};
 use crate::shm::layout::slot_bytes;
@@ -20,6 +20,8 @@ use crate::sync::primitive::{AtomicU32, AtomicU64, Ordering};
 /// [`Error::Full`](crate::Error::Full) only under backpressure.
 pub struct Publisher {
     shared: Arc<Shared>,
+    /// The slots, poison flag and policy, copied at attach for the fast paths.
+    fast: Fast,
     /// Our entry in the publisher table.
     index: usize,
     pid: u32,
@@ -30,8 +32,10 @@ pub struct Publisher {
     slowest: u64,
     /// In a single-publisher topic, the token that makes us its one publisher.
     token: Option<SoleToken>,
-    /// With the token, the next message's sequence number and slot index: nobody else moves
-    /// `write_pos`, so we keep it (and no division per message).
+    /// The next message's sequence number and slot index. With the token nobody else moves
+    /// `write_pos`, so this is it (and no division per message); under the publish lock it
+    /// is a guess, right while no other publisher came between, checked against
+    /// `write_pos`.
     next: (u64, usize),
     /// With the token, the header's `lost` (nobody else changes it either).
     lost: u64,
@@ -191,6 +195,7 @@ impl Publisher {
         let registered = token.is_some() && register_asymmetric();
         Ok(Publisher {
             shared: Arc::clone(shared),
+            fast: shared.fast,
             index,
             pid,
             _lock: lock,
@@ -254,13 +259,7 @@ impl Publisher {
     /// and only if that finds no room does the wait machinery start.
     #[inline]
     fn wait_for_room(&mut self, seq: u64, deadline: Deadline) -> Result<()> {
-        let shared = &*self.shared;
-        let capacity = shared.capacity as u64;
-        if shared.overrun || seq < self.slowest.saturating_add(capacity) {
-            return Ok(());
-        }
-        self.slowest = shared.slowest_cursor(false).unwrap_or(seq);
-        if seq < self.slowest.saturating_add(capacity) {
+        if self.has_room(seq) {
             return Ok(());
         }
         self.wait_for_room_slow(seq, deadline)
@@ -328,13 +327,9 @@ impl Publisher {
             shared.header().lost.load(Ordering::Relaxed)
         };
         slot.lost.store(lost, Ordering::Relaxed);
+        // The next publish's index, kept by the token's holder (and a lock holder's guess).
+        self.next = (seq + 1, self.fast.next_index(index));
         if sole {
-            let index = if index + 1 == shared.capacity as usize {
-                0
-            } else {
-                index + 1
-            };
-            self.next = (seq + 1, index);
             let header = shared.header();
             complete_sole(
                 &slot.stamp,
@@ -440,6 +435,7 @@ impl Publisher {
 /// barrier before it looks for sleepers; a subscriber going to sleep pays the heavy half
 /// (`wait_for_asymmetric`, or the reactor's registration) after announcing itself, so one of
 /// the two always sees the other. (A free function so that the loom model runs this code.)
+#[inline(always)]
 pub(super) fn complete_sole(
     stamp: &AtomicU64,
     write_pos: &AtomicU64,
@@ -457,7 +453,141 @@ pub(super) fn complete_sole(
 }
 
 impl MessageSender for Publisher {
+    #[inline]
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        if self.try_send_sole(msg) || self.try_send_locked(msg) {
+            // Sent: report a segment cut meanwhile (what was written went to zero pages).
+            if self.fast.poisoned() {
+                return self.poisoned();
+            }
+            return Ok(());
+        }
+        self.send_general(msg, deadline)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.shared.max_message as usize
+    }
+}
+
+impl Publisher {
+    /// The single publisher's fast case: the token held, a message that fits, and room known
+    /// (overrun, or the cached slowest cursor, refreshed by one scan when it runs out).
+    /// Returns false (having written nothing) when the general path must decide: it applies
+    /// the policy and reports errors. The caller checks the segment is intact after true.
+    #[inline(always)]
+    fn try_send_sole(&mut self, msg: &[u8]) -> bool {
+        if self.token.is_none() || msg.len() > self.fast.max_message as usize {
+            return false;
+        }
+        let (seq, index) = self.next;
+        if !self.has_room(seq) {
+            return false;
+        }
+        let fast = self.fast;
+        let (slot, data) = fast.slots.slot_and_data_at(index);
+        seqlock::begin_write(&slot.stamp, seq);
+        // SAFETY: we hold the token (the only publisher) and stamped the slot of `seq` as
+        // being written; msg.len() <= max_message, the size of the slot's data area.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
+        slot.len.store(msg.len() as u32, Ordering::Relaxed);
+        slot.sender_pid.store(self.pid, Ordering::Relaxed);
+        slot.sender_uid.store(self.uid, Ordering::Relaxed);
+        slot.lost.store(self.lost, Ordering::Relaxed);
+        self.next = (seq + 1, fast.next_index(index));
+        let header = fast.slots.header();
+        complete_sole(
+            &slot.stamp,
+            &header.write_pos.0,
+            &header.new_message.0,
+            seq,
+            self.registered,
+        );
+        true
+    }
+
+    /// The publish lock's fast case: the lock free at once (one compare-and-swap), a message
+    /// that fits, room known. Returns false (having written nothing, the lock released)
+    /// when the general path must decide. The caller checks the segment is intact after true.
+    #[inline(always)]
+    fn try_send_locked(&mut self, msg: &[u8]) -> bool {
+        if self.token.is_some() || msg.len() > self.fast.max_message as usize {
+            return false;
+        }
+        let fast = self.fast;
+        let header = fast.slots.header();
+        let lock = &header.publish_lock.0;
+        // SYNC: Acquire pairs with the last holder's Release store of 0 (`PublishGuard`).
+        if lock
+            .compare_exchange(0, self.pid, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let seq = header.write_pos.0.load(Ordering::Acquire);
+        // Usually where our last publish left it: then the index is known.
+        let index = if seq == self.next.0 {
+            self.next.1
+        } else {
+            fast.index_of(seq)
+        };
+        if !self.has_room(seq) {
+            // SYNC: as in `PublishGuard::drop`.
+            lock.store(0, Ordering::Release);
+            return false;
+        }
+        let (slot, data) = fast.slots.slot_and_data_at(index);
+        seqlock::begin_write(&slot.stamp, seq);
+        // SAFETY: we hold the publish lock and stamped the slot of `seq` as being written;
+        // msg.len() <= max_message, the size of the slot's data area.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
+        slot.len.store(msg.len() as u32, Ordering::Relaxed);
+        slot.sender_pid.store(self.pid, Ordering::Relaxed);
+        slot.sender_uid.store(self.uid, Ordering::Relaxed);
+        // Under the lock, the header's count is the last holder's.
+        slot.lost
+            .store(header.lost.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.next = (seq + 1, fast.next_index(index));
+        seqlock::end_write(&slot.stamp, seq);
+        // SYNC: Release pairs with subscribers' Acquire load of write_pos; SeqCst with the
+        // fence of a sleeping subscriber (see `wake_sleepers`).
+        header.write_pos.0.swap(seq + 1, Ordering::SeqCst);
+        // SYNC: as in `PublishGuard::drop`.
+        lock.store(0, Ordering::Release);
+        wake_sleepers(&header.new_message.0);
+        true
+    }
+
+    /// Whether slot `seq` is free under the policy without waiting: always under overrun;
+    /// under backpressure by the cached lower bound of the slowest cursor, refreshed by one
+    /// scan of the table (no liveness check: that is the blocked path's) when it runs out.
+    #[inline(always)]
+    fn has_room(&mut self, seq: u64) -> bool {
+        let capacity = self.fast.capacity as u64;
+        if self.fast.overrun || seq < self.slowest.saturating_add(capacity) {
+            return true;
+        }
+        self.refresh_slowest(seq);
+        seq < self.slowest.saturating_add(capacity)
+    }
+
+    /// Re-reads the slowest cursor (no subscriber: nobody to wait for).
+    #[inline(never)]
+    fn refresh_slowest(&mut self, seq: u64) {
+        self.slowest = self.shared.slowest_cursor(false).unwrap_or(seq);
+    }
+
+    /// The error for a poisoned segment, built out of the fast path's way.
+    #[cold]
+    #[inline(never)]
+    fn poisoned(&self) -> Result<()> {
+        self.shared.check_intact(false)
+    }
+
+    /// Everything the fast cases leave: a message too large, a contended lock, a full ring
+    /// (the policy: wait, fail or time out), a poisoned segment.
+    #[inline(never)]
+    fn send_general(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
         check_size(msg.len(), self.shared.max_message as usize)?;
         let (seq, index, guard) = self.begin(deadline)?;
         // SAFETY: we hold the publish lock (or the token) and stamped the slot of `seq` as
@@ -467,10 +597,6 @@ impl MessageSender for Publisher {
         };
         self.finish(seq, index, msg.len(), guard);
         self.shared.check_intact(false)
-    }
-
-    fn max_message_size(&self) -> usize {
-        self.shared.max_message as usize
     }
 }
 
@@ -516,7 +642,7 @@ impl TopicLoan<'_> {
 
 slot_bytes!(mut TopicLoan);
 
-/// Message `seq`'s sequence number and slot index (`seq % capacity`).
+/// Message `seq`'s sequence number and slot index (`seq % capacity`, by mask when it can).
 fn next_of(shared: &Shared, seq: u64) -> (u64, usize) {
-    (seq, (seq % shared.capacity as u64) as usize)
+    (seq, shared.fast.index_of(seq))
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{describe, Shared, MAX_SUBSCRIBERS};
+use super::{describe, Fast, Shared, MAX_SUBSCRIBERS};
 use crate::error::Error;
 use crate::error::Result;
 use crate::link::{Deadline, MessageReceiver, Metadata};
@@ -19,6 +19,8 @@ use crate::sync::primitive::Ordering;
 /// before the one received.
 pub struct Subscriber {
     shared: Arc<Shared>,
+    /// The slots, poison flag and policy, copied at attach for the fast path.
+    fast: Fast,
     /// Our entry in the subscriber table, where we publish our cursor.
     index: usize,
     pid: u32,
@@ -26,6 +28,9 @@ pub struct Subscriber {
     _lock: Option<Held>,
     /// The next message to read.
     cursor: u64,
+    /// The cursor's slot index (`cursor % capacity`), kept as the cursor moves: no
+    /// division per message.
+    slot: usize,
     /// Messages lost to overrun since the last one received.
     missed: u64,
     /// The `lost` count (gaps declared by publishers) of the last message received, or the
@@ -114,10 +119,12 @@ impl Subscriber {
             .fetch_max(index as u32 + 1, Ordering::SeqCst);
         Ok(Subscriber {
             shared: Arc::clone(shared),
+            fast: shared.fast,
             index,
             pid,
             _lock: lock,
             cursor,
+            slot: shared.fast.index_of(cursor),
             missed: 0,
             lost: if cursor == write_pos {
                 lost_now
@@ -148,8 +155,8 @@ impl Subscriber {
             // per message and move to "complete" before `write_pos` does. Only an overrun
             // needs `write_pos` (one cache line fewer on the fast path).
             let seq = *cursor;
-            // One address computation (one division) for the slot and its bytes.
-            let (slot, data) = shared.slots.slot_and_data_at((seq % capacity) as usize);
+            // One address computation (a mask, or a division) for the slot and its bytes.
+            let (slot, data) = shared.slots.slot_and_data_at(shared.fast.index_of(seq));
             let want = seqlock::complete(seq);
             let stamp = seqlock::read_begin(&slot.stamp);
             if stamp < want {
@@ -267,14 +274,23 @@ impl Subscriber {
 
     /// Moves past message `seq`, telling publishers held back by us.
     fn advance(&mut self, seq: u64) {
-        self.cursor = seq + 1;
-        let entry = &self.shared.header().subscribers[self.index].0;
-        if self.shared.overrun {
+        // The general path may have moved the cursor (an overrun): compute the index again
+        // (a mask, or on a ring of another size a division, off the fast path).
+        self.slot = self.fast.index_of(seq + 1);
+        self.publish_cursor(seq + 1);
+    }
+
+    /// Stores our cursor, `cursor`, in our entry, waking publishers held back by us.
+    #[inline(always)]
+    fn publish_cursor(&mut self, cursor: u64) {
+        self.cursor = cursor;
+        let entry = &self.fast.slots.header().subscribers[self.index].0;
+        if self.fast.overrun {
             entry.cursor.store(self.cursor, Ordering::Release);
         } else {
             // SYNC: SeqCst pairs with the fence of a sleeping publisher (`wake_sleepers`).
             entry.cursor.swap(self.cursor, Ordering::SeqCst);
-            wake_sleepers(&self.shared.header().room.0);
+            wake_sleepers(&self.fast.slots.header().room.0);
         }
     }
 
@@ -334,7 +350,78 @@ impl Subscriber {
 }
 
 impl MessageReceiver for Subscriber {
+    #[inline]
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
+        if let Some(meta) = self.try_recv_fast(buf) {
+            // What was copied came from the file unless a page of it was lost meanwhile.
+            if self.fast.poisoned() {
+                return self.poisoned(meta);
+            }
+            return Ok(meta);
+        }
+        self.recv_general(buf, deadline)
+    }
+}
+
+impl Subscriber {
+    /// The fast case: message `cursor` complete in its slot, of a plausible length, copied
+    /// whole (the stamp unchanged after the copy). `None` sends the caller to the general
+    /// path, which sorts out everything else (not yet published, overrun, a torn copy,
+    /// corruption) and reports it; `buf` may then hold a rejected copy, which the general
+    /// path replaces. The caller checks the segment is intact once it returns a message.
+    #[inline(always)]
+    fn try_recv_fast(&mut self, buf: &mut Vec<u8>) -> Option<Metadata> {
+        let fast = self.fast;
+        let seq = self.cursor;
+        let (slot, data) = fast.slots.slot_and_data_at(self.slot);
+        if seqlock::read_begin(&slot.stamp) != seqlock::complete(seq) {
+            return None;
+        }
+        let len = slot.len.load(Ordering::Relaxed) as usize;
+        if len > fast.max_message as usize {
+            return None;
+        }
+        // Any value is harmless: it only ever adds to a count (saturating).
+        let lost = slot.lost.load(Ordering::Relaxed);
+        let sender_pid = slot.sender_pid.load(Ordering::Relaxed);
+        let sender_uid = slot.sender_uid.load(Ordering::Relaxed);
+        buf.clear();
+        buf.reserve(len);
+        // SAFETY: len <= max_message: the source is inside the slot's data area; buf has
+        // room for len bytes. A concurrent overwrite (overrun) can only change the bytes,
+        // which the stamp check below then rejects.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr(), len);
+            buf.set_len(len);
+        }
+        if !seqlock::read_validate(&slot.stamp, seq) {
+            return None;
+        }
+        self.slot = fast.next_index(self.slot);
+        self.publish_cursor(seq + 1);
+        let declared = lost.saturating_sub(self.lost);
+        self.lost = lost;
+        Some(Metadata {
+            sender_pid: Some(sender_pid),
+            sender_uid: Some(sender_uid),
+            // Counting the messages declared lost: the sequence moves on by the gap.
+            sequence: Some(seq.saturating_add(lost)),
+            missed: Some(std::mem::take(&mut self.missed).wrapping_add(declared)),
+            ..Metadata::default()
+        })
+    }
+
+    /// The error for a poisoned segment, built out of the fast path's way.
+    #[cold]
+    #[inline(never)]
+    fn poisoned(&self, meta: Metadata) -> Result<Metadata> {
+        self.shared.check_intact(false)?;
+        Ok(meta)
+    }
+
+    /// Everything the fast case leaves: waiting, overrun, corruption.
+    #[inline(never)]
+    fn recv_general(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
         let mut located = self.locate(deadline, Some(buf))?;
         self.advance(located.seq);
         self.take_missed(&mut located);

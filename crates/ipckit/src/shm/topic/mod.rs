@@ -340,6 +340,7 @@ impl Shared {
     ///
     /// Only the entries below `subscriber_bound` are read: with one subscriber, one entry's
     /// line instead of 64 (at capacity 1 this scan runs on every publish under backpressure).
+    #[inline] // so that the publisher's refresh (no liveness check) is its own short loop
     fn slowest_cursor(&self, check_liveness: bool) -> Option<u64> {
         let mut slowest: Option<u64> = None;
         let locks = self.locks(Table::Subscribers);

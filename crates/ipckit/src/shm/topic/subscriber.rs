@@ -76,6 +76,14 @@ const MAX_LOST_RACES: u32 = 64;
 /// Losses after which a receive aims at the newest complete message, not the oldest.
 const CHASE_OLDEST_RACES: u32 = 2;
 
+/// What the fast path read of a message, for its [`Metadata`].
+struct Got {
+    sender_pid: u32,
+    sender_uid: u32,
+    sequence: u64,
+    missed: u64,
+}
+
 /// Where the next complete message is: its sequence number, length and metadata.
 struct Located {
     seq: u64,
@@ -352,12 +360,19 @@ impl Subscriber {
 impl MessageReceiver for Subscriber {
     #[inline]
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
-        if let Some(meta) = self.try_recv_fast(buf) {
+        if let Some(got) = self.try_recv_fast(buf) {
             // What was copied came from the file unless a page of it was lost meanwhile.
             if self.fast.poisoned() {
-                return self.poisoned(meta);
+                return self.poisoned();
             }
-            return Ok(meta);
+            // Built here, in the caller's result, rather than moved through an `Option`.
+            return Ok(Metadata {
+                sender_pid: Some(got.sender_pid),
+                sender_uid: Some(got.sender_uid),
+                sequence: Some(got.sequence),
+                missed: Some(got.missed),
+                ..Metadata::default()
+            });
         }
         self.recv_general(buf, deadline)
     }
@@ -370,7 +385,7 @@ impl Subscriber {
     /// corruption) and reports it; `buf` may then hold a rejected copy, which the general
     /// path replaces. The caller checks the segment is intact once it returns a message.
     #[inline(always)]
-    fn try_recv_fast(&mut self, buf: &mut Vec<u8>) -> Option<Metadata> {
+    fn try_recv_fast(&mut self, buf: &mut Vec<u8>) -> Option<Got> {
         let fast = self.fast;
         let seq = self.cursor;
         let (slot, data) = fast.slots.slot_and_data_at(self.slot);
@@ -401,22 +416,23 @@ impl Subscriber {
         self.publish_cursor(seq + 1);
         let declared = lost.saturating_sub(self.lost);
         self.lost = lost;
-        Some(Metadata {
-            sender_pid: Some(sender_pid),
-            sender_uid: Some(sender_uid),
+        Some(Got {
+            sender_pid,
+            sender_uid,
             // Counting the messages declared lost: the sequence moves on by the gap.
-            sequence: Some(seq.saturating_add(lost)),
-            missed: Some(std::mem::take(&mut self.missed).wrapping_add(declared)),
-            ..Metadata::default()
+            sequence: seq.saturating_add(lost),
+            missed: std::mem::take(&mut self.missed).wrapping_add(declared),
         })
     }
 
     /// The error for a poisoned segment, built out of the fast path's way.
     #[cold]
     #[inline(never)]
-    fn poisoned(&self, meta: Metadata) -> Result<Metadata> {
+    fn poisoned(&self) -> Result<Metadata> {
         self.shared.check_intact(false)?;
-        Ok(meta)
+        // Unreachable in practice (the flag is never cleared): a segment that checks out
+        // intact but said it was not is corrupt all the same.
+        Err(self.shared.corrupt("a page of the mapping was lost"))
     }
 
     /// Everything the fast case leaves: waiting, overrun, corruption.

@@ -385,3 +385,71 @@ fn a_gap_that_would_overflow_the_count_is_refused() {
     // The sequence saturates instead of wrapping.
     assert_eq!(msg.meta.sequence, Some(u64::MAX - 1));
 }
+
+/// The fast paths keep slot indices instead of dividing (issue 14): every way the positions
+/// move (two publishers taking turns through the lock, loans, in-place samples, an overrun
+/// jump of the general path) must leave them right, on capacities that are and are not
+/// powers of two, for the single publisher and the publish lock alike.
+#[test]
+fn kept_slot_indices_follow_every_path_that_moves_a_position() {
+    for (capacity, single) in [(3, false), (3, true), (4, false), (5, true), (1, false)] {
+        let n = name(&format!("idx-{capacity}-{single}"));
+        let _c = Cleanup(n.clone());
+        let builder = Topic::builder(&n).capacity(capacity).max_message_size(16);
+        let builder = if single {
+            builder.single_publisher()
+        } else {
+            builder
+        };
+        let topic = builder.create().unwrap();
+        let mut sub = topic.subscriber().unwrap();
+        let mut first = topic.publisher().unwrap();
+        let mut second = (!single).then(|| topic.publisher().unwrap());
+        let mut next = 0u64;
+        let mut publish = |round: u64, first: &mut Publisher, second: &mut Option<Publisher>| {
+            let body = round.to_le_bytes();
+            match (round % 3, second.as_mut()) {
+                (1, Some(other)) => other.send(&body).unwrap(),
+                (2, _) => {
+                    let mut loan = first.loan().unwrap();
+                    loan[..8].copy_from_slice(&body);
+                    loan.publish(8).unwrap();
+                }
+                _ => first.send(&body).unwrap(),
+            }
+        };
+        for round in 0..40u64 {
+            publish(round, &mut first, &mut second);
+            if round % 5 == 4 {
+                let sample = sub.recv_in_place().unwrap();
+                assert_eq!(&sample[..], round.to_le_bytes(), "capacity {capacity}");
+                assert_eq!(sample.meta().sequence, Some(round));
+                drop(sample);
+            } else {
+                let msg = sub.try_recv().unwrap();
+                assert_eq!(msg.data, round.to_le_bytes(), "capacity {capacity}");
+                assert_eq!(msg.meta.sequence, Some(round));
+                assert_eq!(msg.meta.missed, Some(0));
+            }
+            next = round + 1;
+        }
+        // Overrun the subscriber: the general path jumps its cursor, the fast path goes on
+        // from the new position.
+        for round in next..next + capacity as u64 + 2 {
+            publish(round, &mut first, &mut second);
+        }
+        let last = next + capacity as u64 + 1;
+        let oldest = last + 1 - capacity as u64;
+        let msg = sub.try_recv().unwrap();
+        assert_eq!(msg.meta.sequence, Some(oldest), "capacity {capacity}");
+        assert_eq!(msg.meta.missed, Some(oldest - next));
+        for seq in oldest + 1..=last {
+            let msg = sub.try_recv().unwrap();
+            assert_eq!(msg.data, seq.to_le_bytes());
+            assert_eq!((msg.meta.sequence, msg.meta.missed), (Some(seq), Some(0)));
+        }
+        assert!(matches!(sub.try_recv(), Err(Error::Empty)));
+        publish(last + 1, &mut first, &mut second);
+        assert_eq!(sub.try_recv().unwrap().data, (last + 1).to_le_bytes());
+    }
+}

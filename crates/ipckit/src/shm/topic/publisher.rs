@@ -452,6 +452,28 @@ pub(super) fn complete_sole(
     wake_sleepers(new_message);
 }
 
+/// Completes message `seq` of a topic with the publish lock, whose slot's bytes and fields
+/// are written by the lock's holder: its stamp, then `write_pos` (a SeqCst swap: subscribers
+/// and waiting publishers sleep through the symmetric `wait_for`), then the lock's release,
+/// then the wake (one load when nobody sleeps). (A free function so that the loom model runs
+/// this code.)
+#[inline(always)]
+pub(super) fn complete_locked(
+    stamp: &AtomicU64,
+    write_pos: &AtomicU64,
+    lock: &AtomicU32,
+    new_message: &WaitWord,
+    seq: u64,
+) {
+    seqlock::end_write(stamp, seq);
+    // SYNC: Release pairs with subscribers' Acquire load of write_pos; SeqCst with the
+    // fence of a sleeping subscriber (see `wake_sleepers`).
+    write_pos.swap(seq + 1, Ordering::SeqCst);
+    // SYNC: as in `PublishGuard::drop`: Release pairs with the next holder's Acquire CAS.
+    lock.store(0, Ordering::Release);
+    wake_sleepers(new_message);
+}
+
 impl MessageSender for Publisher {
     #[inline]
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
@@ -548,13 +570,13 @@ impl Publisher {
         slot.lost
             .store(header.lost.load(Ordering::Relaxed), Ordering::Relaxed);
         self.next = (seq + 1, fast.next_index(index));
-        seqlock::end_write(&slot.stamp, seq);
-        // SYNC: Release pairs with subscribers' Acquire load of write_pos; SeqCst with the
-        // fence of a sleeping subscriber (see `wake_sleepers`).
-        header.write_pos.0.swap(seq + 1, Ordering::SeqCst);
-        // SYNC: as in `PublishGuard::drop`.
-        lock.store(0, Ordering::Release);
-        wake_sleepers(&header.new_message.0);
+        complete_locked(
+            &slot.stamp,
+            &header.write_pos.0,
+            lock,
+            &header.new_message.0,
+            seq,
+        );
         true
     }
 

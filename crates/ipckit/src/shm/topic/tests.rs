@@ -406,7 +406,7 @@ fn kept_slot_indices_follow_every_path_that_moves_a_position() {
         let mut first = topic.publisher().unwrap();
         let mut second = (!single).then(|| topic.publisher().unwrap());
         let mut next = 0u64;
-        let mut publish = |round: u64, first: &mut Publisher, second: &mut Option<Publisher>| {
+        let publish = |round: u64, first: &mut Publisher, second: &mut Option<Publisher>| {
             let body = round.to_le_bytes();
             match (round % 3, second.as_mut()) {
                 (1, Some(other)) => other.send(&body).unwrap(),

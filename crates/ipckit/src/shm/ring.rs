@@ -82,8 +82,9 @@
 //! `pending_pos` (position + 1) and `pending_seq`. A send of number `P` on the slot words
 //! (many senders):
 //!
-//! 1. claim position `X` (`(lap, WRITING, pid)`), store `pending_seq = P`, then
-//!    `pending_pos = X + 1` (Release);
+//! 1. claim position `X` (`(lap, WRITING, pid)`), clear `pending_pos`, store
+//!    `pending_seq = P`, then `pending_pos = X + 1` (Release): the two words are never an
+//!    old position beside a new number;
 //! 2. write the bytes and the slot header;
 //! 3. **commit**: `committed = P + 1` (Release);
 //! 4. publish (`FULL`).

@@ -251,6 +251,10 @@ impl MailboxSender {
             self.flush_deadline(deadline)?;
         }
         let pos = self.claim(deadline)?;
+        // The record is two words: without a record first, a kill between them would leave
+        // the new number beside the old position, which `settle_sources` would take for
+        // published (it was: the previous message).
+        entry.pending_pos.store(0, Ordering::Relaxed);
         entry.pending_seq.store(seq, Ordering::Relaxed);
         // SYNC: Release pairs with the Acquire loads of `pending_pos` in `Ring::committed_at`,
         // `resolve_pending` and `settle_sources`: they read this `pending_seq` with it.

@@ -2139,5 +2139,74 @@ mod tests {
                 assert_eq!(got, [61, 62]);
             });
         }
+
+        /// Idempotent senders: a writer died holding position 0 for its source's number 5,
+        /// committed or not; a reclaimer and the source's new owner (which resolves the send
+        /// in flight, then sends the next number the entry asks for) race while a receiver
+        /// waits. Number 5 arrives exactly once if it was committed, never otherwise (the new
+        /// owner sends it again), and the new owner's message after it.
+        fn commit_vs_reclaim(committed: bool) {
+            loom::model(move || {
+                let heap = Arc::new(HeapRing::new(2, 8));
+                let ring = &heap.ring;
+                // The dead writer (pid 7), up to its death.
+                let pos = got(ring.claim_write(7).unwrap());
+                let entry = ring.source(0).unwrap();
+                entry.pending_seq.store(5, Ordering::Relaxed);
+                entry.pending_pos.store(pos + 1, Ordering::Release);
+                ring.slot(pos).sequence.store(5, Ordering::Relaxed);
+                entry
+                    .committed
+                    .store(if committed { 6 } else { 5 }, Ordering::Release);
+                let reclaimer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        heap.ring.reclaim(0, 7);
+                    })
+                };
+                let owner = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        let ring = &heap.ring;
+                        ring.resolve_pending(0);
+                        let entry = ring.source(0).unwrap();
+                        let seq = entry.committed.load(Ordering::Acquire);
+                        let pos = wait(ring, &ring.waits().not_full.0, |_| {
+                            Ok(outcome(ring.claim_write(8)?))
+                        });
+                        entry.pending_pos.store(0, Ordering::Relaxed);
+                        entry.pending_seq.store(seq, Ordering::Relaxed);
+                        entry.pending_pos.store(pos + 1, Ordering::Release);
+                        ring.slot(pos).sequence.store(seq, Ordering::Relaxed);
+                        entry.committed.store(seq + 1, Ordering::Release);
+                        ring.publish(pos);
+                    })
+                };
+                let first = recv(ring);
+                if committed {
+                    assert_eq!(first, 5);
+                    assert_eq!(recv(ring), 6);
+                } else {
+                    assert_eq!(first, 5, "sent again by the new owner");
+                }
+                reclaimer.join().unwrap();
+                owner.join().unwrap();
+                assert_eq!(
+                    ring.claim_read(2).unwrap(),
+                    Claim::Blocked { blocker: None },
+                    "a number delivered twice"
+                );
+            });
+        }
+
+        #[test]
+        fn a_committed_dead_write_is_delivered_once_whoever_resolves_it() {
+            commit_vs_reclaim(true);
+        }
+
+        #[test]
+        fn an_uncommitted_dead_write_is_dropped_whoever_resolves_it() {
+            commit_vs_reclaim(false);
+        }
     }
 }

@@ -454,6 +454,28 @@ fn open_source(
     Ok(Source { record, idempotent })
 }
 
+/// A fault-injection point for the tests, in debug builds only: with
+/// `IPCKIT_BRIDGE_KILL_AFTER_SENDS=N` in its environment, an exporting bridge SIGKILLs itself
+/// right after its `N`th local send, before it records it: the window a record kept apart
+/// from the mailbox could not close (tests/netns.rs).
+#[cfg(debug_assertions)]
+fn failpoint_after_local_send() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SENT: AtomicU64 = AtomicU64::new(0);
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    let limit = LIMIT.get_or_init(|| {
+        std::env::var("IPCKIT_BRIDGE_KILL_AFTER_SENDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(limit) = *limit {
+        if SENT.fetch_add(1, Ordering::Relaxed) + 1 >= limit {
+            let _ = ipckit::signal::send(std::process::id(), ipckit::signal::Signal::KILL);
+        }
+    }
+}
+
 /// The sender for messages without a source (and sources without idempotent senders).
 fn open_sender<'a>(
     sender: &'a mut Option<MailboxSender>,
@@ -580,6 +602,8 @@ pub(crate) fn export(ctx: &Ctx, object: &Object) {
         };
         match sent {
             Ok(record) => {
+                #[cfg(debug_assertions)]
+                failpoint_after_local_send();
                 if let Some((r, position)) = record {
                     if let Err(e) = r.mark(position) {
                         ctx.log(&format!("export mailbox {name}: {e}"));

@@ -58,8 +58,9 @@
 //! ([`ipckit::shm::mailbox::MailboxSample::position`]); it releases the slot only when the
 //! exporting bridge replies that the message is in its mailbox. Killed before that, it
 //! leaves the message where it was, and the next importing bridge sends it again with the
-//! same position. The exporting bridge delivers each source's messages through an
-//! [idempotent sender](ipckit::shm::mailbox::IdempotentSender) of its mailbox, which commits
+//! same position. The exporting bridge delivers each source's messages as an
+//! [idempotent source](ipckit::shm::mailbox::IdempotentSource) of its mailbox (through its
+//! one sender, [`send_idempotent`](ipckit::shm::MailboxSender::send_idempotent)), which commits
 //! the position in the mailbox together with the message: the next position it expects is
 //! the mailbox's own record, which no kill can separate from the delivery (a mailbox send
 //! followed by a file write could: killed between the two, the resent message arrived

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ipckit::shm::mailbox::{Delivery, IdempotentSender};
+use ipckit::shm::mailbox::{Delivery, IdempotentSource};
 use ipckit::shm::{Mailbox, MailboxReceiver, MailboxSender};
 use ipckit::{Capacity, Deadline, Error as IpcError, MessageSender};
 use zenoh::handlers::FifoChannelHandler;
@@ -408,9 +408,10 @@ struct Source {
     /// senders (unbounded), and the starting point should the mailbox's own be lost
     /// (evicted from its source table, or a mailbox made again).
     record: Record,
-    /// Bounded mailboxes: an idempotent sender whose record is committed in the mailbox
-    /// with each message, so that no kill delivers one twice.
-    idempotent: Option<IdempotentSender>,
+    /// Bounded mailboxes: the source's entry in the mailbox, whose record is committed with
+    /// each message (sent through the one sender of the mailbox, `send_idempotent`), so that
+    /// no kill delivers one twice.
+    idempotent: Option<IdempotentSource>,
 }
 
 impl Source {
@@ -422,8 +423,8 @@ impl Source {
     }
 }
 
-/// The source `source`'s delivery state: its file record, and an idempotent sender of the
-/// mailbox if it has them. `Err`: the answer to give (and nothing decided).
+/// The source `source`'s delivery state: its file record, and its entry in the mailbox if the
+/// mailbox has idempotent senders. `Err`: the answer to give (and nothing decided).
 fn open_source(
     ctx: &Ctx,
     mailbox: &Mailbox,
@@ -436,7 +437,7 @@ fn open_source(
         .export_record(name, source)
         .map_err(|e| format!("exporting bridge: {e}"))?;
     record.start_at(base);
-    let idempotent = match mailbox.idempotent_sender(*source) {
+    let idempotent = match mailbox.idempotent_source(*source) {
         Ok(mut tx) => {
             if tx.is_fresh() {
                 // Delivered before the mailbox kept the record (or before it was evicted).
@@ -536,6 +537,15 @@ pub(crate) fn export(ctx: &Ctx, object: &Object) {
             }
         }
         let opened = mailbox.as_ref().expect("opened above");
+        // The sender before the sources: on a single-sender mailbox, taking its token settles
+        // what a killed predecessor had in flight, so that each source's `next` is final.
+        let tx = match open_sender(&mut sender, opened) {
+            Ok(tx) => tx,
+            Err(e) => {
+                answer(Err(format!("mailbox {name:?} on the exporting host: {e}")));
+                continue;
+            }
+        };
         let source = match header {
             Some(carried) => {
                 let source = match sources.entry(carried.source) {
@@ -575,30 +585,26 @@ pub(crate) fn export(ctx: &Ctx, object: &Object) {
             // Exactly once: the mailbox commits the position with the message.
             Some((
                 Source {
-                    idempotent: Some(tx),
+                    idempotent: Some(entry),
                     record,
                 },
                 position,
-            )) => {
-                match tx.send_deadline(position, &payload, deadline) {
-                    Ok(Delivery::AlreadyDelivered) => {
-                        Counters::add(&ctx.counters.duplicates, 1);
-                        answer(Ok(DUPLICATE));
-                        continue;
-                    }
-                    // The file record follows, for a mailbox that loses its own.
-                    Ok(_) => Ok(Some((record, position))),
-                    Err(e) => Err(e),
+            )) => match tx.send_idempotent(entry, position, &payload, deadline) {
+                Ok(Delivery::AlreadyDelivered) => {
+                    Counters::add(&ctx.counters.duplicates, 1);
+                    answer(Ok(DUPLICATE));
+                    continue;
                 }
-            }
+                // The file record follows, for a mailbox that loses its own.
+                Ok(_) => Ok(Some((record, position))),
+                Err(e) => Err(e),
+            },
             // At least once: a kill between the send and the record's `pwrite` delivers the
             // message again when the importing bridge resends it (unbounded mailboxes).
-            Some((Source { record, .. }, position)) => open_sender(&mut sender, opened)
-                .and_then(|tx| tx.send_deadline(&payload, deadline))
+            Some((Source { record, .. }, position)) => tx
+                .send_deadline(&payload, deadline)
                 .map(|()| Some((record, position))),
-            None => open_sender(&mut sender, opened)
-                .and_then(|tx| tx.send_deadline(&payload, deadline))
-                .map(|()| None),
+            None => tx.send_deadline(&payload, deadline).map(|()| None),
         };
         match sent {
             Ok(record) => {

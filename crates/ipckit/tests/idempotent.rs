@@ -329,3 +329,46 @@ fn a_scribbled_source_table_gives_a_safe_outcome_never_a_torn_message() {
         }
     }
 }
+
+#[test]
+fn one_sender_carries_several_sources_even_into_a_single_sender_mailbox() {
+    let name = unique_name("once-multi");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity(8)
+        .single_sender()
+        .create()
+        .unwrap();
+    let mut tx = mailbox.sender().unwrap();
+    let mut rx = mailbox.receiver().unwrap();
+    let mut first = mailbox.idempotent_source(source(1)).unwrap();
+    let second = mailbox.idempotent_source(source(2)).unwrap();
+    first.start_at(10);
+    let deadline = ipckit::Deadline::Never;
+    let sends = [
+        (&first, 10, Delivery::Sent),
+        (&second, 0, Delivery::Sent),
+        (&first, 11, Delivery::Sent),
+        (&second, 1, Delivery::Sent),
+        (&first, 10, Delivery::AlreadyDelivered),
+    ];
+    for (src, seq, expected) in sends {
+        let k = src.source()[15] - b'0';
+        let sent = tx
+            .send_idempotent(src, seq, &message(k, seq), deadline)
+            .unwrap();
+        assert_eq!(sent, expected, "source {k}, {seq}");
+    }
+    let got: Vec<(u8, u64)> = (0..4).map(|_| check(&rx.recv().unwrap().data)).collect();
+    assert_eq!(got, [(1, 10), (2, 0), (1, 11), (2, 1)]);
+    assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+    // A source of another mailbox is refused, not sent with this one's record.
+    let other = unique_name("once-other");
+    let _other_cleanup = Cleanup(other.clone());
+    let other = Mailbox::builder(&other).capacity(2).create().unwrap();
+    let foreign = other.idempotent_source(source(3)).unwrap();
+    assert!(matches!(
+        tx.send_idempotent(&foreign, 0, b"x", deadline),
+        Err(Error::InvalidArgument(_))
+    ));
+}

@@ -15,6 +15,11 @@
 //! the next process with the same id. When all 8 entries are taken and a new source comes,
 //! the least recently used entry whose owner is gone is evicted: that source's history is
 //! forgotten (it starts again at 0, or at what [`IdempotentSender::start_at`] says).
+//!
+//! [`IdempotentSender`] is a sender and a source together. A process that carries several
+//! sources into one mailbox (a bridge) claims each with [`Mailbox::idempotent_source`] and
+//! sends through one [`MailboxSender`] with [`MailboxSender::send_idempotent`]: a
+//! single-sender mailbox has one sender, whatever the number of sources.
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,7 +30,7 @@ use super::{describe, Mailbox, Shared};
 use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline};
 use crate::shm::liveness::{Held, Locks, Table, SOURCES_MUTEX};
-use crate::shm::ring::{SourceEntry, FLAG_RENDEZVOUS, FLAG_UNBOUNDED};
+use crate::shm::ring::{SourceEntry, FLAG_RENDEZVOUS, FLAG_SINGLE_SENDER, FLAG_UNBOUNDED};
 use crate::sync::primitive::Ordering;
 
 /// How long claiming a source waits for another process's claim of one to finish (each
@@ -75,7 +80,24 @@ pub enum Delivery {
 /// # Ok::<(), ipckit::Error>(())
 /// ```
 pub struct IdempotentSender {
+    // Dropped first: on a single-sender ring, the token goes before the source entry.
     sender: MailboxSender,
+    source: IdempotentSource,
+}
+
+impl fmt::Debug for IdempotentSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotentSender")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// A source of an idempotent sender, owned by this process: its entry in the mailbox's source
+/// table, with its committed sequence number. Made by [`Mailbox::idempotent_source`]; send
+/// with [`MailboxSender::send_idempotent`] (any sender of the same mailbox). Dropping it lets
+/// the entry, and its history, go to the next process with the same id.
+pub struct IdempotentSource {
     shared: Arc<Shared>,
     index: usize,
     source: [u8; 16],
@@ -85,11 +107,11 @@ pub struct IdempotentSender {
     _lock: Held,
 }
 
-impl fmt::Debug for IdempotentSender {
+impl fmt::Debug for IdempotentSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdempotentSender")
+        f.debug_struct("IdempotentSource")
             .field("mailbox", &self.shared.name)
-            .field("source", &self.source)
+            .field("source", &hex(&self.source))
             .field("entry", &self.index)
             .field("next", &self.next())
             .finish()
@@ -98,39 +120,42 @@ impl fmt::Debug for IdempotentSender {
 
 impl Mailbox {
     /// An idempotent sender for `source`, a 16-byte id that names the stream across restarts
-    /// (a UUID, a host and channel, anything stable and not all zero). It takes the source's
-    /// entry in the mailbox (made if new; a dead or departed owner's is taken over, after the
-    /// message that owner had in flight is settled) and a sender endpoint.
+    /// (a UUID, a host and channel, anything stable and not all zero): a sender endpoint and
+    /// the source's entry in the mailbox ([`idempotent_source`](Self::idempotent_source)).
+    ///
+    /// # Errors
+    /// As [`idempotent_source`](Self::idempotent_source) and [`Mailbox::sender`] (for a
+    /// single-sender mailbox, [`Error::AlreadyExists`] while another live process is its
+    /// sender).
+    pub fn idempotent_sender(&self, source: [u8; 16]) -> Result<IdempotentSender> {
+        check_source(&self.shared, source)?;
+        // The endpoint first: on a single-sender ring its token settles every source's send
+        // in flight (`Ring::settle_sources`) before anyone may write.
+        let sender = self.sender()?;
+        let source = self.idempotent_source(source)?;
+        Ok(IdempotentSender { sender, source })
+    }
+
+    /// Takes the entry of `source` (a 16-byte id, not all zero) in the mailbox's source table:
+    /// made if new; a dead or departed owner's is taken over, after the message that owner
+    /// had in flight is settled (on a ring with slot words here; on a single-sender ring by
+    /// whoever takes the sender token, before its first write).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an all-zero `source`; [`Error::Unsupported`] for a
     /// rendezvous or unbounded mailbox, or where the kernel refuses OFD locks;
-    /// [`Error::AlreadyExists`] while another live process owns the source (or, for a
-    /// single-sender mailbox, is its sender); [`Error::LimitReached`] when every entry of
-    /// the source table is owned by a live process; [`Error::Timeout`] if another process
-    /// stopped in the middle of claiming a source; as [`Mailbox::sender`] otherwise.
-    pub fn idempotent_sender(&self, source: [u8; 16]) -> Result<IdempotentSender> {
+    /// [`Error::AlreadyExists`] while another live process owns the source;
+    /// [`Error::LimitReached`] when every entry of the source table is owned by a live
+    /// process; [`Error::Timeout`] if another process stopped in the middle of claiming a
+    /// source for 5 s.
+    pub fn idempotent_source(&self, source: [u8; 16]) -> Result<IdempotentSource> {
         let shared = &self.shared;
-        if source == [0; 16] {
-            return Err(Error::InvalidArgument(
-                "an idempotent sender's source id must not be all zero".into(),
-            ));
-        }
-        let flags = shared.ring().geometry().flags;
-        if flags & (FLAG_RENDEZVOUS | FLAG_UNBOUNDED) != 0 {
-            return Err(Error::Unsupported(format!(
-                "{} is a rendezvous or unbounded mailbox: idempotent senders need a bounded ring",
-                describe(&shared.name)
-            )));
-        }
+        check_source(shared, source)?;
         let probe = shared
             .root
             ._segment
             .file_fd()
             .ok_or_else(|| no_locks(shared))?;
-        // The endpoint first: on a single-sender ring its token settles every source's send
-        // in flight (`Ring::settle_sources`) before anyone may write.
-        let sender = self.sender()?;
         let locks = Locks {
             probe: Some(probe),
             table: Table::Sources,
@@ -181,11 +206,17 @@ impl Mailbox {
             return Err(no_locks(shared));
         };
         let ring = shared.ring();
-        // What the last owner had in flight is settled before anything of ours is recorded.
-        ring.resolve_pending(index);
+        if shared.ring().geometry().flags & FLAG_SINGLE_SENDER == 0 {
+            // What the last owner had in flight is settled before anything of ours is
+            // recorded (a single sender's is settled by the next holder of its token).
+            ring.resolve_pending(index);
+        }
         let entry = &table[index];
         let pid = std::process::id();
         if fresh {
+            // An evicted entry's send in flight, if any, was settled above or by the token:
+            // forget it with the rest of that source's history.
+            entry.pending_pos.store(0, Ordering::Release);
             entry.committed.store(0, Ordering::Release);
             entry.pending_seq.store(0, Ordering::Relaxed);
             entry.id[0].store(id[0], Ordering::Release);
@@ -193,8 +224,7 @@ impl Mailbox {
         }
         entry.owner.store(pid, Ordering::Release);
         entry.last_used.store(now_ns(), Ordering::Relaxed);
-        Ok(IdempotentSender {
-            sender,
+        Ok(IdempotentSource {
             shared: Arc::clone(shared),
             index,
             source,
@@ -203,6 +233,23 @@ impl Mailbox {
             _lock: lock,
         })
     }
+}
+
+/// `InvalidArgument` for the all-zero id, `Unsupported` for a mailbox without idempotent
+/// senders.
+fn check_source(shared: &Shared, source: [u8; 16]) -> Result<()> {
+    if source == [0; 16] {
+        return Err(Error::InvalidArgument(
+            "an idempotent sender's source id must not be all zero".into(),
+        ));
+    }
+    if shared.ring().geometry().flags & (FLAG_RENDEZVOUS | FLAG_UNBOUNDED) != 0 {
+        return Err(Error::Unsupported(format!(
+            "{} is a rendezvous or unbounded mailbox: idempotent senders need a bounded ring",
+            describe(&shared.name)
+        )));
+    }
+    Ok(())
 }
 
 fn no_locks(shared: &Shared) -> Error {
@@ -254,9 +301,14 @@ fn now_ns() -> u64 {
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
 }
 
-impl IdempotentSender {
-    fn entry(&self) -> &SourceEntry {
+impl IdempotentSource {
+    pub(super) fn entry(&self) -> &SourceEntry {
         &self.shared.ring().header().sources[self.index]
+    }
+
+    /// Whether this source belongs to the mailbox `shared`.
+    pub(super) fn is_of(&self, shared: &Arc<Shared>) -> bool {
+        Arc::ptr_eq(&self.shared, shared)
     }
 
     /// The source id.
@@ -265,7 +317,9 @@ impl IdempotentSender {
     }
 
     /// The next sequence number not yet delivered: every number below it was delivered
-    /// exactly once. A restarted sender resumes here.
+    /// exactly once. A restarted sender resumes here. (On a single-sender mailbox, a message
+    /// its dead sender published but had not committed counts once a sender has taken the
+    /// token: [`MailboxSender::send_idempotent`] asks again.)
     pub fn next(&self) -> u64 {
         // SYNC: pairs with the Release store of the commit (ours, or a settled predecessor's).
         self.entry().committed.load(Ordering::Acquire)
@@ -276,7 +330,7 @@ impl IdempotentSender {
         seq < self.next()
     }
 
-    /// Whether the source's entry was made for this sender (a new source, or one whose
+    /// Whether the source's entry was made for this owner (a new source, or one whose
     /// history was evicted): a caller migrating from a record of its own passes it to
     /// [`start_at`](Self::start_at).
     pub fn is_fresh(&self) -> bool {
@@ -293,16 +347,43 @@ impl IdempotentSender {
             entry.committed.store(seq, Ordering::Release);
         }
     }
+}
 
-    /// Sends message `seq` unless it was already delivered, waiting for room until
-    /// `deadline`.
+impl Drop for IdempotentSource {
+    fn drop(&mut self) {
+        let entry = self.entry();
+        let _ = entry
+            .owner
+            .compare_exchange(self.pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+        entry.last_used.store(now_ns(), Ordering::Relaxed);
+    }
+}
+
+impl MailboxSender {
+    /// Sends message `seq` of `source` unless it was already delivered, waiting for room
+    /// until `deadline`: exactly once, whatever kills this process (see
+    /// [`IdempotentSender`]). `source` must be of this sender's mailbox.
     ///
     /// # Errors
-    /// [`Error::MessageTooLarge`]; [`Error::InvalidArgument`] for `seq == u64::MAX`;
-    /// [`Error::Full`]/[`Error::Timeout`] at the deadline (not
+    /// [`Error::InvalidArgument`] for a source of another mailbox or `seq == u64::MAX`;
+    /// [`Error::MessageTooLarge`]; [`Error::Full`]/[`Error::Timeout`] at the deadline (not
     /// sent, not committed); [`Error::Corrupt`] for a scribbled or truncated mailbox.
-    pub fn send_deadline(&mut self, seq: u64, msg: &[u8], deadline: Deadline) -> Result<Delivery> {
-        if self.is_delivered(seq) {
+    pub fn send_idempotent(
+        &mut self,
+        source: &IdempotentSource,
+        seq: u64,
+        msg: &[u8],
+        deadline: Deadline,
+    ) -> Result<Delivery> {
+        if !source.is_of(self.shared_mailbox()) {
+            return Err(Error::InvalidArgument(format!(
+                "idempotent source {} belongs to {}, not to this sender's {}",
+                hex(&source.source),
+                describe(&source.shared.name),
+                describe(&self.shared_mailbox().name)
+            )));
+        }
+        if source.is_delivered(seq) {
             return Ok(Delivery::AlreadyDelivered);
         }
         if seq == u64::MAX {
@@ -313,11 +394,51 @@ impl IdempotentSender {
         }
         check_size(
             msg.len(),
-            self.shared.ring().geometry().max_message as usize,
+            source.shared.ring().geometry().max_message as usize,
         )?;
-        let entry = &self.shared.ring().header().sources[self.index];
-        self.sender.send_sourced(entry, seq, msg, deadline)?;
+        self.send_sourced(source.entry(), seq, msg, deadline)?;
         Ok(Delivery::Sent)
+    }
+}
+
+impl IdempotentSender {
+    /// The source id.
+    pub fn source(&self) -> [u8; 16] {
+        self.source.source()
+    }
+
+    /// The next sequence number not yet delivered: every number below it was delivered
+    /// exactly once. A restarted sender resumes here.
+    pub fn next(&self) -> u64 {
+        self.source.next()
+    }
+
+    /// Whether message `seq` was delivered (`seq < next()`).
+    pub fn is_delivered(&self, seq: u64) -> bool {
+        self.source.is_delivered(seq)
+    }
+
+    /// Whether the source's entry was made for this sender (see
+    /// [`IdempotentSource::is_fresh`]).
+    pub fn is_fresh(&self) -> bool {
+        self.source.is_fresh()
+    }
+
+    /// Declares every number below `seq` delivered (see [`IdempotentSource::start_at`]).
+    pub fn start_at(&mut self, seq: u64) {
+        self.source.start_at(seq)
+    }
+
+    /// Sends message `seq` unless it was already delivered, waiting for room until
+    /// `deadline`.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`]; [`Error::InvalidArgument`] for `seq == u64::MAX`;
+    /// [`Error::Full`]/[`Error::Timeout`] at the deadline (not sent, not committed);
+    /// [`Error::Corrupt`] for a scribbled or truncated mailbox.
+    pub fn send_deadline(&mut self, seq: u64, msg: &[u8], deadline: Deadline) -> Result<Delivery> {
+        self.sender
+            .send_idempotent(&self.source, seq, msg, deadline)
     }
 
     /// Sends message `seq` unless it was already delivered, waiting for room as long as
@@ -336,14 +457,9 @@ impl IdempotentSender {
     pub fn try_send(&mut self, seq: u64, msg: &[u8]) -> Result<Delivery> {
         self.send_deadline(seq, msg, Deadline::Now)
     }
-}
 
-impl Drop for IdempotentSender {
-    fn drop(&mut self) {
-        let entry = self.entry();
-        let _ = entry
-            .owner
-            .compare_exchange(self.pid, 0, Ordering::AcqRel, Ordering::Relaxed);
-        entry.last_used.store(now_ns(), Ordering::Relaxed);
+    /// The sender and the source it holds, apart.
+    pub fn into_parts(self) -> (MailboxSender, IdempotentSource) {
+        (self.sender, self.source)
     }
 }

@@ -93,7 +93,7 @@ pub use super::named::DEFAULT_MAX_MESSAGE;
 pub use super::participants::RepairReport;
 pub use cache::{CacheState, DEFAULT_CACHE_SLOTS};
 pub use chain::CHAIN_KIND;
-pub use idempotent::{Delivery, IdempotentSender};
+pub use idempotent::{Delivery, IdempotentSender, IdempotentSource};
 pub use receiver::{MailboxReceiver, MailboxSample};
 pub use sender::{MailboxLoan, MailboxSender};
 #[cfg(not(loom))]

@@ -46,6 +46,11 @@ impl MailboxSender {
         &self.endpoint.shared
     }
 
+    /// The mailbox this sender sends into.
+    pub(super) fn shared_mailbox(&self) -> &Arc<Shared> {
+        &self.endpoint.shared
+    }
+
     /// A sender of the mailbox `shared`, entered in its participant table.
     pub(super) fn new(shared: &Arc<Shared>) -> Result<MailboxSender> {
         Ok(MailboxSender {

@@ -54,18 +54,23 @@
 //!   the first position (u64), whether the server has gone (one byte), then each callback
 //!   as its length (u32) and bytes.
 //!
-//! # Mailboxes: nothing confirmed lost, nothing duplicated (but one case)
+//! # Mailboxes: nothing confirmed lost, nothing duplicated
 //!
 //! The importing bridge is the local mailbox's single receiver. By default it reads each
 //! message *in place* and sends it with its source id and its position in the mailbox
 //! ([`ipckit::shm::mailbox::MailboxSample::position`]); it releases the slot only when the
 //! exporting bridge replies that the message is in its mailbox. Killed before that, it
 //! leaves the message where it was, and the next importing bridge sends it again with the
-//! same position. The exporting bridge remembers, per source, the next position it expects,
-//! in a file of its state directory written right after each local send; a position below
-//! it is acknowledged again and dropped. The one case left: the exporting bridge killed
-//! between its local send and that write delivers the message a second time when it is
-//! sent again (a mailbox send and a file write cannot be one atomic step). When the exporting host's mailbox is full the reply
+//! same position. The exporting bridge delivers each source's messages as an
+//! [idempotent source](ipckit::shm::mailbox::IdempotentSource) of its mailbox (through its
+//! one sender, [`send_idempotent`](ipckit::shm::MailboxSender::send_idempotent)), which commits
+//! the position in the mailbox together with the message: the next position it expects is
+//! the mailbox's own record, which no kill can separate from the delivery (a mailbox send
+//! followed by a file write could: killed between the two, the resent message arrived
+//! twice). A position below it is acknowledged again and dropped. A file in its state
+//! directory, written after each local send, seeds a fresh source entry (a mailbox made
+//! again, a source evicted from the mailbox's table of 8) and is the whole record for an
+//! unbounded mailbox, which has no idempotent senders. When the exporting host's mailbox is full the reply
 //! is `full`, the importing bridge waits and retries, and the senders on the importing host
 //! fill their own mailbox and block (or see `Full`) as they would with a local reader.
 //!
@@ -79,8 +84,9 @@
 //! unacknowledged again from the oldest. Messages then wait in the outbox, not in the
 //! mailbox (up to `n` of them, as durable as the mailbox with the default state directory).
 //!
-//! What remains: a crash of the **exporting** bridge after its local send and before the
-//! record (one `pwrite`) delivers that one message twice. A mailbox that existed before the
+//! What remains: an **unbounded** exporting mailbox is delivered into at least once (a crash
+//! of the exporting bridge after its local send and before its file record delivers that
+//! message twice); a bounded one exactly once. A mailbox that existed before the
 //! bridge and is not single-receiver loses the one message in flight when the importing
 //! bridge is killed holding it (its slot is reclaimed as consumed); the bridge creates the
 //! mailboxes it imports single-receiver. Unbounded mailboxes are not imported.

@@ -6,8 +6,9 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use ipckit::shm::mailbox::{Delivery, IdempotentSource};
 use ipckit::shm::{Mailbox, MailboxReceiver, MailboxSender};
-use ipckit::{Capacity, Deadline, MessageSender};
+use ipckit::{Capacity, Deadline, Error as IpcError, MessageSender};
 use zenoh::handlers::FifoChannelHandler;
 use zenoh::query::{QueryTarget, Reply};
 use zenoh::Wait;
@@ -401,6 +402,92 @@ fn carry_window(
     }
 }
 
+/// How the messages of one importing source are delivered into the local mailbox.
+struct Source {
+    /// The file record (`state.rs`): the whole record for a mailbox without idempotent
+    /// senders (unbounded), and the starting point should the mailbox's own be lost
+    /// (evicted from its source table, or a mailbox made again).
+    record: Record,
+    /// Bounded mailboxes: the source's entry in the mailbox, whose record is committed with
+    /// each message (sent through the one sender of the mailbox, `send_idempotent`), so that
+    /// no kill delivers one twice.
+    idempotent: Option<IdempotentSource>,
+}
+
+impl Source {
+    /// The position it expects to follow the last one delivered.
+    fn next(&self) -> u64 {
+        self.idempotent
+            .as_ref()
+            .map_or(self.record.next(), |tx| tx.next())
+    }
+}
+
+/// The source `source`'s delivery state: its file record, and its entry in the mailbox if the
+/// mailbox has idempotent senders. `Err`: the answer to give (and nothing decided).
+fn open_source(
+    ctx: &Ctx,
+    mailbox: &Mailbox,
+    name: &str,
+    source: &[u8; 16],
+    base: u64,
+) -> Result<Source, String> {
+    let mut record = ctx
+        .state
+        .export_record(name, source)
+        .map_err(|e| format!("exporting bridge: {e}"))?;
+    record.start_at(base);
+    let idempotent = match mailbox.idempotent_source(*source) {
+        Ok(mut tx) => {
+            if tx.is_fresh() {
+                // Delivered before the mailbox kept the record (or before it was evicted).
+                tx.start_at(record.next());
+            }
+            Some(tx)
+        }
+        // Unbounded (or rendezvous) mailboxes: the file record alone, at least once; and
+        // a source table full of live sources, the same.
+        Err(IpcError::Unsupported(_)) | Err(IpcError::LimitReached { .. }) => None,
+        // Another process owns the source (an earlier bridge still exiting): never mix two
+        // records of one source; the importing side sends again.
+        Err(e) => return Err(format!("mailbox {name:?} on the exporting host: {e}")),
+    };
+    Ok(Source { record, idempotent })
+}
+
+/// A fault-injection point for the tests, in debug builds only: with
+/// `IPCKIT_BRIDGE_KILL_AFTER_SENDS=N` in its environment, an exporting bridge SIGKILLs itself
+/// right after its `N`th local send, before it records it: the window a record kept apart
+/// from the mailbox could not close (tests/netns.rs).
+#[cfg(debug_assertions)]
+fn failpoint_after_local_send() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SENT: AtomicU64 = AtomicU64::new(0);
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    let limit = LIMIT.get_or_init(|| {
+        std::env::var("IPCKIT_BRIDGE_KILL_AFTER_SENDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(limit) = *limit {
+        if SENT.fetch_add(1, Ordering::Relaxed) + 1 >= limit {
+            let _ = ipckit::signal::send(std::process::id(), ipckit::signal::Signal::KILL);
+        }
+    }
+}
+
+/// The sender for messages without a source (and sources without idempotent senders).
+fn open_sender<'a>(
+    sender: &'a mut Option<MailboxSender>,
+    mailbox: &Mailbox,
+) -> ipckit::Result<&'a mut MailboxSender> {
+    if sender.is_none() {
+        *sender = Some(mailbox.sender()?);
+    }
+    Ok(sender.as_mut().expect("made above"))
+}
+
 /// The exporting side: a queryable that stores each message into the local mailbox once.
 pub(crate) fn export(ctx: &Ctx, object: &Object) {
     let name = &object.name;
@@ -415,8 +502,9 @@ pub(crate) fn export(ctx: &Ctx, object: &Object) {
             return;
         }
     };
+    let mut mailbox: Option<Mailbox> = None;
     let mut sender: Option<MailboxSender> = None;
-    let mut records: HashMap<[u8; 16], Record> = HashMap::new();
+    let mut sources: HashMap<[u8; 16], Source> = HashMap::new();
     while !ctx.stopping() {
         let query = match queryable.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(query)) => query,
@@ -439,52 +527,89 @@ pub(crate) fn export(ctx: &Ctx, object: &Object) {
         let header = query
             .attachment()
             .and_then(|a| proto::parse_mailbox_header(&a.to_bytes()));
-        if sender.is_none() {
-            match Mailbox::open(name).and_then(|m| m.sender()) {
-                Ok(s) => sender = Some(s),
+        if mailbox.is_none() {
+            match Mailbox::open(name) {
+                Ok(m) => mailbox = Some(m),
                 Err(e) => {
                     answer(Err(format!("mailbox {name:?} on the exporting host: {e}")));
                     continue;
                 }
             }
         }
-        let record = match header {
+        let opened = mailbox.as_ref().expect("opened above");
+        // The sender before the sources: on a single-sender mailbox, taking its token settles
+        // what a killed predecessor had in flight, so that each source's `next` is final.
+        let tx = match open_sender(&mut sender, opened) {
+            Ok(tx) => tx,
+            Err(e) => {
+                answer(Err(format!("mailbox {name:?} on the exporting host: {e}")));
+                continue;
+            }
+        };
+        let source = match header {
             Some(carried) => {
-                let record = match records.entry(carried.source) {
+                let source = match sources.entry(carried.source) {
                     Entry::Occupied(entry) => entry.into_mut(),
-                    Entry::Vacant(entry) => match ctx.state.export_record(name, &carried.source) {
-                        Ok(r) => entry.insert(r),
-                        Err(e) => {
-                            answer(Err(format!("exporting bridge: {e}")));
-                            continue;
+                    Entry::Vacant(entry) => {
+                        match open_source(ctx, opened, name, &carried.source, carried.base) {
+                            Ok(source) => entry.insert(source),
+                            Err(text) => {
+                                answer(Err(text));
+                                continue;
+                            }
                         }
-                    },
+                    }
                 };
-                record.start_at(carried.base);
-                Some((record, carried.pos))
+                Some((source, carried.pos))
             }
             None => None,
         };
-        if let (Some((r, position)), Some(carried)) = (&record, &header) {
-            if r.delivered(*position) {
+        if let (Some((s, position)), Some(carried)) = (&source, &header) {
+            let next = s.next();
+            if *position < next {
                 Counters::add(&ctx.counters.duplicates, 1);
                 answer(Ok(DUPLICATE));
                 continue;
             }
             // The positions delivered from a source are always a prefix of its stream, so a
             // predecessor at or below the record was delivered; above it, it is missing.
-            if carried.prev_next > r.next() {
+            if carried.prev_next > next {
                 // An earlier message of the window is missing here (lost with a link or a
                 // killed bridge): the importing side sends again from its oldest.
                 answer(Err(GAP.into()));
                 continue;
             }
         }
-        let tx = sender.as_mut().expect("opened above");
-        match tx.send_deadline(&payload, Deadline::after(FULL_WAIT)) {
-            Ok(()) => {
-                // The window: killed here, the message is in the mailbox but not recorded,
-                // and the importing bridge's resend delivers it a second time.
+        let deadline = Deadline::after(FULL_WAIT);
+        let sent = match source {
+            // Exactly once: the mailbox commits the position with the message.
+            Some((
+                Source {
+                    idempotent: Some(entry),
+                    record,
+                },
+                position,
+            )) => match tx.send_idempotent(entry, position, &payload, deadline) {
+                Ok(Delivery::AlreadyDelivered) => {
+                    Counters::add(&ctx.counters.duplicates, 1);
+                    answer(Ok(DUPLICATE));
+                    continue;
+                }
+                // The file record follows, for a mailbox that loses its own.
+                Ok(_) => Ok(Some((record, position))),
+                Err(e) => Err(e),
+            },
+            // At least once: a kill between the send and the record's `pwrite` delivers the
+            // message again when the importing bridge resends it (unbounded mailboxes).
+            Some((Source { record, .. }, position)) => tx
+                .send_deadline(&payload, deadline)
+                .map(|()| Some((record, position))),
+            None => tx.send_deadline(&payload, deadline).map(|()| None),
+        };
+        match sent {
+            Ok(record) => {
+                #[cfg(debug_assertions)]
+                failpoint_after_local_send();
                 if let Some((r, position)) = record {
                     if let Err(e) = r.mark(position) {
                         ctx.log(&format!("export mailbox {name}: {e}"));
@@ -497,6 +622,8 @@ pub(crate) fn export(ctx: &Ctx, object: &Object) {
             Err(e) => {
                 // The mailbox was removed or broken: open it again for the next message.
                 sender = None;
+                sources.clear();
+                mailbox = None;
                 answer(Err(format!("mailbox {name:?} on the exporting host: {e}")));
             }
         }

@@ -5,7 +5,10 @@
 //!   re-created mailbox (its positions start again at 0) or a reboot gets a new id.
 //! - `export.mailbox.NAME.SOURCE`: the exporting bridge's record of the last position of
 //!   source `SOURCE` it delivered into its mailbox `NAME`, plus one (0: none), 8 bytes
-//!   little-endian, rewritten in place by one `pwrite` after each local send.
+//!   little-endian, rewritten in place by one `pwrite` after each local send. For a bounded
+//!   mailbox the record that decides is the mailbox's own (an idempotent sender's source
+//!   entry, committed with the message); this file then only seeds a fresh entry (a
+//!   mailbox made again, a source evicted from its table, or a bridge from before).
 //! - `status.json`: counters and peers, for `ipckit bridge --status`.
 
 use std::fs::{File, OpenOptions};
@@ -136,6 +139,7 @@ impl Record {
     }
 
     /// True if the message at `position` was delivered already.
+    #[cfg(test)]
     pub(crate) fn delivered(&self, position: u64) -> bool {
         position < self.next
     }

@@ -95,8 +95,8 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
                 .map_err(e)?;
             let mut rx = mailbox.receiver().map_err(e)?;
             say("ready");
-            // A repeat of the message just received is counted (the test decides how many
-            // it tolerates); anything else out of order is a failure.
+            // A repeat of the message just received is counted and reported (the tests want
+            // none); anything else out of order is a failure at once.
             let mut repeats = 0u64;
             let mut i = 0;
             while i < count {
@@ -756,8 +756,7 @@ fn a_full_mailbox_on_the_exporting_host_fills_the_importing_hosts_outbox_and_mai
 
 /// 10,000 sequence-numbered messages while the importing bridge, then the exporting one,
 /// then both are killed with SIGKILL and restarted (the importing one the last time with
-/// the other kind of window): the receiver checks order and no gap, and counts repeats
-/// (at most one per kill of the exporting bridge, see below).
+/// the other kind of window): the receiver checks order, no gap and no repeat.
 fn ten_thousand_across_restarts(tag: &str, window: usize) {
     {
         let Some(hosts) = Hosts::new(tag) else { return };
@@ -792,20 +791,12 @@ fn ten_thousand_across_restarts(tag: &str, window: usize) {
             Duration::from_secs(200),
         );
         receiver.finish(Duration::from_secs(10));
-        // The exporting bridge records a delivery just after its local send: a SIGKILL
-        // landing between the two (microseconds, so rarely) delivers that message twice.
-        // It was killed twice here, so at most two repeats; never a gap or reordering.
-        let repeats: u64 = match outcome.rsplit_once(", ").map(|(_, tail)| tail) {
-            Some("no duplicate") => 0,
-            Some(tail) => tail
-                .strip_suffix(" repeated")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("unexpected outcome {outcome:?}")),
-            None => panic!("unexpected outcome {outcome:?}"),
-        };
-        assert!(
-            repeats <= 2,
-            "{outcome}: more repeats than exporting-bridge kills"
+        // Exactly once: the exporting bridge's mailbox commits each source position with the
+        // message (an idempotent sender), so no SIGKILL of either bridge delivers one twice.
+        assert_eq!(
+            outcome,
+            format!("received {N} in order, no duplicate"),
+            "a message delivered twice across the restarts"
         );
         eprintln!("window {window}: {outcome}");
         // What the last bridges on each side counted (since their restart), for the log.
@@ -846,6 +837,83 @@ fn ten_thousand_messages_across_bridge_restarts_on_each_side() {
 fn ten_thousand_messages_across_bridge_restarts_on_each_side_with_a_window() {
     watchdog(Duration::from_secs(400), || {
         ten_thousand_across_restarts("w", 32)
+    });
+}
+
+/// Issue 16's last hole, hit on purpose: the exporting bridge SIGKILLs itself right after a
+/// local send, before it records it (`IPCKIT_BRIDGE_KILL_AFTER_SENDS`, a failpoint of debug
+/// builds), three times in a stream of 2,000, and is restarted each time. With the record kept
+/// beside the mailbox each of those messages arrived twice; committed with the message by the
+/// mailbox's idempotent sender, none does.
+fn killed_between_send_and_record(tag: &str, window: usize) {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: the bridge's failpoint exists in debug builds only");
+        return;
+    }
+    let Some(hosts) = Hosts::new(tag) else { return };
+    const N: u64 = 2_000;
+    let mut receiver = hosts.b.spawn("recv", &format!("jobs {N}"));
+    receiver.expect("ready", Duration::from_secs(10));
+    let b_args = format!("state=/run/bridge-state {B_LISTEN} export=mailbox:jobs");
+    let _a = hosts
+        .a
+        .bridge(&format!("{A_CONNECT} import=mailbox:jobs window={window}"));
+    let sender = hosts.a.spawn("send", &format!("jobs {N}"));
+    for (kill, after) in [300, 250, 400].into_iter().enumerate() {
+        let exe = std::env::current_exe().unwrap();
+        let after = after.to_string();
+        let mut b = hosts.b.spawn_cmd(
+            &exe,
+            &[
+                "--exact",
+                "role_entry",
+                "--nocapture",
+                "--test-threads=1",
+                "--quiet",
+            ],
+            &[
+                (ROLE, "bridge"),
+                (ARG, &b_args),
+                ("IPCKIT_BRIDGE_KILL_AFTER_SENDS", &after),
+            ],
+            "bridge",
+        );
+        b.expect("ready", Duration::from_secs(30));
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = b.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "kill {kill}: the exporting bridge never reached its failpoint"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "kill {kill}: {status}");
+    }
+    let _b = hosts.b.bridge(&format!("{B_LISTEN} export=mailbox:jobs"));
+    sender.finish(Duration::from_secs(200));
+    receiver.expect(
+        &format!("received {N} in order, no duplicate"),
+        Duration::from_secs(200),
+    );
+    receiver.finish(Duration::from_secs(10));
+}
+
+#[test]
+fn an_exporting_bridge_killed_between_its_send_and_its_record_delivers_nothing_twice() {
+    watchdog(Duration::from_secs(400), || {
+        killed_between_send_and_record("e", 1)
+    });
+}
+
+#[test]
+fn an_exporting_bridge_killed_between_its_send_and_its_record_delivers_nothing_twice_with_a_window()
+{
+    watchdog(Duration::from_secs(400), || {
+        killed_between_send_and_record("d", 32)
     });
 }
 

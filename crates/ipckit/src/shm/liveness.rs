@@ -13,8 +13,8 @@
 //!
 //! The bytes lie far beyond any segment's end (locks past the end of file are allowed and
 //! touch no memory): [`BASE`] + a table's stride + the entry's index, so each table (mailbox
-//! participants, topic publishers and subscribers, single-endpoint tokens) and the creation of
-//! a chained ring have their own bytes.
+//! participants, topic publishers and subscribers, single-endpoint tokens, idempotent
+//! senders' sources) and the creation of a chained ring have their own bytes.
 //!
 //! A lock is taken *before* the entry or token word it stands for is claimed, and given back
 //! after it is released: whoever sees the word claimed and the byte free knows its holder is
@@ -50,7 +50,13 @@ pub(crate) enum Table {
     Tokens = 3,
     /// Held by the creator of a chained ring until its magic is published.
     Creation = 4,
+    /// A mailbox's source table of idempotent senders: entry `i`'s owner holds byte `i`;
+    /// byte [`SOURCES_MUTEX`] is held while an entry is being claimed.
+    Sources = 5,
 }
+
+/// The index, in [`Table::Sources`], of the byte that serialises claims of source entries.
+pub(crate) const SOURCES_MUTEX: usize = 1 << 16;
 
 /// The lock byte of entry `index` of `table`.
 pub(crate) fn offset(table: Table, index: usize) -> i64 {

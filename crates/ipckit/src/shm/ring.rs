@@ -72,6 +72,53 @@
 //! Each sleep is also bounded (one second), so a count scribbled by another process costs a
 //! waiter at most that.
 //!
+//! # Idempotent senders: committing a message with its record
+//!
+//! A source (a 16-byte id, `mailbox/idempotent.rs`) numbers its messages; the ring keeps,
+//! per source, `committed`, the next number not yet committed, in the header's source table
+//! ([`SourceEntry`]), so that the record of a delivery and the delivery itself cannot part
+//! (a file written after the send could: a kill between the two sent the message twice).
+//! Positions never repeat (64-bit), so an entry names its one send in flight by position:
+//! `pending_pos` (position + 1) and `pending_seq`. A send of number `P` on the slot words
+//! (many senders):
+//!
+//! 1. claim position `X` (`(lap, WRITING, pid)`), clear `pending_pos`, store
+//!    `pending_seq = P`, then `pending_pos = X + 1` (Release): the two words are never an
+//!    old position beside a new number;
+//! 2. write the bytes and the slot header;
+//! 3. **commit**: `committed = P + 1` (Release);
+//! 4. publish (`FULL`).
+//!
+//! A reclaim of a slot `WRITING` by a dead pid asks the table: if some entry has
+//! `pending_pos == X + 1` and `committed > pending_seq` (loaded after `committed`, Acquire),
+//! the message was committed, and the reclaim publishes it (CAS to `FULL`) instead of
+//! dropping it. Killed before step 1 finished, the entry still names an older position: the
+//! message is dropped, as any unfinished send is, and `committed` says it was not delivered.
+//! Keying on the position rather than on a tag in the slot matters: a tag written after the
+//! claim could be a stale one (the slot's previous message, long committed) when its writer
+//! dies right after the claim, and a reclaim would then publish a torn message.
+//!
+//! The next owner of the entry (the restarted process, or one evicting it) **resolves the
+//! position in flight before it sends**: a slot at `pending_pos - 1` still `WRITING` in its
+//! lap is published when committed, handed to the next lap otherwise (CAS from the exact word,
+//! so that it and a racing reclaim agree: both read the same values, which nobody writes
+//! meanwhile). Only then does it store a `pending_pos` of its own. That order is what keeps
+//! the dead owner's committed message from being forgotten: a reclaimer that reads any value
+//! the new owner wrote also sees the new owner's resolution (Release/Acquire), so its own CAS
+//! fails, and one that reads only the dead owner's values decides as the new owner did.
+//!
+//! A sole sender (single-sender rings, and the cursor protocol) has no `WRITING` state: it
+//! writes into a free slot, publishes (`FULL`, or the tail), and *then* commits. Killed in
+//! between, the message is out but `committed` says it is not. The next sender of the ring,
+//! whoever it is, settles every entry before its first write ([`Ring::settle_sources`]): with
+//! the token held, no owner of an entry is alive, and nothing has overwritten the slot in
+//! flight yet (the next write would: a sole sender reuses a position whose message never
+//! came out), so "published" is read exactly (the slot word's lap and state, or `tail > X`),
+//! `committed` rolled forward when it was, and `pending_pos` cleared.
+//!
+//! Rendezvous and unbounded rings have no idempotent senders (a rendezvous may retract a
+//! committed message; a chain's rings come and go).
+//!
 //! # Trust
 //!
 //! The geometry (capacity, slot size) is read once, checked against the mapping's length, and
@@ -92,13 +139,20 @@ use super::wait::{wake_sleepers, WaitWord};
 pub(crate) const RING_MAGIC: u64 = u64::from_le_bytes(*b"ipckitMB");
 /// Bumped whenever the layout or the protocol below changes. Version 2: single-sender and
 /// single-receiver rings use the cursor protocol, which version-1 code would not follow.
-pub(crate) const RING_VERSION: u32 = 2;
+/// Version 3: the source table of idempotent senders after the participants, which a
+/// version-2 reclaim would not consult (it would drop a committed message).
+pub(crate) const RING_VERSION: u32 = 3;
 /// Entries in the participant table (two under loom, whose atomics are costly objects; the
 /// models do not use the table).
 #[cfg(not(loom))]
 pub(crate) const MAX_PARTICIPANTS: usize = 128;
 #[cfg(loom)]
 pub(crate) const MAX_PARTICIPANTS: usize = 2;
+/// Entries in the source table of idempotent senders (one under loom).
+#[cfg(not(loom))]
+pub(crate) const MAX_SOURCES: usize = 8;
+#[cfg(loom)]
+pub(crate) const MAX_SOURCES: usize = 1;
 /// The largest ring we create or accept.
 pub(crate) const MAX_CAPACITY: u32 = 1 << 20;
 /// The largest message we create or accept (64 MiB).
@@ -221,6 +275,50 @@ pub(crate) struct RingHeader {
     pub not_empty: Padded<WaitWord>,
     pub not_full: Padded<WaitWord>,
     pub participants: [ParticipantEntry; MAX_PARTICIPANTS],
+    /// The idempotent senders' sources (see "Idempotent senders" in the module docs).
+    pub sources: [SourceEntry; MAX_SOURCES],
+}
+
+/// One source of an idempotent sender (`mailbox/idempotent.rs`): what it has committed, and
+/// its one send in flight. Owned by one live process at a time through its liveness lock
+/// (`liveness::Table::Sources`); every field is written by the owner only (or, for a
+/// single-sender ring, by the holder of the sender token while no owner lives).
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct SourceEntry {
+    /// The source's 16-byte id, all zero when the entry is free.
+    pub id: [AtomicU64; 2],
+    /// Pid of the owning process, 0 when none (for `ls`; the lock byte decides liveness).
+    pub owner: AtomicU32,
+    _reserved: AtomicU32,
+    /// The next sequence number not yet committed: every number below was delivered.
+    pub committed: AtomicU64,
+    /// Position + 1 of the source's one send in flight (0: none). Stored after the claim of
+    /// the position and before anything else, with [`pending_seq`](Self::pending_seq) first.
+    pub pending_pos: AtomicU64,
+    /// The sequence number of the send in flight.
+    pub pending_seq: AtomicU64,
+    /// Unix time (ns) when the entry was last claimed or let go: the least recently used
+    /// entry of a dead owner is the one evicted when the table is full.
+    pub last_used: AtomicU64,
+    _reserved2: AtomicU64,
+}
+
+impl SourceEntry {
+    /// A free entry (all zero), for heap rings under loom.
+    #[cfg(all(test, loom))]
+    fn new() -> SourceEntry {
+        SourceEntry {
+            id: [AtomicU64::new(0), AtomicU64::new(0)],
+            owner: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+            committed: AtomicU64::new(0),
+            pending_pos: AtomicU64::new(0),
+            pending_seq: AtomicU64::new(0),
+            last_used: AtomicU64::new(0),
+            _reserved2: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The header of each slot; the message bytes follow it.
@@ -234,6 +332,11 @@ pub(crate) struct SlotHeader {
     _reserved: AtomicU32,
     pub sequence: AtomicU64,
 }
+
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<SourceEntry>() == 64);
+#[cfg(not(loom))] // loom's atomics are larger than the real ones
+const _: () = assert!(std::mem::offset_of!(RingHeader, sources) == 384 + 16 * MAX_PARTICIPANTS);
 
 // The layout is version 1's, byte for byte: the creator's pid right after the preamble.
 #[cfg(not(loom))] // loom's atomics are larger than the real ones
@@ -904,7 +1007,8 @@ impl Ring {
     }
 
     /// Hands back the slot of `pos` if it is still `WRITING`/`READING` by `dead_pid` in the
-    /// lap of `pos`. The caller has established that `dead_pid` is dead.
+    /// lap of `pos`, or, for a write an idempotent sender had committed, publishes it.
+    /// The caller has established that `dead_pid` is dead. True if this call changed the slot.
     pub(crate) fn reclaim(&self, pos: u64, dead_pid: u32) -> bool {
         let slot = self.slot(pos);
         let raw = slot.word.load(Ordering::Acquire);
@@ -912,6 +1016,19 @@ impl Ring {
         let held = matches!(word.state, SlotState::Writing | SlotState::Reading);
         if !held || word.pid != dead_pid || word.lap != self.lap(pos) {
             return false;
+        }
+        if word.state == SlotState::Writing && self.committed_at(pos) {
+            // An idempotent sender committed this message before it died: deliver it.
+            let full = Word::encode(word.lap, SlotState::Full, 0);
+            // SYNC: as in `publish` (the bytes came before the commit, which we acquired).
+            let published = slot
+                .word
+                .compare_exchange(raw, full, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok();
+            if published {
+                self.notify(&self.waits().not_empty.0);
+            }
+            return published;
         }
         let done = Word::encode(word.lap.wrapping_add(1), SlotState::Empty, 0);
         let reclaimed = slot
@@ -924,6 +1041,83 @@ impl Ring {
             self.notify(&self.waits().not_empty.0);
         }
         reclaimed
+    }
+
+    /// Whether an idempotent sender's source names `pos` as its send in flight and has
+    /// committed it (see "Idempotent senders" in the module docs).
+    fn committed_at(&self, pos: u64) -> bool {
+        self.header().sources.iter().any(|entry| {
+            // SYNC: Acquire pairs with the Release store of `committed` in the tagged send:
+            // the bytes and the pending record stored before it are visible.
+            let committed = entry.committed.load(Ordering::Acquire);
+            // SYNC: Acquire pairs with the Release store of `pending_pos`: the `pending_seq`
+            // stored before it is the one read below.
+            entry.pending_pos.load(Ordering::Acquire) == pos.wrapping_add(1)
+                && committed > entry.pending_seq.load(Ordering::Relaxed)
+        })
+    }
+
+    /// Source entry `index`, if in range.
+    pub(crate) fn source(&self, index: usize) -> Option<&SourceEntry> {
+        self.header().sources.get(index)
+    }
+
+    /// Resolves source `index`'s send in flight on a ring with slot words, for a new owner of
+    /// the entry before its first send: a slot still `WRITING` at that position is published
+    /// if the send was committed, handed to the next lap otherwise. The entry's owner is dead
+    /// (its lock was free), so the writer of that slot is too. Clears `pending_pos`.
+    pub(crate) fn resolve_pending(&self, index: usize) {
+        let Some(entry) = self.source(index) else {
+            return;
+        };
+        // SYNC: pairs with the Release store of `pending_pos` (and `committed`, below).
+        let pending = entry.pending_pos.load(Ordering::Acquire);
+        if pending != 0 {
+            let pos = pending - 1;
+            let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
+            if word.state == SlotState::Writing && word.lap == self.lap(pos) {
+                // `reclaim` decides between publishing and dropping, by the same table.
+                self.reclaim(pos, word.pid);
+            }
+        }
+        // SYNC: Release pairs with the Acquire load in `committed_at`: a reclaimer that sees
+        // this also sees the resolution above, and its own CAS then fails.
+        entry.pending_pos.store(0, Ordering::Release);
+    }
+
+    /// Settles every source's send in flight for the sole sender of this ring, before its
+    /// first write: a message published but not yet committed when its sender died is
+    /// committed now. `cursor`: the ring uses the cursor protocol (published means below the
+    /// tail), else the slot words say it. The caller holds the sender token, so no owner of
+    /// an entry lives and nothing has been written over the slot in flight.
+    pub(crate) fn settle_sources(&self, cursor: bool) {
+        for entry in &self.header().sources {
+            // SYNC: pairs with the Release stores of `pending_pos` and `committed`.
+            let pending = entry.pending_pos.load(Ordering::Acquire);
+            if pending == 0 {
+                continue;
+            }
+            let pos = pending - 1;
+            let seq = entry.pending_seq.load(Ordering::Relaxed);
+            let committed = entry.committed.load(Ordering::Acquire);
+            if committed <= seq {
+                let published = if cursor {
+                    self.header().tail.0.load(Ordering::Acquire) > pos
+                } else {
+                    let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
+                    match word.lap.wrapping_sub(self.lap(pos)) as i32 {
+                        0 => word.state != SlotState::Empty,
+                        d => d > 0,
+                    }
+                };
+                if published {
+                    entry
+                        .committed
+                        .store(seq.saturating_add(1), Ordering::Release);
+                }
+            }
+            entry.pending_pos.store(0, Ordering::Release);
+        }
     }
 
     /// Every slot held (`WRITING` or `READING`) right now, as (position-in-current-lap slot
@@ -1058,6 +1252,7 @@ mod tests {
                 role: AtomicU32::new(0),
                 start_time: AtomicU64::new(0),
             }),
+            sources: std::array::from_fn(|_| SourceEntry::new()),
         };
         // SAFETY: (caller) in bounds and aligned for a RingHeader.
         unsafe { std::ptr::write(base.as_ptr() as *mut RingHeader, header) };
@@ -1236,6 +1431,124 @@ mod tests {
         assert_eq!(blocker, Some((66, held)));
         assert!(ring.reclaim(held, 66));
         assert!(matches!(ring.claim_write(1).unwrap(), Claim::Got(_)));
+    }
+
+    /// Records in source 0 that `seq` is in flight at `pos`, committed or not.
+    fn in_flight(ring: &Ring, pos: u64, seq: u64, committed: bool) {
+        let entry = ring.source(0).unwrap();
+        entry.pending_seq.store(seq, Ordering::Relaxed);
+        entry.pending_pos.store(pos + 1, Ordering::Release);
+        let next = if committed { seq + 1 } else { seq };
+        entry.committed.store(next, Ordering::Release);
+    }
+
+    #[test]
+    fn a_reclaim_publishes_a_committed_dead_write_and_drops_an_uncommitted_one() {
+        let heap = HeapRing::new(4, 8);
+        let ring = &heap.ring;
+        let committed = got(ring.claim_write(77).unwrap());
+        in_flight(ring, committed, 5, true);
+        let uncommitted = got(ring.claim_write(78).unwrap());
+        assert!(ring.reclaim(committed, 77), "published");
+        assert_eq!(got(ring.claim_read(2).unwrap()), committed);
+        ring.release(committed);
+        in_flight(ring, uncommitted, 6, false);
+        assert!(ring.reclaim(uncommitted, 78), "dropped");
+        assert_eq!(
+            ring.claim_read(2).unwrap(),
+            Claim::Blocked { blocker: None }
+        );
+    }
+
+    #[test]
+    fn a_committed_record_of_another_position_does_not_publish() {
+        let heap = HeapRing::new(4, 8);
+        let ring = &heap.ring;
+        let earlier = got(ring.claim_write(1).unwrap());
+        ring.publish(earlier);
+        // The source committed `earlier`; a writer that died right after claiming the next
+        // position is dropped even though the record says "committed".
+        in_flight(ring, earlier, 3, true);
+        let dead = got(ring.claim_write(77).unwrap());
+        assert!(ring.reclaim(dead, 77));
+        assert_eq!(got(ring.claim_read(2).unwrap()), earlier);
+        ring.release(earlier);
+        assert_eq!(
+            ring.claim_read(2).unwrap(),
+            Claim::Blocked { blocker: None }
+        );
+    }
+
+    #[test]
+    fn a_new_owner_resolves_the_dead_owners_send_in_flight() {
+        let heap = HeapRing::new(4, 8);
+        let ring = &heap.ring;
+        let pos = got(ring.claim_write(77).unwrap());
+        in_flight(ring, pos, 9, true);
+        ring.resolve_pending(0);
+        assert_eq!(
+            ring.source(0).unwrap().pending_pos.load(Ordering::Acquire),
+            0
+        );
+        assert_eq!(got(ring.claim_read(2).unwrap()), pos);
+        ring.release(pos);
+        let pos = got(ring.claim_write(77).unwrap());
+        in_flight(ring, pos, 10, false);
+        ring.resolve_pending(0);
+        // Dropped: the slot went to the next lap, a reclaim finds nothing more to do.
+        assert!(!ring.reclaim(pos, 77));
+        assert_eq!(
+            ring.claim_read(2).unwrap(),
+            Claim::Blocked { blocker: None }
+        );
+        // Nothing in flight, or a scribbled position: nothing happens, nothing panics.
+        ring.resolve_pending(0);
+        ring.source(0)
+            .unwrap()
+            .pending_pos
+            .store(u64::MAX, Ordering::Relaxed);
+        ring.source(0)
+            .unwrap()
+            .committed
+            .store(u64::MAX, Ordering::Relaxed);
+        ring.resolve_pending(0);
+        ring.resolve_pending(usize::MAX);
+    }
+
+    #[test]
+    fn a_sole_sender_settles_a_published_but_uncommitted_send() {
+        let heap = HeapRing::new(4, 8);
+        let ring = &heap.ring;
+        // Slot words (a single sender among many receivers): published, then killed.
+        let mut next = 0;
+        let pos = got(ring.claim_write_single(&mut next).unwrap());
+        in_flight(ring, pos, 4, false);
+        ring.publish(pos);
+        ring.settle_sources(false);
+        let entry = ring.source(0).unwrap();
+        assert_eq!(entry.committed.load(Ordering::Acquire), 5);
+        assert_eq!(entry.pending_pos.load(Ordering::Acquire), 0);
+        // Killed before publishing: not committed.
+        next = pos + 1;
+        let pos = got(ring.claim_write_single(&mut next).unwrap());
+        in_flight(ring, pos, 5, false);
+        ring.settle_sources(false);
+        assert_eq!(entry.committed.load(Ordering::Acquire), 5);
+        // Consumed meanwhile (the next lap's EMPTY) still counts as published.
+        in_flight(ring, 0, 4, false);
+        assert_eq!(got(ring.claim_read(2).unwrap()), 0);
+        ring.release(0);
+        ring.settle_sources(false);
+        assert_eq!(entry.committed.load(Ordering::Acquire), 5);
+        // The cursor protocol: published means below the tail.
+        in_flight(ring, 7, 8, false);
+        ring.header().tail.0.store(7, Ordering::Release);
+        ring.settle_sources(true);
+        assert_eq!(entry.committed.load(Ordering::Acquire), 8);
+        in_flight(ring, 7, 8, false);
+        ring.header().tail.0.store(8, Ordering::Release);
+        ring.settle_sources(true);
+        assert_eq!(entry.committed.load(Ordering::Acquire), 9);
     }
 
     #[test]
@@ -1825,6 +2138,75 @@ mod tests {
                 got.sort_unstable();
                 assert_eq!(got, [61, 62]);
             });
+        }
+
+        /// Idempotent senders: a writer died holding position 0 for its source's number 5,
+        /// committed or not; a reclaimer and the source's new owner (which resolves the send
+        /// in flight, then sends the next number the entry asks for) race while a receiver
+        /// waits. Number 5 arrives exactly once if it was committed, never otherwise (the new
+        /// owner sends it again), and the new owner's message after it.
+        fn commit_vs_reclaim(committed: bool) {
+            loom::model(move || {
+                let heap = Arc::new(HeapRing::new(2, 8));
+                let ring = &heap.ring;
+                // The dead writer (pid 7), up to its death.
+                let pos = got(ring.claim_write(7).unwrap());
+                let entry = ring.source(0).unwrap();
+                entry.pending_seq.store(5, Ordering::Relaxed);
+                entry.pending_pos.store(pos + 1, Ordering::Release);
+                ring.slot(pos).sequence.store(5, Ordering::Relaxed);
+                entry
+                    .committed
+                    .store(if committed { 6 } else { 5 }, Ordering::Release);
+                let reclaimer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        heap.ring.reclaim(0, 7);
+                    })
+                };
+                let owner = {
+                    let heap = heap.clone();
+                    thread::spawn(move || {
+                        let ring = &heap.ring;
+                        ring.resolve_pending(0);
+                        let entry = ring.source(0).unwrap();
+                        let seq = entry.committed.load(Ordering::Acquire);
+                        let pos = wait(ring, &ring.waits().not_full.0, |_| {
+                            Ok(outcome(ring.claim_write(8)?))
+                        });
+                        entry.pending_pos.store(0, Ordering::Relaxed);
+                        entry.pending_seq.store(seq, Ordering::Relaxed);
+                        entry.pending_pos.store(pos + 1, Ordering::Release);
+                        ring.slot(pos).sequence.store(seq, Ordering::Relaxed);
+                        entry.committed.store(seq + 1, Ordering::Release);
+                        ring.publish(pos);
+                    })
+                };
+                let first = recv(ring);
+                if committed {
+                    assert_eq!(first, 5);
+                    assert_eq!(recv(ring), 6);
+                } else {
+                    assert_eq!(first, 5, "sent again by the new owner");
+                }
+                reclaimer.join().unwrap();
+                owner.join().unwrap();
+                assert_eq!(
+                    ring.claim_read(2).unwrap(),
+                    Claim::Blocked { blocker: None },
+                    "a number delivered twice"
+                );
+            });
+        }
+
+        #[test]
+        fn a_committed_dead_write_is_delivered_once_whoever_resolves_it() {
+            commit_vs_reclaim(true);
+        }
+
+        #[test]
+        fn an_uncommitted_dead_write_is_dropped_whoever_resolves_it() {
+            commit_vs_reclaim(false);
         }
     }
 }

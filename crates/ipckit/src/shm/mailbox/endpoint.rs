@@ -51,6 +51,13 @@ impl Endpoint {
     /// table is full; for an unbounded mailbox, the errors of mapping its chain.
     pub(super) fn new(shared: &Arc<Shared>, role: Role) -> Result<Endpoint> {
         let sole = SoleToken::acquire(shared, role)?;
+        if role == Role::Sender && sole.is_some() {
+            // Before this sender writes over anything: the message an idempotent sender
+            // published but had not committed when it died is committed now (`ring.rs`).
+            shared
+                .ring()
+                .settle_sources(uses_cursors(shared.ring().geometry().flags));
+        }
         let participant = Participant::register(shared, role)?;
         let link = chain::starting_link(shared, role)?;
         let flavor = match sole {

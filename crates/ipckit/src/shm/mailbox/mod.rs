@@ -37,7 +37,8 @@
 //! # Files
 //!
 //! `mod.rs` the builder and the [`Mailbox`] handle; `participants.rs` the participant table
-//! and the single-sender/receiver tokens; `endpoint.rs` what senders and receivers share,
+//! and the single-sender/receiver tokens; `idempotent.rs` the idempotent sender (exactly once
+//! for a sender that restarts); `endpoint.rs` what senders and receivers share,
 //! with the private flavour enum (many, sole, chain) that picks a claim path once; `chain.rs`
 //! the unbounded chain of rings; `cache.rs` the message cache after the ring (Mach's
 //! "temporarily cache a message", [`WhenFull::Cache`](crate::WhenFull::Cache)); `sender.rs`
@@ -81,6 +82,7 @@ use participants::{is_dead, Role};
 mod cache;
 mod chain;
 mod endpoint;
+mod idempotent;
 mod participants;
 mod receiver;
 mod sender;
@@ -91,6 +93,7 @@ pub use super::named::DEFAULT_MAX_MESSAGE;
 pub use super::participants::RepairReport;
 pub use cache::{CacheState, DEFAULT_CACHE_SLOTS};
 pub use chain::CHAIN_KIND;
+pub use idempotent::{Delivery, IdempotentSender, IdempotentSource};
 pub use receiver::{MailboxReceiver, MailboxSample};
 pub use sender::{MailboxLoan, MailboxSender};
 #[cfg(not(loom))]

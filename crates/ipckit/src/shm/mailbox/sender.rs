@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline, MessageSender, WhenFull};
 use crate::shm::layout::slot_bytes;
 use crate::shm::named::setters;
-use crate::shm::ring::{FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER};
+use crate::shm::ring::{SourceEntry, FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER};
 use crate::shm::wait::wait_for;
 use crate::sync::primitive::Ordering;
 
@@ -43,6 +43,11 @@ impl MailboxSender {
     /// The mailbox this endpoint is attached to (for `watch.rs`: WaitSet, async, senders).
     #[cfg(not(loom))] // used by the reactor, which loom builds leave out
     pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.endpoint.shared
+    }
+
+    /// The mailbox this sender sends into.
+    pub(super) fn shared_mailbox(&self) -> &Arc<Shared> {
         &self.endpoint.shared
     }
 
@@ -234,6 +239,64 @@ impl MailboxSender {
 }
 
 impl MailboxSender {
+    /// An idempotent sender's send of message `seq` of the source `entry` (see "Idempotent
+    /// senders" in `shm/ring.rs`): the entry names the position in flight before anything
+    /// is written, and `committed` moves to `seq + 1` with the message: before it is
+    /// published on the slot words (a reclaim then publishes it for us if we die), after it
+    /// on a sole sender's ring (the next sender settles it if we die). The caller has
+    /// checked the size and that the ring is neither rendezvous nor unbounded.
+    pub(super) fn send_sourced(
+        &mut self,
+        entry: &SourceEntry,
+        seq: u64,
+        msg: &[u8],
+        deadline: Deadline,
+    ) -> Result<()> {
+        if self.cached.is_some() {
+            self.flush_deadline(deadline)?;
+        }
+        let pos = self.claim(deadline)?;
+        // The record is two words: without a record first, a kill between them would leave
+        // the new number beside the old position, which `settle_sources` would take for
+        // published (it was: the previous message).
+        entry.pending_pos.store(0, Ordering::Relaxed);
+        entry.pending_seq.store(seq, Ordering::Relaxed);
+        // SYNC: Release pairs with the Acquire loads of `pending_pos` in `Ring::committed_at`,
+        // `resolve_pending` and `settle_sources`: they read this `pending_seq` with it.
+        entry.pending_pos.store(pos + 1, Ordering::Release);
+        let ring = &self.endpoint.link.ring;
+        let (slot, data) = ring.slot_and_data_at(self.endpoint.index(pos));
+        // SAFETY: we own the slot of `pos` (claimed) and msg.len() <= max_message (checked by
+        // the caller), the size of its data area.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
+        slot.len.store(msg.len() as u32, Ordering::Relaxed);
+        slot.sender_pid
+            .store(self.endpoint.participant.pid, Ordering::Relaxed);
+        slot.sender_uid.store(self.uid, Ordering::Relaxed);
+        slot.sequence.store(self.sequence, Ordering::Relaxed);
+        self.sequence += 1;
+        // SYNC (each commit below): Release pairs with the Acquire loads of `committed` in
+        // `Ring::committed_at` (the bytes above are visible to a reclaimer that publishes
+        // them) and in `IdempotentSender::next`.
+        match &mut self.endpoint.flavor {
+            Flavor::Cursor { cursor, .. } => {
+                ring.cursor_publish(cursor);
+                entry.committed.store(seq + 1, Ordering::Release);
+            }
+            Flavor::Sole { next, .. } => {
+                ring.publish(pos);
+                *next = pos + 1;
+                ring.header().tail.0.store(*next, Ordering::Release);
+                entry.committed.store(seq + 1, Ordering::Release);
+            }
+            Flavor::Many | Flavor::Chain => {
+                entry.committed.store(seq + 1, Ordering::Release);
+                ring.publish(pos);
+            }
+        }
+        self.endpoint.check_intact_fast()
+    }
+
     /// Gives up a claimed position without publishing it. A single sender's claim changed
     /// nothing in the ring, so there is nothing to undo.
     fn cancel(&mut self, pos: u64) {

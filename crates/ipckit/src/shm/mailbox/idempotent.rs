@@ -1,0 +1,465 @@
+//! Idempotent senders: exactly-once delivery for a sender that restarts (as Kafka's
+//! idempotent producer, with the broker's record kept in the mailbox itself).
+//!
+//! A sender that numbers its messages and may be killed at any instruction cannot keep its
+//! own record of what it delivered: a send into shared memory and a write to a file are two
+//! steps, and a kill between them sends the message twice after the restart. So the record
+//! lives in the mailbox, in the ring header's table of *sources* (8 entries), committed
+//! with the message: a source (a 16-byte id the caller chooses, stable across restarts) owns
+//! one entry, whose `committed` word is the next sequence number not yet delivered. The
+//! protocol, and why a kill at any point delivers each number exactly once, is in
+//! `shm/ring.rs` ("Idempotent senders").
+//!
+//! An entry belongs to one live process at a time (an OFD lock byte of its own, see
+//! `shm/liveness.rs`); a process that dies or lets go leaves the entry, and its history, to
+//! the next process with the same id. When all 8 entries are taken and a new source comes,
+//! the least recently used entry whose owner is gone is evicted: that source's history is
+//! forgotten (it starts again at 0, or at what [`IdempotentSender::start_at`] says).
+//!
+//! [`IdempotentSender`] is a sender and a source together. A process that carries several
+//! sources into one mailbox (a bridge) claims each with [`Mailbox::idempotent_source`] and
+//! sends through one [`MailboxSender`] with [`MailboxSender::send_idempotent`]: a
+//! single-sender mailbox has one sender, whatever the number of sources.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::sender::MailboxSender;
+use super::{describe, Mailbox, Shared};
+use crate::error::{Error, Result};
+use crate::link::{check_size, Deadline};
+use crate::shm::liveness::{Held, Locks, Table, SOURCES_MUTEX};
+use crate::shm::ring::{SourceEntry, FLAG_RENDEZVOUS, FLAG_SINGLE_SENDER, FLAG_UNBOUNDED};
+use crate::sync::primitive::Ordering;
+
+/// How long claiming a source waits for another process's claim of one to finish (each
+/// takes microseconds; only a process stopped in the middle holds the table that long).
+const CLAIM_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What an idempotent send did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The message is in the mailbox, and its number committed.
+    Sent,
+    /// The number was already committed (by this sender or by the source's earlier life):
+    /// nothing was sent.
+    AlreadyDelivered,
+}
+
+/// A sender whose messages carry sequence numbers of a *source* and are delivered exactly
+/// once, whatever kills it and however often it restarts: made by
+/// [`Mailbox::idempotent_sender`].
+///
+/// A restarted process asks [`next`](Self::next) where to resume and sends from there; a
+/// number already committed is not sent again ([`Delivery::AlreadyDelivered`]). Numbers may
+/// jump forward (a gap is the caller's business); they never go back.
+///
+/// ```
+/// use ipckit::shm::mailbox::{Delivery, Mailbox};
+/// use ipckit::MessageReceiver;
+/// # let name = format!("doc-once-{}", std::process::id());
+///
+/// let mailbox = Mailbox::builder(&name).capacity(16).create()?;
+/// let source = *b"orders-feed-0001";
+/// let mut tx = mailbox.idempotent_sender(source)?;
+/// assert_eq!(tx.next(), 0);
+/// assert_eq!(tx.send(0, b"order 0")?, Delivery::Sent);
+/// drop(tx);                                       // or the process is killed
+///
+/// let mut tx = mailbox.idempotent_sender(source)?; // the restarted process
+/// assert_eq!(tx.next(), 1);
+/// assert_eq!(tx.send(0, b"order 0")?, Delivery::AlreadyDelivered);
+/// assert_eq!(tx.send(1, b"order 1")?, Delivery::Sent);
+///
+/// let mut rx = mailbox.receiver()?;
+/// assert_eq!(rx.recv()?.data, b"order 0");
+/// assert_eq!(rx.recv()?.data, b"order 1");
+/// Mailbox::remove(&name)?;
+/// # Ok::<(), ipckit::Error>(())
+/// ```
+pub struct IdempotentSender {
+    // Dropped first: on a single-sender ring, the token goes before the source entry.
+    sender: MailboxSender,
+    source: IdempotentSource,
+}
+
+impl fmt::Debug for IdempotentSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotentSender")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// A source of an idempotent sender, owned by this process: its entry in the mailbox's source
+/// table, with its committed sequence number. Made by [`Mailbox::idempotent_source`]; send
+/// with [`MailboxSender::send_idempotent`] (any sender of the same mailbox). Dropping it lets
+/// the entry, and its history, go to the next process with the same id.
+pub struct IdempotentSource {
+    shared: Arc<Shared>,
+    index: usize,
+    source: [u8; 16],
+    fresh: bool,
+    pid: u32,
+    /// The entry's liveness lock, released (by dropping it, fields drop in order) last.
+    _lock: Held,
+}
+
+impl fmt::Debug for IdempotentSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotentSource")
+            .field("mailbox", &self.shared.name)
+            .field("source", &hex(&self.source))
+            .field("entry", &self.index)
+            .field("next", &self.next())
+            .finish()
+    }
+}
+
+impl Mailbox {
+    /// An idempotent sender for `source`, a 16-byte id that names the stream across restarts
+    /// (a UUID, a host and channel, anything stable and not all zero): a sender endpoint and
+    /// the source's entry in the mailbox ([`idempotent_source`](Self::idempotent_source)).
+    ///
+    /// # Errors
+    /// As [`idempotent_source`](Self::idempotent_source) and [`Mailbox::sender`] (for a
+    /// single-sender mailbox, [`Error::AlreadyExists`] while another live process is its
+    /// sender).
+    pub fn idempotent_sender(&self, source: [u8; 16]) -> Result<IdempotentSender> {
+        check_source(&self.shared, source)?;
+        // The endpoint first: on a single-sender ring its token settles every source's send
+        // in flight (`Ring::settle_sources`) before anyone may write.
+        let sender = self.sender()?;
+        let source = self.idempotent_source(source)?;
+        Ok(IdempotentSender { sender, source })
+    }
+
+    /// Takes the entry of `source` (a 16-byte id, not all zero) in the mailbox's source table:
+    /// made if new; a dead or departed owner's is taken over, after the message that owner
+    /// had in flight is settled (on a ring with slot words here; on a single-sender ring by
+    /// whoever takes the sender token, before its first write).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an all-zero `source`; [`Error::Unsupported`] for a
+    /// rendezvous or unbounded mailbox, or where the kernel refuses OFD locks;
+    /// [`Error::AlreadyExists`] while another live process owns the source;
+    /// [`Error::LimitReached`] when every entry of the source table is owned by a live
+    /// process; [`Error::Timeout`] if another process stopped in the middle of claiming a
+    /// source for 5 s.
+    pub fn idempotent_source(&self, source: [u8; 16]) -> Result<IdempotentSource> {
+        let shared = &self.shared;
+        check_source(shared, source)?;
+        let probe = shared
+            .root
+            ._segment
+            .file_fd()
+            .ok_or_else(|| no_locks(shared))?;
+        let locks = Locks {
+            probe: Some(probe),
+            table: Table::Sources,
+        };
+        let _mutex = lock_table(shared, &locks)?;
+        let table = &shared.ring().header().sources;
+        let id = split(source);
+        let mut held = None;
+        let found = table.iter().position(|entry| {
+            entry.id[0].load(Ordering::Acquire) == id[0]
+                && entry.id[1].load(Ordering::Acquire) == id[1]
+        });
+        let (index, fresh) = match found {
+            Some(index) => {
+                if locks.take(index, &mut held).is_err() {
+                    return Err(Error::AlreadyExists {
+                        object: format!(
+                            "idempotent source {} of {} (owned by pid {})",
+                            hex(&source),
+                            describe(&shared.name),
+                            table[index].owner.load(Ordering::Relaxed)
+                        ),
+                    });
+                }
+                (index, false)
+            }
+            None => {
+                // A free entry first, then the least recently used one nobody owns.
+                let mut order: Vec<usize> = (0..table.len()).collect();
+                order.sort_by_key(|&index| {
+                    let entry = &table[index];
+                    let used = entry.id[0].load(Ordering::Relaxed) != 0
+                        || entry.id[1].load(Ordering::Relaxed) != 0;
+                    (used, entry.last_used.load(Ordering::Relaxed))
+                });
+                let index = order
+                    .into_iter()
+                    .find(|&index| locks.take(index, &mut held).is_ok())
+                    .ok_or_else(|| Error::LimitReached {
+                        object: describe(&shared.name),
+                        limit: format!("{} idempotent sources owned at once", table.len()),
+                        source: std::io::Error::from_raw_os_error(libc::EUSERS),
+                    })?;
+                (index, true)
+            }
+        };
+        let Some(lock) = held else {
+            return Err(no_locks(shared));
+        };
+        let ring = shared.ring();
+        if shared.ring().geometry().flags & FLAG_SINGLE_SENDER == 0 {
+            // What the last owner had in flight is settled before anything of ours is
+            // recorded (a single sender's is settled by the next holder of its token).
+            ring.resolve_pending(index);
+        }
+        let entry = &table[index];
+        let pid = std::process::id();
+        if fresh {
+            // An evicted entry's send in flight, if any, was settled above or by the token:
+            // forget it with the rest of that source's history.
+            entry.pending_pos.store(0, Ordering::Release);
+            entry.committed.store(0, Ordering::Release);
+            entry.pending_seq.store(0, Ordering::Relaxed);
+            entry.id[0].store(id[0], Ordering::Release);
+            entry.id[1].store(id[1], Ordering::Release);
+        }
+        entry.owner.store(pid, Ordering::Release);
+        entry.last_used.store(now_ns(), Ordering::Relaxed);
+        Ok(IdempotentSource {
+            shared: Arc::clone(shared),
+            index,
+            source,
+            fresh,
+            pid,
+            _lock: lock,
+        })
+    }
+}
+
+/// `InvalidArgument` for the all-zero id, `Unsupported` for a mailbox without idempotent
+/// senders.
+fn check_source(shared: &Shared, source: [u8; 16]) -> Result<()> {
+    if source == [0; 16] {
+        return Err(Error::InvalidArgument(
+            "an idempotent sender's source id must not be all zero".into(),
+        ));
+    }
+    if shared.ring().geometry().flags & (FLAG_RENDEZVOUS | FLAG_UNBOUNDED) != 0 {
+        return Err(Error::Unsupported(format!(
+            "{} is a rendezvous or unbounded mailbox: idempotent senders need a bounded ring",
+            describe(&shared.name)
+        )));
+    }
+    Ok(())
+}
+
+fn no_locks(shared: &Shared) -> Error {
+    Error::Unsupported(format!(
+        "{}: idempotent senders need OFD locks on the mailbox's file, which are unavailable",
+        describe(&shared.name)
+    ))
+}
+
+/// Takes the byte that serialises claims of source entries, waiting up to
+/// [`CLAIM_PATIENCE`] for another claimer (the kernel frees it if that one dies).
+fn lock_table(shared: &Shared, locks: &Locks<'_>) -> Result<Held> {
+    let probe = locks.probe.ok_or_else(|| no_locks(shared))?;
+    let at = crate::shm::liveness::offset(Table::Sources, SOURCES_MUTEX);
+    let start = Instant::now();
+    loop {
+        match Held::take(probe, at) {
+            Ok(Some(held)) => return Ok(held),
+            Ok(None) if start.elapsed() < CLAIM_PATIENCE => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Ok(None) => return Err(Error::Timeout),
+            Err(source) => {
+                return Err(Error::Os {
+                    op: "fcntl(F_OFD_SETLK)",
+                    object: describe(&shared.name),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn split(source: [u8; 16]) -> [u64; 2] {
+    let (low, high) = source.split_at(8);
+    [
+        u64::from_le_bytes(low.try_into().expect("8 bytes")),
+        u64::from_le_bytes(high.try_into().expect("8 bytes")),
+    ]
+}
+
+fn hex(source: &[u8; 16]) -> String {
+    source.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+}
+
+impl IdempotentSource {
+    pub(super) fn entry(&self) -> &SourceEntry {
+        &self.shared.ring().header().sources[self.index]
+    }
+
+    /// Whether this source belongs to the mailbox `shared`.
+    pub(super) fn is_of(&self, shared: &Arc<Shared>) -> bool {
+        Arc::ptr_eq(&self.shared, shared)
+    }
+
+    /// The source id.
+    pub fn source(&self) -> [u8; 16] {
+        self.source
+    }
+
+    /// The next sequence number not yet delivered: every number below it was delivered
+    /// exactly once. A restarted sender resumes here. (On a single-sender mailbox, a message
+    /// its dead sender published but had not committed counts once a sender has taken the
+    /// token: [`MailboxSender::send_idempotent`] asks again.)
+    pub fn next(&self) -> u64 {
+        // SYNC: pairs with the Release store of the commit (ours, or a settled predecessor's).
+        self.entry().committed.load(Ordering::Acquire)
+    }
+
+    /// Whether message `seq` was delivered (`seq < next()`).
+    pub fn is_delivered(&self, seq: u64) -> bool {
+        seq < self.next()
+    }
+
+    /// Whether the source's entry was made for this owner (a new source, or one whose
+    /// history was evicted): a caller migrating from a record of its own passes it to
+    /// [`start_at`](Self::start_at).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Declares every number below `seq` delivered, so that [`next`](Self::next) is at least
+    /// `seq`: for a stream that starts elsewhere than 0, or a record kept before the mailbox
+    /// kept one. Never moves `next` back.
+    pub fn start_at(&mut self, seq: u64) {
+        let entry = self.entry();
+        if seq > entry.committed.load(Ordering::Acquire) {
+            // SYNC: Release pairs with the Acquire loads of `committed` (reclaim, next).
+            entry.committed.store(seq, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for IdempotentSource {
+    fn drop(&mut self) {
+        let entry = self.entry();
+        let _ = entry
+            .owner
+            .compare_exchange(self.pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+        entry.last_used.store(now_ns(), Ordering::Relaxed);
+    }
+}
+
+impl MailboxSender {
+    /// Sends message `seq` of `source` unless it was already delivered, waiting for room
+    /// until `deadline`: exactly once, whatever kills this process (see
+    /// [`IdempotentSender`]). `source` must be of this sender's mailbox.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a source of another mailbox or `seq == u64::MAX`;
+    /// [`Error::MessageTooLarge`]; [`Error::Full`]/[`Error::Timeout`] at the deadline (not
+    /// sent, not committed); [`Error::Corrupt`] for a scribbled or truncated mailbox.
+    pub fn send_idempotent(
+        &mut self,
+        source: &IdempotentSource,
+        seq: u64,
+        msg: &[u8],
+        deadline: Deadline,
+    ) -> Result<Delivery> {
+        if !source.is_of(self.shared_mailbox()) {
+            return Err(Error::InvalidArgument(format!(
+                "idempotent source {} belongs to {}, not to this sender's {}",
+                hex(&source.source),
+                describe(&source.shared.name),
+                describe(&self.shared_mailbox().name)
+            )));
+        }
+        if source.is_delivered(seq) {
+            return Ok(Delivery::AlreadyDelivered);
+        }
+        if seq == u64::MAX {
+            // Its commit, `seq + 1`, would not fit.
+            return Err(Error::InvalidArgument(
+                "sequence number u64::MAX is reserved".into(),
+            ));
+        }
+        check_size(
+            msg.len(),
+            source.shared.ring().geometry().max_message as usize,
+        )?;
+        self.send_sourced(source.entry(), seq, msg, deadline)?;
+        Ok(Delivery::Sent)
+    }
+}
+
+impl IdempotentSender {
+    /// The source id.
+    pub fn source(&self) -> [u8; 16] {
+        self.source.source()
+    }
+
+    /// The next sequence number not yet delivered: every number below it was delivered
+    /// exactly once. A restarted sender resumes here.
+    pub fn next(&self) -> u64 {
+        self.source.next()
+    }
+
+    /// Whether message `seq` was delivered (`seq < next()`).
+    pub fn is_delivered(&self, seq: u64) -> bool {
+        self.source.is_delivered(seq)
+    }
+
+    /// Whether the source's entry was made for this sender (see
+    /// [`IdempotentSource::is_fresh`]).
+    pub fn is_fresh(&self) -> bool {
+        self.source.is_fresh()
+    }
+
+    /// Declares every number below `seq` delivered (see [`IdempotentSource::start_at`]).
+    pub fn start_at(&mut self, seq: u64) {
+        self.source.start_at(seq)
+    }
+
+    /// Sends message `seq` unless it was already delivered, waiting for room until
+    /// `deadline`.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`]; [`Error::InvalidArgument`] for `seq == u64::MAX`;
+    /// [`Error::Full`]/[`Error::Timeout`] at the deadline (not sent, not committed);
+    /// [`Error::Corrupt`] for a scribbled or truncated mailbox.
+    pub fn send_deadline(&mut self, seq: u64, msg: &[u8], deadline: Deadline) -> Result<Delivery> {
+        self.sender
+            .send_idempotent(&self.source, seq, msg, deadline)
+    }
+
+    /// Sends message `seq` unless it was already delivered, waiting for room as long as
+    /// needed.
+    ///
+    /// # Errors
+    /// As [`send_deadline`](Self::send_deadline).
+    pub fn send(&mut self, seq: u64, msg: &[u8]) -> Result<Delivery> {
+        self.send_deadline(seq, msg, Deadline::Never)
+    }
+
+    /// Sends message `seq` if there is room now.
+    ///
+    /// # Errors
+    /// As [`send_deadline`](Self::send_deadline); [`Error::Full`] when there is no room.
+    pub fn try_send(&mut self, seq: u64, msg: &[u8]) -> Result<Delivery> {
+        self.send_deadline(seq, msg, Deadline::Now)
+    }
+
+    /// The sender and the source it holds, apart.
+    pub fn into_parts(self) -> (MailboxSender, IdempotentSource) {
+        (self.sender, self.source)
+    }
+}

@@ -108,8 +108,11 @@ fn handle(command: &[String], request: &[u8]) -> (u8, Vec<u8>) {
     }
 }
 
-/// Runs `ipckit serve`: until killed, one thread per connection, one process per request.
+/// Runs `ipckit serve`: until SIGINT or SIGTERM, one thread per connection, one process per
+/// request. A signal ends it cleanly: the connection port and its registry entry go with the
+/// server.
 pub fn serve(args: ServeArgs) -> Result<()> {
+    let signals = crate::transfer::Signals::install()?;
     let server = Server::bind(&args.name, args.mode)
         .with_context(|| format!("cannot serve {:?}", args.name))?;
     eprintln!(
@@ -118,8 +121,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     );
     let command = std::sync::Arc::new(args.command);
     loop {
-        let pending = match server.accept() {
+        signals.check()?;
+        let pending = match server.accept_deadline(Deadline::after(Duration::from_millis(100))) {
             Ok(pending) => pending,
+            Err(ipckit::Error::Timeout) => continue,
             Err(e) => {
                 eprintln!("ipckit: serve {:?}: a connection failed: {e}", args.name);
                 continue;

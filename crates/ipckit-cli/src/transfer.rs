@@ -268,13 +268,13 @@ const LOOK_UP: Duration = Duration::from_millis(100);
 /// SIGINT and SIGTERM, caught so that a waiting receive leaves its mailbox or topic cleanly
 /// (its participant entry released) instead of dying inside it. A second signal while the
 /// first is being handled ends the process at once, as the default would.
-struct Signals {
+pub(crate) struct Signals {
     caught: Arc<AtomicUsize>,
 }
 
 impl Signals {
     /// Catches SIGINT and SIGTERM from now on (once per process; later calls share it).
-    fn install() -> Result<&'static Signals> {
+    pub(crate) fn install() -> Result<&'static Signals> {
         static SIGNALS: std::sync::OnceLock<Signals> = std::sync::OnceLock::new();
         if let Some(signals) = SIGNALS.get() {
             return Ok(signals);
@@ -290,7 +290,7 @@ impl Signals {
         Ok(SIGNALS.get_or_init(|| Signals { caught }))
     }
 
-    fn check(&self) -> std::result::Result<(), Interrupted> {
+    pub(crate) fn check(&self) -> std::result::Result<(), Interrupted> {
         match self.caught.load(Ordering::Relaxed) {
             0 => Ok(()),
             sig => Err(Interrupted(sig as i32)),

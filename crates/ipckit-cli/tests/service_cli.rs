@@ -51,7 +51,19 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM first, so that `serve` removes what it registered (SIGKILL would leave its
+        // registry entry behind); SIGKILL only if it has not gone within 5 s.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(5) {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.wait();
         let _ = std::fs::remove_file(
             std::env::temp_dir().join(format!("ipckit.service.{}", self.name)),
@@ -84,12 +96,37 @@ fn call(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The registry entries (`/dev/shm/ipckit-registry/UID/`) whose names mention `name`.
+fn registry_entries(name: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for user in std::fs::read_dir("/dev/shm/ipckit-registry")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for entry in std::fs::read_dir(user.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if file.contains(name) {
+                found.push(file);
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn serve_runs_the_command_per_request_and_call_prints_the_reply() {
     let name = unique("upper");
-    let _served = Served::start(&name, &["tr", "a-z", "A-Z"]);
+    let served = Served::start(&name, &["tr", "a-z", "A-Z"]);
     assert_eq!(call(&[&name, "hello"]), (0, "HELLO".into(), String::new()));
     assert_eq!(call(&[&name, "again"]).1, "AGAIN");
+    drop(served);
+    // Stopped by SIGTERM, `serve` leaves nothing behind.
+    assert_eq!(registry_entries(&name), Vec::<String>::new());
 }
 
 #[test]

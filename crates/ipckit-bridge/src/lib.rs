@@ -69,8 +69,9 @@
 //! followed by a file write could: killed between the two, the resent message arrived
 //! twice). A position below it is acknowledged again and dropped. A file in its state
 //! directory, written after each local send, seeds a fresh source entry (a mailbox made
-//! again, a source evicted from the mailbox's table of 8) and is the whole record for an
-//! unbounded mailbox, which has no idempotent senders. When the exporting host's mailbox is full the reply
+//! again, a source evicted from the mailbox's table of 8). Bounded and unbounded mailboxes
+//! alike: an unbounded one keeps the record in its root ring for every ring of its chain, the
+//! send in flight named by ring and position. When the exporting host's mailbox is full the reply
 //! is `full`, the importing bridge waits and retries, and the senders on the importing host
 //! fill their own mailbox and block (or see `Full`) as they would with a local reader.
 //!
@@ -84,9 +85,11 @@
 //! unacknowledged again from the oldest. Messages then wait in the outbox, not in the
 //! mailbox (up to `n` of them, as durable as the mailbox with the default state directory).
 //!
-//! What remains: an **unbounded** exporting mailbox is delivered into at least once (a crash
-//! of the exporting bridge after its local send and before its file record delivers that
-//! message twice); a bounded one exactly once. A mailbox that existed before the
+//! What remains: a **rendezvous** exporting mailbox (which has no idempotent senders: a
+//! rendezvous may take back a committed message), or one whose table of 8 sources is all
+//! owned by live processes, is delivered into at least once (a crash of the exporting bridge
+//! after its local send and before its file record delivers that message twice); bounded
+//! and unbounded ones exactly once. A mailbox that existed before the
 //! bridge and is not single-receiver loses the one message in flight when the importing
 //! bridge is killed holding it (its slot is reclaimed as consumed); the bridge creates the
 //! mailboxes it imports single-receiver. Unbounded mailboxes are not imported.

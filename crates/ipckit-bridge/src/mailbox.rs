@@ -404,13 +404,13 @@ fn carry_window(
 
 /// How the messages of one importing source are delivered into the local mailbox.
 struct Source {
-    /// The file record (`state.rs`): the whole record for a mailbox without idempotent
-    /// senders (unbounded), and the starting point should the mailbox's own be lost
-    /// (evicted from its source table, or a mailbox made again).
+    /// The file record (`state.rs`): the starting point should the mailbox's own be lost
+    /// (evicted from its source table, or a mailbox made again), and the whole record where
+    /// the mailbox keeps none (a rendezvous mailbox, or a source table full of live sources).
     record: Record,
-    /// Bounded mailboxes: the source's entry in the mailbox, whose record is committed with
-    /// each message (sent through the one sender of the mailbox, `send_idempotent`), so that
-    /// no kill delivers one twice.
+    /// The source's entry in the mailbox (bounded or unbounded), whose record is committed
+    /// with each message (sent through the one sender of the mailbox, `send_idempotent`), so
+    /// that no kill delivers one twice.
     idempotent: Option<IdempotentSource>,
 }
 
@@ -445,8 +445,8 @@ fn open_source(
             }
             Some(tx)
         }
-        // Unbounded (or rendezvous) mailboxes: the file record alone, at least once; and
-        // a source table full of live sources, the same.
+        // A rendezvous mailbox (a sender may take back what it committed), or a source
+        // table full of live sources: the file record alone, at least once.
         Err(IpcError::Unsupported(_)) | Err(IpcError::LimitReached { .. }) => None,
         // Another process owns the source (an earlier bridge still exiting): never mix two
         // records of one source; the importing side sends again.
@@ -600,7 +600,8 @@ pub(crate) fn export(ctx: &Ctx, object: &Object) {
                 Err(e) => Err(e),
             },
             // At least once: a kill between the send and the record's `pwrite` delivers the
-            // message again when the importing bridge resends it (unbounded mailboxes).
+            // message again when the importing bridge resends it (a rendezvous mailbox, or a
+            // source table full of live sources).
             Some((Source { record, .. }, position)) => tx
                 .send_deadline(&payload, deadline)
                 .map(|()| Some((record, position))),

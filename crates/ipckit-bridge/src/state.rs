@@ -6,9 +6,10 @@
 //! - `export.mailbox.NAME.SOURCE`: the exporting bridge's record of the last position of
 //!   source `SOURCE` it delivered into its mailbox `NAME`, plus one (0: none), 8 bytes
 //!   little-endian, rewritten in place by one `pwrite` after each local send. For a bounded
-//!   mailbox the record that decides is the mailbox's own (an idempotent sender's source
-//!   entry, committed with the message); this file then only seeds a fresh entry (a
-//!   mailbox made again, a source evicted from its table, or a bridge from before).
+//!   or unbounded mailbox the record that decides is the mailbox's own (an idempotent
+//!   sender's source entry, committed with the message); this file then only seeds a fresh
+//!   entry (a mailbox made again, a source evicted from its table, or a bridge from before),
+//!   and is the whole record only for a rendezvous mailbox or a full source table.
 //! - `status.json`: counters and peers, for `ipckit bridge --status`.
 
 use std::fs::{File, OpenOptions};

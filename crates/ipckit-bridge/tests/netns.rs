@@ -87,12 +87,20 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
             Ok(())
         }
         "recv" => {
-            // arg: NAME COUNT — expects exactly "seq 0" .. in order, then nothing more
+            // arg: NAME COUNT [unbounded] — expects exactly "seq 0" .. in order, then nothing
+            // more. `unbounded`: the mailbox is unbounded, of rings of 4 slots, and the
+            // receiver pauses now and then so that the chain grows; before its last line it
+            // says "newest chained ring N", the largest it saw.
             let count: u64 = field(1).parse().map_err(|_| "count")?;
-            let mailbox = Mailbox::builder(field(0))
-                .capacity(64)
-                .open_or_create()
-                .map_err(e)?;
+            let unbounded = field(2) == "unbounded";
+            let mut builder = Mailbox::builder(field(0)).capacity(64);
+            if unbounded {
+                builder = builder
+                    .capacity_kind(ipckit::Capacity::Unbounded)
+                    .unbounded_ring_capacity(4);
+            }
+            let mailbox = builder.open_or_create().map_err(e)?;
+            let mut newest_ring = 0u32;
             let mut rx = mailbox.receiver().map_err(e)?;
             say("ready");
             // A repeat of the message just received is counted and reported (the tests want
@@ -114,10 +122,18 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
                 if i % 500 == 0 {
                     say(&format!("got {i}"));
                 }
+                if unbounded && i % 50 == 0 {
+                    // The exporting bridge fills the small rings meanwhile: new ones chain.
+                    std::thread::sleep(Duration::from_millis(40));
+                    newest_ring = newest_ring.max(newest_chained_ring(field(0)));
+                }
             }
             match rx.recv_timeout(Duration::from_secs(3)) {
                 Err(ipckit::Error::Timeout) => {}
                 other => return Err(format!("a message after the last: {other:?}")),
+            }
+            if unbounded {
+                say(&format!("newest chained ring {newest_ring}"));
             }
             if repeats == 0 {
                 say(&format!("received {count} in order, no duplicate"));
@@ -499,6 +515,22 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
 }
 
 /// A 64-byte benchmark message.
+/// The largest index of a chained ring of mailbox `name` in this host's `/dev/shm` (0: none).
+fn newest_chained_ring(name: &str) -> u32 {
+    let suffix = format!(".{name}");
+    std::fs::read_dir("/dev/shm")
+        .map(|dir| {
+            dir.filter_map(|entry| {
+                let file = entry.ok()?.file_name().into_string().ok()?;
+                let rest = file.strip_prefix("ipckit.mailbox-chain.")?;
+                rest.strip_suffix(&suffix)?.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
 fn payload(i: u64) -> Vec<u8> {
     let mut msg = vec![0u8; 64];
     msg[..8].copy_from_slice(&i.to_le_bytes());
@@ -844,15 +876,17 @@ fn ten_thousand_messages_across_bridge_restarts_on_each_side_with_a_window() {
 /// local send, before it records it (`IPCKIT_BRIDGE_KILL_AFTER_SENDS`, a failpoint of debug
 /// builds), three times in a stream of 2,000, and is restarted each time. With the record kept
 /// beside the mailbox each of those messages arrived twice; committed with the message by the
-/// mailbox's idempotent sender, none does.
-fn killed_between_send_and_record(tag: &str, window: usize) {
+/// mailbox's idempotent sender, none does. `unbounded`: the exporting host's mailbox is
+/// unbounded, of rings of 4 slots that chain and seal all through the stream (checked).
+fn killed_between_send_and_record(tag: &str, window: usize, unbounded: bool) {
     if !cfg!(debug_assertions) {
         eprintln!("skipped: the bridge's failpoint exists in debug builds only");
         return;
     }
     let Some(hosts) = Hosts::new(tag) else { return };
     const N: u64 = 2_000;
-    let mut receiver = hosts.b.spawn("recv", &format!("jobs {N}"));
+    let kind = if unbounded { " unbounded" } else { "" };
+    let mut receiver = hosts.b.spawn("recv", &format!("jobs {N}{kind}"));
     receiver.expect("ready", Duration::from_secs(10));
     let b_args = format!("state=/run/bridge-state {B_LISTEN} export=mailbox:jobs");
     let _a = hosts
@@ -895,6 +929,15 @@ fn killed_between_send_and_record(tag: &str, window: usize) {
     }
     let _b = hosts.b.bridge(&format!("{B_LISTEN} export=mailbox:jobs"));
     sender.finish(Duration::from_secs(200));
+    if unbounded {
+        let line = receiver.expect_prefix("newest chained ring ", Duration::from_secs(200));
+        let newest: u32 = line["newest chained ring ".len()..].parse().unwrap();
+        eprintln!("unbounded, window {window}: {line}");
+        assert!(
+            newest >= 10,
+            "the chain hardly grew ({line}): the test did not test it"
+        );
+    }
     receiver.expect(
         &format!("received {N} in order, no duplicate"),
         Duration::from_secs(200),
@@ -905,7 +948,15 @@ fn killed_between_send_and_record(tag: &str, window: usize) {
 #[test]
 fn an_exporting_bridge_killed_between_its_send_and_its_record_delivers_nothing_twice() {
     watchdog(Duration::from_secs(400), || {
-        killed_between_send_and_record("e", 1)
+        killed_between_send_and_record("e", 1, false)
+    });
+}
+
+#[test]
+fn an_exporting_bridge_killed_between_its_send_and_its_record_delivers_nothing_twice_into_an_unbounded_mailbox(
+) {
+    watchdog(Duration::from_secs(400), || {
+        killed_between_send_and_record("u", 32, true)
     });
 }
 
@@ -913,7 +964,7 @@ fn an_exporting_bridge_killed_between_its_send_and_its_record_delivers_nothing_t
 fn an_exporting_bridge_killed_between_its_send_and_its_record_delivers_nothing_twice_with_a_window()
 {
     watchdog(Duration::from_secs(400), || {
-        killed_between_send_and_record("d", 32)
+        killed_between_send_and_record("d", 32, false)
     });
 }
 

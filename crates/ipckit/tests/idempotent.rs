@@ -67,12 +67,40 @@ fn sender_role(arg: &str) {
     println!("@@done");
 }
 
+/// The largest index of a chained ring of mailbox `name` in `/dev/shm` now (0: none).
+fn newest_chained_ring(name: &str) -> u32 {
+    let suffix = format!(".{name}");
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|entry| {
+            let file = entry.ok()?.file_name().into_string().ok()?;
+            let rest = file.strip_prefix("ipckit.mailbox-chain.")?;
+            rest.strip_suffix(&suffix)?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 fn run(
     test: &str,
     configure: fn(MailboxBuilder) -> MailboxBuilder,
     sources: u8,
     total: u64,
     kills: u32,
+) {
+    run_on(test, configure, sources, total, kills, false)
+}
+
+/// [`run`]; `chained`: the mailbox is unbounded, with rings small enough that the chain grows
+/// and seals all through the run (the receiver pauses now and then to let it), which is
+/// checked.
+fn run_on(
+    test: &str,
+    configure: fn(MailboxBuilder) -> MailboxBuilder,
+    sources: u8,
+    total: u64,
+    kills: u32,
+    chained: bool,
 ) {
     let name = unique_name("once");
     let _cleanup = Cleanup(name.clone());
@@ -99,6 +127,10 @@ fn run(
                 );
                 next[k as usize] += 1;
                 received += 1;
+                if chained && received % 2000 == 0 {
+                    // The senders fill the small rings meanwhile: new ones are chained.
+                    std::thread::sleep(Duration::from_millis(3));
+                }
             }
             // Nothing more: no repeat after the last.
             assert!(matches!(rx.try_recv(), Err(Error::Empty)));
@@ -108,6 +140,7 @@ fn run(
     let mut rng = XorShift(seed());
     let spawn = |k: u8| spawn_role(test, "sender", &format!("{name} {k} {total}"));
     let mut killed_mid_stream = 0;
+    let mut newest_ring = 0;
     for round in 0..kills {
         let mut children: Vec<(Child, BufReader<_>)> = (0..sources)
             .map(|k| {
@@ -123,6 +156,7 @@ fn run(
             wait_for_line(out, stage);
         }
         std::thread::sleep(Duration::from_micros(rng.next() % 8000));
+        newest_ring = newest_ring.max(newest_chained_ring(&name));
         for (child, out) in &mut children {
             child.kill().unwrap();
             child.wait().unwrap();
@@ -145,7 +179,18 @@ fn run(
         .expect("the receiver found a repeat, a gap or a tear");
     assert_eq!(received, total * sources as u64);
     assert!(mailbox.info().held_slots.is_empty());
-    eprintln!("{test}: {kills} rounds, {killed_mid_stream} senders killed mid-stream, {received} messages each once");
+    eprintln!("{test}: {kills} rounds, {killed_mid_stream} senders killed mid-stream, {received} messages each once, newest chained ring seen {newest_ring}");
+    if chained {
+        assert!(
+            newest_ring >= kills / 2,
+            "the chain hardly grew (newest ring {newest_ring}): the test did not test it"
+        );
+        assert_eq!(
+            mailbox.info().unfinished_rings,
+            0,
+            "a killed sender left a ring unfinished"
+        );
+    }
     assert!(
         killed_mid_stream > kills * sources as u32 / 4,
         "too few kills landed mid-stream"
@@ -208,6 +253,27 @@ fn cursor_mailbox_killed_senders_deliver_each_number_once_in_order() {
 }
 
 #[test]
+fn unbounded_mailbox_killed_senders_deliver_each_number_once_in_order() {
+    const TEST: &str = "unbounded_mailbox_killed_senders_deliver_each_number_once_in_order";
+    if let Some((_, arg)) = role() {
+        return sender_role(&arg);
+    }
+    // Rings of 4 slots: positions restart in every ring, so a send in flight is named by its
+    // ring too, and a dead write is reclaimed in whichever ring of the chain it is.
+    run_on(
+        TEST,
+        |b| {
+            b.capacity_kind(ipckit::Capacity::Unbounded)
+                .unbounded_ring_capacity(4)
+        },
+        2,
+        100_000,
+        kills(),
+        true,
+    );
+}
+
+#[test]
 fn a_source_has_one_live_owner_and_bad_requests_are_precise_errors() {
     let name = unique_name("once-owner");
     let _cleanup = Cleanup(name.clone());
@@ -259,18 +325,16 @@ fn a_source_has_one_live_owner_and_bad_requests_are_precise_errors() {
     assert_eq!(again.next(), 100, "source 2 kept its history");
     drop(again);
     drop(owners);
-    for capacity in [ipckit::Capacity::Unbounded, ipckit::Capacity::Rendezvous] {
-        let other = unique_name("once-kind");
-        let _cleanup = Cleanup(other.clone());
-        let mailbox = Mailbox::builder(&other)
-            .capacity_kind(capacity)
-            .create()
-            .unwrap();
-        assert!(matches!(
-            mailbox.idempotent_sender(source(1)),
-            Err(Error::Unsupported(_))
-        ));
-    }
+    let other = unique_name("once-kind");
+    let _cleanup = Cleanup(other.clone());
+    let mailbox = Mailbox::builder(&other)
+        .capacity_kind(ipckit::Capacity::Rendezvous)
+        .create()
+        .unwrap();
+    assert!(matches!(
+        mailbox.idempotent_sender(source(1)),
+        Err(Error::Unsupported(_))
+    ));
 }
 
 /// The source table's place in the file: after the segment header (64 bytes), the ring

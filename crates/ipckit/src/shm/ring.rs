@@ -78,29 +78,50 @@
 //! per source, `committed`, the next number not yet committed, in the header's source table
 //! ([`SourceEntry`]), so that the record of a delivery and the delivery itself cannot part
 //! (a file written after the send could: a kill between the two sent the message twice).
-//! Positions never repeat (64-bit), so an entry names its one send in flight by position:
-//! `pending_pos` (position + 1) and `pending_seq`. A send of number `P` on the slot words
-//! (many senders):
+//! Positions never repeat in a ring (64-bit), and an unbounded mailbox's rings have indices
+//! that never repeat either (a chain only grows; a drained ring is never brought back), so an
+//! entry names its one send in flight by ring and position: `pending_ring` (0 for the root,
+//! and for every bounded ring), `pending_pos` (position + 1) and `pending_seq`. The table is
+//! the root ring's, for the whole chain. A send of number `P` on the slot words (many
+//! senders, and every unbounded mailbox):
 //!
-//! 1. claim position `X` (`(lap, WRITING, pid)`), clear `pending_pos`, store
-//!    `pending_seq = P`, then `pending_pos = X + 1` (Release): the two words are never an
-//!    old position beside a new number;
+//! 1. claim position `X` of ring `R` (`(lap, WRITING, pid)`), then rewrite the record under
+//!    its `stamp` ([`SourceEntry::record_pending`]): stamp odd, clear `pending_pos`, store
+//!    `pending_seq = P` and `pending_ring = R`, then `pending_pos = X + 1` (Release), stamp
+//!    even;
 //! 2. write the bytes and the slot header;
 //! 3. **commit**: `committed = P + 1` (Release);
 //! 4. publish (`FULL`).
 //!
-//! A reclaim of a slot `WRITING` by a dead pid asks the table: if some entry has
-//! `pending_pos == X + 1` and `committed > pending_seq` (loaded after `committed`, Acquire),
-//! the message was committed, and the reclaim publishes it (CAS to `FULL`) instead of
-//! dropping it. Killed before step 1 finished, the entry still names an older position: the
-//! message is dropped, as any unfinished send is, and `committed` says it was not delivered.
+//! A reclaim of a slot `WRITING` by a dead pid in ring `R` asks the table: if some entry has
+//! `pending_ring == R`, `pending_pos == X + 1` and `committed > pending_seq` (loaded after
+//! `committed`, Acquire), read whole (the same even stamp before and after, an Acquire fence
+//! between: a seqlock, as in `shm/seqlock.rs`), the message was committed, and the reclaim
+//! publishes it (CAS to `FULL`) instead of dropping it. Killed before step 1 finished, the
+//! entry still names an older send (or its stamp stays odd): the message is dropped, as any
+//! unfinished send is, and `committed` says it was not delivered.
+//!
+//! Why the stamp: a live owner rewrites its record while reclaimers read it, and a record
+//! is three words. On a bounded ring a torn read is harmless (any position it yields is one
+//! the owner itself claimed, never a dead writer's), but in a chain position `X` exists in
+//! every ring: the position of the owner's send in ring 0 read with the ring index of its
+//! next send, in ring 1, would name a dead writer's uncommitted claim of `X` in ring 1, and
+//! publish it. A read that straddles a rewrite sees the stamp change and matches nothing;
+//! that is exact because an entry being rewritten names no dead writer's committed send: its
+//! owner's earlier sends are all published (an owner sends one at a time, and commits before
+//! it rewrites), and a new owner resolved its predecessor's before its first rewrite, which a
+//! reclaimer that read the new stamp (Acquire, paired with the Release store of the odd
+//! stamp) sees, so its own compare-and-swap fails. The loom model
+//! `a_reclaimer_never_combines_two_records_into_a_third` fails without the stamp.
 //! Keying on the position rather than on a tag in the slot matters: a tag written after the
 //! claim could be a stale one (the slot's previous message, long committed) when its writer
 //! dies right after the claim, and a reclaim would then publish a torn message.
 //!
 //! The next owner of the entry (the restarted process, or one evicting it) **resolves the
-//! position in flight before it sends**: a slot at `pending_pos - 1` still `WRITING` in its
-//! lap is published when committed, handed to the next lap otherwise (CAS from the exact word,
+//! position in flight before it sends**: a slot at `pending_pos - 1` of ring `pending_ring`
+//! still `WRITING` in its lap is published when committed, handed to the next lap otherwise
+//! (a chained ring that is gone was drained, so nothing of it is in flight; one that cannot be
+//! mapped for another reason fails the claim, the record kept) (CAS from the exact word,
 //! so that it and a racing reclaim agree: both read the same values, which nobody writes
 //! meanwhile). Only then does it store a `pending_pos` of its own. That order is what keeps
 //! the dead owner's committed message from being forgotten: a reclaimer that reads any value
@@ -116,8 +137,10 @@
 //! came out), so "published" is read exactly (the slot word's lap and state, or `tail > X`),
 //! `committed` rolled forward when it was, and `pending_pos` cleared.
 //!
-//! Rendezvous and unbounded rings have no idempotent senders (a rendezvous may retract a
-//! committed message; a chain's rings come and go).
+//! Rendezvous rings have no idempotent senders (a rendezvous may retract a committed
+//! message). Unbounded mailboxes are always many-sender (slot words, never a sole sender);
+//! a committed dead write in a sealed ring is published like any other (a sealed ring is
+//! drained only once no slot of it is `WRITING`).
 //!
 //! # Trust
 //!
@@ -141,7 +164,9 @@ pub(crate) const RING_MAGIC: u64 = u64::from_le_bytes(*b"ipckitMB");
 /// single-receiver rings use the cursor protocol, which version-1 code would not follow.
 /// Version 3: the source table of idempotent senders after the participants, which a
 /// version-2 reclaim would not consult (it would drop a committed message).
-pub(crate) const RING_VERSION: u32 = 3;
+/// Version 4: a source's send in flight names its ring (`pending_ring`, under a stamp), and
+/// unbounded chains have idempotent senders, which a version-3 reclaim would not match.
+pub(crate) const RING_VERSION: u32 = 4;
 /// Entries in the participant table (two under loom, whose atomics are costly objects; the
 /// models do not use the table).
 #[cfg(not(loom))]
@@ -290,7 +315,9 @@ pub(crate) struct SourceEntry {
     pub id: [AtomicU64; 2],
     /// Pid of the owning process, 0 when none (for `ls`; the lock byte decides liveness).
     pub owner: AtomicU32,
-    _reserved: AtomicU32,
+    /// The ring of an unbounded chain (0: the root, and every bounded ring) whose position
+    /// [`pending_pos`](Self::pending_pos) names.
+    pub pending_ring: AtomicU32,
     /// The next sequence number not yet committed: every number below was delivered.
     pub committed: AtomicU64,
     /// Position + 1 of the source's one send in flight (0: none). Stored after the claim of
@@ -301,7 +328,11 @@ pub(crate) struct SourceEntry {
     /// Unix time (ns) when the entry was last claimed or let go: the least recently used
     /// entry of a dead owner is the one evicted when the table is full.
     pub last_used: AtomicU64,
-    _reserved2: AtomicU64,
+    /// The record's stamp: odd while its owner rewrites `pending_*` (or resets the entry),
+    /// even otherwise; it only grows. A reclaimer reads the record between two loads of it
+    /// (a seqlock, `shm/seqlock.rs`) so that it never combines a position of one record with
+    /// the ring of another (see "Idempotent senders" in the module docs).
+    pub stamp: AtomicU64,
 }
 
 impl SourceEntry {
@@ -311,13 +342,54 @@ impl SourceEntry {
         SourceEntry {
             id: [AtomicU64::new(0), AtomicU64::new(0)],
             owner: AtomicU32::new(0),
-            _reserved: AtomicU32::new(0),
+            pending_ring: AtomicU32::new(0),
             committed: AtomicU64::new(0),
             pending_pos: AtomicU64::new(0),
             pending_seq: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
-            _reserved2: AtomicU64::new(0),
+            stamp: AtomicU64::new(0),
         }
+    }
+}
+
+impl SourceEntry {
+    /// Opens a rewrite of the record (odd stamp); returns the stamp for
+    /// [`end_rewrite`](Self::end_rewrite). Only the entry's owner (or the process taking it
+    /// over, after resolving its send in flight) calls this.
+    pub(crate) fn begin_rewrite(&self) -> u64 {
+        let stamp = self.stamp.load(Ordering::Relaxed).wrapping_add(1) | 1;
+        // SYNC: Release pairs with the Acquire loads of the stamp in `Ring::committed_at`: a
+        // reclaimer that reads it also sees the resolution of the predecessor's send made
+        // before it (and its compare-and-swap on that slot then fails).
+        self.stamp.store(stamp, Ordering::Release);
+        // SYNC: orders the odd stamp before the record's stores; pairs with the Acquire fence
+        // in `Ring::committed_at`, whose second load of the stamp then sees it.
+        fence(Ordering::Release);
+        stamp
+    }
+
+    /// Closes a rewrite opened by [`begin_rewrite`](Self::begin_rewrite).
+    pub(crate) fn end_rewrite(&self, stamp: u64) {
+        // SYNC: pairs with the first Acquire load of the stamp in `Ring::committed_at`.
+        self.stamp.store(stamp.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Records the source's one send in flight: number `seq` at position `pos` of ring
+    /// `ring` of the mailbox (0 for the root, and for every bounded mailbox). Called by the
+    /// owner after the claim of `pos`, before anything is written there.
+    pub(crate) fn record_pending(&self, ring: u32, pos: u64, seq: u64) {
+        let stamp = self.begin_rewrite();
+        // Without a record first, a kill between the stores would leave the new number beside
+        // the old position, which `settle_sources` (which reads no stamp: no owner lives
+        // then) would take for published (it was: the previous message).
+        self.pending_pos.store(0, Ordering::Relaxed);
+        self.pending_seq.store(seq, Ordering::Relaxed);
+        self.pending_ring.store(ring, Ordering::Relaxed);
+        // SYNC: Release pairs with the Acquire loads of `pending_pos` in `resolve_pending`
+        // and `settle_sources`: they read this `pending_seq` and `pending_ring` with it.
+        self.pending_pos
+            .store(pos.wrapping_add(1), Ordering::Release);
+        self.end_rewrite(stamp);
     }
 }
 
@@ -389,6 +461,9 @@ pub(crate) struct Ring {
     shift: u32,
     /// `capacity - 1`: the slot index of a position is `pos & mask` when `shift` is set.
     mask: u64,
+    /// This ring's index in its unbounded chain (0: the root, and every bounded ring): what
+    /// a source's `pending_ring` names.
+    chain: u32,
     object: String,
 }
 
@@ -449,6 +524,7 @@ impl Ring {
                 u32::MAX
             },
             slots,
+            chain: 0,
             object: object.to_string(),
         }
     }
@@ -458,19 +534,27 @@ impl Ring {
         *self.slots.geometry()
     }
 
-    /// Makes this ring's waiters sleep on `root`'s futex words.
+    /// Makes this ring the ring `index` of `root`'s unbounded chain: its waiters sleep on
+    /// `root`'s futex words, and its reclaims consult `root`'s source table.
     ///
     /// # Safety
     /// `root` stays mapped for as long as this ring is used.
-    pub(crate) unsafe fn share_waits_with(&mut self, root: &Ring) {
+    pub(crate) unsafe fn join_chain(&mut self, root: &Ring, index: u32) {
         self.waits = root.waits;
+        self.chain = index;
     }
 
-    /// The header holding the futex words waiters of this ring sleep on.
+    /// This ring's index in its unbounded chain (0 for the root and for bounded rings).
+    pub(crate) fn chain_index(&self) -> u32 {
+        self.chain
+    }
+
+    /// The header holding the futex words waiters of this ring sleep on (and, for the rings
+    /// of an unbounded chain, the root's, with the source table).
     #[inline]
     pub(crate) fn waits(&self) -> &RingHeader {
         // SAFETY: either our own validated header, or a root ring's that the caller of
-        // `share_waits_with` keeps mapped.
+        // `join_chain` keeps mapped.
         unsafe { self.waits.as_ref() }
     }
 
@@ -1043,36 +1127,60 @@ impl Ring {
         reclaimed
     }
 
-    /// Whether an idempotent sender's source names `pos` as its send in flight and has
-    /// committed it (see "Idempotent senders" in the module docs).
+    /// Whether an idempotent sender's source names `pos` of this ring as its send in flight
+    /// and has committed it (see "Idempotent senders" in the module docs). The table is the
+    /// root's (`waits`): one for the whole chain.
     fn committed_at(&self, pos: u64) -> bool {
-        self.header().sources.iter().any(|entry| {
-            // SYNC: Acquire pairs with the Release store of `committed` in the tagged send:
-            // the bytes and the pending record stored before it are visible.
+        let chain = self.chain;
+        self.waits().sources.iter().any(|entry| {
+            // SYNC: pairs with the Release stores of the stamp in `begin_rewrite` (a
+            // resolution made before it is visible) and `end_rewrite` (the record is).
+            let stamp = entry.stamp.load(Ordering::Acquire);
+            if stamp & 1 == 1 {
+                // Being rewritten: the send it records is not committed yet, the one it
+                // replaces was published by its owner, or resolved by the new owner before it
+                // began (whose resolution we now see, so our compare-and-swap fails).
+                return false;
+            }
+            // SYNC: Acquire pairs with the Release store of `committed` in the send: the
+            // bytes and the record stored before it are visible.
             let committed = entry.committed.load(Ordering::Acquire);
-            // SYNC: Acquire pairs with the Release store of `pending_pos`: the `pending_seq`
-            // stored before it is the one read below.
-            entry.pending_pos.load(Ordering::Acquire) == pos.wrapping_add(1)
-                && committed > entry.pending_seq.load(Ordering::Relaxed)
+            // SYNC: pairs with the Release store of `pending_pos` in `record_pending`.
+            let pending = entry.pending_pos.load(Ordering::Acquire);
+            let ring = entry.pending_ring.load(Ordering::Relaxed);
+            let seq = entry.pending_seq.load(Ordering::Relaxed);
+            // SYNC: pairs with the Release fence in `begin_rewrite`: had any load above read
+            // a store of a later rewrite, the stamp below is that rewrite's (or later).
+            fence(Ordering::Acquire);
+            let whole = entry.stamp.load(Ordering::Acquire) == stamp;
+            whole && pending == pos.wrapping_add(1) && ring == chain && committed > seq
         })
     }
 
-    /// Source entry `index`, if in range.
+    /// Source entry `index` of this ring's own table, if in range.
     pub(crate) fn source(&self, index: usize) -> Option<&SourceEntry> {
         self.header().sources.get(index)
+    }
+
+    /// Source entry `index` of the table this ring's sends are recorded in (the root's, for
+    /// a ring of an unbounded chain), if in range.
+    pub(crate) fn recorded_in(&self, index: usize) -> Option<&SourceEntry> {
+        self.waits().sources.get(index)
     }
 
     /// Resolves source `index`'s send in flight on a ring with slot words, for a new owner of
     /// the entry before its first send: a slot still `WRITING` at that position is published
     /// if the send was committed, handed to the next lap otherwise. The entry's owner is dead
-    /// (its lock was free), so the writer of that slot is too. Clears `pending_pos`.
+    /// (its lock was free), so the writer of that slot is too. Clears `pending_pos`. Called
+    /// on the ring the record names (`pending_ring`); on another (the record's ring is gone:
+    /// drained, so nothing of it is in flight) it only clears.
     pub(crate) fn resolve_pending(&self, index: usize) {
-        let Some(entry) = self.source(index) else {
+        let Some(entry) = self.recorded_in(index) else {
             return;
         };
         // SYNC: pairs with the Release store of `pending_pos` (and `committed`, below).
         let pending = entry.pending_pos.load(Ordering::Acquire);
-        if pending != 0 {
+        if pending != 0 && entry.pending_ring.load(Ordering::Relaxed) == self.chain {
             let pos = pending - 1;
             let word = Word::decode(self.slot(pos).word.load(Ordering::Acquire));
             if word.state == SlotState::Writing && word.lap == self.lap(pos) {
@@ -1477,6 +1585,45 @@ mod tests {
             ring.claim_read(2).unwrap(),
             Claim::Blocked { blocker: None }
         );
+    }
+
+    #[test]
+    fn a_record_names_its_ring_of_the_chain_and_a_rewrite_in_progress_publishes_nothing() {
+        let mut heap = HeapRing::new(4, 8);
+        // Ring 1 of a chain whose table is its own (as a root's would be).
+        heap.ring.chain = 1;
+        let ring = &heap.ring;
+        let entry = ring.source(0).unwrap();
+        // A committed send at the same position of another ring (positions restart in each
+        // ring): a dead write here is not it, and is dropped.
+        let dead = got(ring.claim_write(77).unwrap());
+        entry.record_pending(2, dead, 5);
+        entry.committed.store(6, Ordering::Release);
+        assert!(!ring.committed_at(dead));
+        // The same record, rewritten for this ring: a rewrite left half done (odd stamp) is
+        // not trusted, a finished one is.
+        entry.record_pending(1, dead, 5);
+        assert!(ring.committed_at(dead));
+        let stamp = entry.begin_rewrite();
+        assert!(!ring.committed_at(dead), "an odd stamp");
+        entry.end_rewrite(stamp);
+        assert!(ring.committed_at(dead));
+        assert_eq!(entry.stamp.load(Ordering::Relaxed) % 2, 0);
+        // `resolve_pending` on a ring the record does not name only clears it.
+        entry.record_pending(2, dead, 5);
+        ring.resolve_pending(0);
+        assert_eq!(entry.pending_pos.load(Ordering::Acquire), 0);
+        assert!(ring.reclaim(dead, 77), "dropped");
+        assert_eq!(
+            ring.claim_read(2).unwrap(),
+            Claim::Blocked { blocker: None }
+        );
+        // And on the ring it names, publishes a committed one.
+        let pos = got(ring.claim_write(78).unwrap());
+        entry.record_pending(1, pos, 6);
+        entry.committed.store(7, Ordering::Release);
+        ring.resolve_pending(0);
+        assert_eq!(got(ring.claim_read(2).unwrap()), pos);
     }
 
     #[test]
@@ -2152,8 +2299,7 @@ mod tests {
                 // The dead writer (pid 7), up to its death.
                 let pos = got(ring.claim_write(7).unwrap());
                 let entry = ring.source(0).unwrap();
-                entry.pending_seq.store(5, Ordering::Relaxed);
-                entry.pending_pos.store(pos + 1, Ordering::Release);
+                entry.record_pending(0, pos, 5);
                 ring.slot(pos).sequence.store(5, Ordering::Relaxed);
                 entry
                     .committed
@@ -2174,9 +2320,7 @@ mod tests {
                         let pos = wait(ring, &ring.waits().not_full.0, |_| {
                             Ok(outcome(ring.claim_write(8)?))
                         });
-                        entry.pending_pos.store(0, Ordering::Relaxed);
-                        entry.pending_seq.store(seq, Ordering::Relaxed);
-                        entry.pending_pos.store(pos + 1, Ordering::Release);
+                        entry.record_pending(0, pos, seq);
                         ring.slot(pos).sequence.store(seq, Ordering::Relaxed);
                         entry.committed.store(seq + 1, Ordering::Release);
                         ring.publish(pos);
@@ -2195,6 +2339,40 @@ mod tests {
                     ring.claim_read(2).unwrap(),
                     Claim::Blocked { blocker: None },
                     "a number delivered twice"
+                );
+            });
+        }
+
+        /// Unbounded chains: positions restart in each ring, so a record names (ring,
+        /// position). A writer (pid 7) died right after claiming position 0 of ring 1, before
+        /// recording anything; the source's live owner, whose last record is its committed
+        /// send at position 0 of ring 0, records its next send at position 1 of ring 1 and
+        /// commits it while a reclaimer handles the dead write. Read torn (ring 0's position
+        /// with ring 1's index), the two records would name the dead write, committed; the
+        /// stamp makes the reclaimer drop it.
+        #[test]
+        fn a_reclaimer_never_combines_two_records_into_a_third() {
+            loom::model(|| {
+                let mut heap = HeapRing::new(2, 8);
+                heap.ring.chain = 1;
+                let heap = Arc::new(heap);
+                let ring = &heap.ring;
+                let entry = ring.source(0).unwrap();
+                entry.record_pending(0, 0, 3);
+                entry.committed.store(4, Ordering::Release);
+                let dead = got(ring.claim_write(7).unwrap());
+                assert_eq!(dead, 0);
+                let reclaimer = {
+                    let heap = heap.clone();
+                    thread::spawn(move || heap.ring.reclaim(0, 7))
+                };
+                entry.record_pending(1, 1, 4);
+                entry.committed.store(5, Ordering::Release);
+                assert!(reclaimer.join().unwrap(), "the dead write is handed back");
+                assert_eq!(
+                    ring.claim_read(2).unwrap(),
+                    Claim::Blocked { blocker: None },
+                    "an uncommitted write published"
                 );
             });
         }

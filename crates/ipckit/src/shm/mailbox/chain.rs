@@ -101,6 +101,22 @@ pub(super) fn repair(shared: &Shared) -> usize {
     removed
 }
 
+/// Ring `index` of the chain, if the receivers have not drained it yet (`None`: they have,
+/// and removed it). An idempotent source's new owner maps the ring its predecessor's send in
+/// flight went to: a ring with a claim in it was finished, and it stays until the head has
+/// moved past it.
+pub(super) fn ring_at(shared: &Shared, index: u32) -> Result<Option<Arc<Link>>> {
+    if behind_receivers(shared, index) {
+        return Ok(None);
+    }
+    match open_link(shared, index, Patience::Look) {
+        Ok(Some(link)) if !behind_receivers(shared, index) => Ok(Some(link)),
+        Ok(_) | Err(Error::NotFound { .. }) if behind_receivers(shared, index) => Ok(None),
+        Ok(other) => Ok(other),
+        Err(err) => Err(err),
+    }
+}
+
 /// The chain's head (at least 1) and tail, the tail bounded for walks.
 fn ends(shared: &Shared) -> (u32, u32) {
     let header = shared.ring().header();
@@ -258,7 +274,7 @@ fn attach_link(shared: &Shared, index: u32, fd: OwnedFd, object: &str) -> Result
 /// Ring `index` of the chain, in `segment`: its waiters sleep on the root's futex words.
 fn chained(shared: &Shared, index: u32, mut ring: Ring, segment: Segment) -> Arc<Link> {
     // SAFETY: the Link keeps the root mapped (`_root`) for as long as this ring lives.
-    unsafe { ring.share_waits_with(shared.ring()) };
+    unsafe { ring.join_chain(shared.ring(), index) };
     Arc::new(Link {
         index,
         ring,

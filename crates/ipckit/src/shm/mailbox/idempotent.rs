@@ -4,11 +4,13 @@
 //! A sender that numbers its messages and may be killed at any instruction cannot keep its
 //! own record of what it delivered: a send into shared memory and a write to a file are two
 //! steps, and a kill between them sends the message twice after the restart. So the record
-//! lives in the mailbox, in the ring header's table of *sources* (8 entries), committed
-//! with the message: a source (a 16-byte id the caller chooses, stable across restarts) owns
+//! lives in the mailbox, in the ring header's table of *sources* (8 entries; the root ring's,
+//! for every ring of an unbounded mailbox), committed with the message: a source (a 16-byte id the caller chooses, stable across restarts) owns
 //! one entry, whose `committed` word is the next sequence number not yet delivered. The
 //! protocol, and why a kill at any point delivers each number exactly once, is in
-//! `shm/ring.rs` ("Idempotent senders").
+//! `shm/ring.rs` ("Idempotent senders"). On an unbounded mailbox, whose rings each count
+//! positions from 0, a send in flight is named by its ring and position, and the entry's
+//! record is read under a stamp so that no reclaim combines two records into a third.
 //!
 //! An entry belongs to one live process at a time (an OFD lock byte of its own, see
 //! `shm/liveness.rs`); a process that dies or lets go leaves the entry, and its history, to
@@ -26,11 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::sender::MailboxSender;
-use super::{describe, Mailbox, Shared};
+use super::{chain, describe, Mailbox, Shared};
 use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline};
 use crate::shm::liveness::{Held, Locks, Table, SOURCES_MUTEX};
-use crate::shm::ring::{SourceEntry, FLAG_RENDEZVOUS, FLAG_SINGLE_SENDER, FLAG_UNBOUNDED};
+use crate::shm::ring::{SourceEntry, FLAG_RENDEZVOUS, FLAG_SINGLE_SENDER};
 use crate::sync::primitive::Ordering;
 
 /// How long claiming a source waits for another process's claim of one to finish (each
@@ -143,11 +145,12 @@ impl Mailbox {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an all-zero `source`; [`Error::Unsupported`] for a
-    /// rendezvous or unbounded mailbox, or where the kernel refuses OFD locks;
+    /// rendezvous mailbox, or where the kernel refuses OFD locks;
     /// [`Error::AlreadyExists`] while another live process owns the source;
     /// [`Error::LimitReached`] when every entry of the source table is owned by a live
     /// process; [`Error::Timeout`] if another process stopped in the middle of claiming a
-    /// source for 5 s.
+    /// source for 5 s; on an unbounded mailbox, the errors of mapping the chained ring the
+    /// last owner's send in flight went to (the source is then not taken).
     pub fn idempotent_source(&self, source: [u8; 16]) -> Result<IdempotentSource> {
         let shared = &self.shared;
         check_source(shared, source)?;
@@ -205,22 +208,25 @@ impl Mailbox {
         let Some(lock) = held else {
             return Err(no_locks(shared));
         };
-        let ring = shared.ring();
         if shared.ring().geometry().flags & FLAG_SINGLE_SENDER == 0 {
             // What the last owner had in flight is settled before anything of ours is
             // recorded (a single sender's is settled by the next holder of its token).
-            ring.resolve_pending(index);
+            resolve(shared, index)?;
         }
         let entry = &table[index];
         let pid = std::process::id();
         if fresh {
             // An evicted entry's send in flight, if any, was settled above or by the token:
-            // forget it with the rest of that source's history.
+            // forget it with the rest of that source's history (under the stamp, so that a
+            // reclaimer never reads the old record with a number of the new one).
+            let stamp = entry.begin_rewrite();
             entry.pending_pos.store(0, Ordering::Release);
             entry.committed.store(0, Ordering::Release);
             entry.pending_seq.store(0, Ordering::Relaxed);
+            entry.pending_ring.store(0, Ordering::Relaxed);
             entry.id[0].store(id[0], Ordering::Release);
             entry.id[1].store(id[1], Ordering::Release);
+            entry.end_rewrite(stamp);
         }
         entry.owner.store(pid, Ordering::Release);
         entry.last_used.store(now_ns(), Ordering::Relaxed);
@@ -235,6 +241,31 @@ impl Mailbox {
     }
 }
 
+/// Resolves the send the last owner of entry `index` had in flight, on the ring its record
+/// names: the root, or a ring of an unbounded chain. A chained ring that is gone was drained
+/// (every slot of it finished, each dead write resolved by a reclaim that read this same
+/// record), so there is nothing left to resolve; any other failure to map it is returned
+/// with the record kept, since clearing it would let a reclaim drop a committed message.
+fn resolve(shared: &Shared, index: usize) -> Result<()> {
+    let root = shared.ring();
+    let Some(entry) = root.source(index) else {
+        return Ok(());
+    };
+    // SYNC: pairs with the Release store of `pending_pos` in `record_pending`.
+    let pending = entry.pending_pos.load(Ordering::Acquire);
+    let ring = entry.pending_ring.load(Ordering::Relaxed);
+    if pending == 0 || ring == 0 || !shared.unbounded() {
+        root.resolve_pending(index);
+        return Ok(());
+    }
+    match chain::ring_at(shared, ring)? {
+        Some(link) => link.ring.resolve_pending(index),
+        // Only clears: the root is not the record's ring.
+        None => root.resolve_pending(index),
+    }
+    Ok(())
+}
+
 /// `InvalidArgument` for the all-zero id, `Unsupported` for a mailbox without idempotent
 /// senders.
 fn check_source(shared: &Shared, source: [u8; 16]) -> Result<()> {
@@ -243,9 +274,10 @@ fn check_source(shared: &Shared, source: [u8; 16]) -> Result<()> {
             "an idempotent sender's source id must not be all zero".into(),
         ));
     }
-    if shared.ring().geometry().flags & (FLAG_RENDEZVOUS | FLAG_UNBOUNDED) != 0 {
+    if shared.ring().geometry().flags & FLAG_RENDEZVOUS != 0 {
         return Err(Error::Unsupported(format!(
-            "{} is a rendezvous or unbounded mailbox: idempotent senders need a bounded ring",
+            "{} is a rendezvous mailbox: a sender may take back a message it committed, so \
+             it has no idempotent senders",
             describe(&shared.name)
         )));
     }
@@ -461,5 +493,93 @@ impl IdempotentSender {
     /// The sender and the source it holds, apart.
     pub fn into_parts(self) -> (MailboxSender, IdempotentSource) {
         (self.sender, self.source)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::shm::ring::Claim;
+    use crate::{Capacity, MessageReceiver};
+
+    /// A pid that is dead: a child waited for.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    /// A source's owner died with number 5 in flight in a chained ring (ring 2 of rings of
+    /// 2 slots, at a position the root ring also has), its commit done or not. The next
+    /// owner resolves it in that ring: delivered once if committed, dropped otherwise (the
+    /// new owner sends it again), and `next` says which.
+    fn dead_write_in_a_chained_ring(committed: bool) {
+        let name = format!("once-chain-unit-{}-{committed}", std::process::id());
+        let mailbox = Mailbox::builder(&name)
+            .capacity_kind(Capacity::Unbounded)
+            .unbounded_ring_capacity(2)
+            .create()
+            .unwrap();
+        struct Remove(String);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                let _ = Mailbox::remove(&self.0);
+            }
+        }
+        let _remove = Remove(name.clone());
+        let id = *b"chain-unit-test-";
+        {
+            let mut tx = mailbox.idempotent_sender(id).unwrap();
+            for seq in 0..5 {
+                assert_eq!(tx.send(seq, &[seq as u8]).unwrap(), Delivery::Sent);
+            }
+        }
+        let shared = &mailbox.shared;
+        let tail = shared.ring().header().chain_tail.load(Ordering::SeqCst);
+        assert_eq!(tail, 2, "rings of 2 slots: 0 and 1 full, 2 holds number 4");
+        let link = chain::ring_at(shared, tail).unwrap().unwrap();
+        let ring = &link.ring;
+        // The dead writer's send, up to its death (as `send_sourced` does it).
+        let dead = dead_pid();
+        let pos = match ring.claim_write(dead).unwrap() {
+            Claim::Got(pos) => pos,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(pos, 1);
+        let source = mailbox.idempotent_source(id).unwrap();
+        source.entry().record_pending(tail, pos, 5);
+        let (slot, data) = ring.slot_and_data_at(ring.index_of(pos));
+        // SAFETY: the slot of `pos` is claimed (WRITING) above, its data area holds 8 bytes.
+        unsafe { data.write(5) };
+        slot.len.store(1, Ordering::Relaxed);
+        if committed {
+            source.entry().committed.store(6, Ordering::Release);
+        }
+        drop(source);
+        let source = mailbox.idempotent_source(id).unwrap();
+        assert_eq!(source.next(), if committed { 6 } else { 5 });
+        let mut tx = mailbox.sender().unwrap();
+        let next = source.next();
+        tx.send_idempotent(&source, next, &[next as u8], Deadline::Never)
+            .unwrap();
+        let mut rx = mailbox.receiver().unwrap();
+        let mut got = Vec::new();
+        while let Ok(msg) = rx.try_recv() {
+            got.push(msg.data[0]);
+        }
+        let want: Vec<u8> = (0..=next as u8).collect();
+        assert_eq!(got, want, "each number once, in order");
+        assert!(mailbox.info().held_slots.is_empty());
+    }
+
+    #[test]
+    fn a_committed_dead_write_in_a_chained_ring_is_delivered_once() {
+        dead_write_in_a_chained_ring(true);
+    }
+
+    #[test]
+    fn an_uncommitted_dead_write_in_a_chained_ring_is_dropped() {
+        dead_write_in_a_chained_ring(false);
     }
 }

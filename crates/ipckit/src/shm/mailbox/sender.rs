@@ -244,7 +244,8 @@ impl MailboxSender {
     /// is written, and `committed` moves to `seq + 1` with the message: before it is
     /// published on the slot words (a reclaim then publishes it for us if we die), after it
     /// on a sole sender's ring (the next sender settles it if we die). The caller has
-    /// checked the size and that the ring is neither rendezvous nor unbounded.
+    /// checked the size and that the mailbox is not a rendezvous. `entry` is in the root
+    /// ring's table, whichever ring of an unbounded chain the message goes to.
     pub(super) fn send_sourced(
         &mut self,
         entry: &SourceEntry,
@@ -256,15 +257,10 @@ impl MailboxSender {
             self.flush_deadline(deadline)?;
         }
         let pos = self.claim(deadline)?;
-        // The record is two words: without a record first, a kill between them would leave
-        // the new number beside the old position, which `settle_sources` would take for
-        // published (it was: the previous message).
-        entry.pending_pos.store(0, Ordering::Relaxed);
-        entry.pending_seq.store(seq, Ordering::Relaxed);
-        // SYNC: Release pairs with the Acquire loads of `pending_pos` in `Ring::committed_at`,
-        // `resolve_pending` and `settle_sources`: they read this `pending_seq` with it.
-        entry.pending_pos.store(pos + 1, Ordering::Release);
+        // On an unbounded mailbox the claim may have moved to a newer ring of the chain: the
+        // record names that ring with the position (positions restart in each ring).
         let ring = &self.endpoint.link.ring;
+        entry.record_pending(ring.chain_index(), pos, seq);
         let (slot, data) = ring.slot_and_data_at(self.endpoint.index(pos));
         // SAFETY: we own the slot of `pos` (claimed) and msg.len() <= max_message (checked by
         // the caller), the size of its data area.

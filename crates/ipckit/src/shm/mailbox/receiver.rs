@@ -159,15 +159,16 @@ impl MessageReceiver for MailboxReceiver {
             self.endpoint.check_intact_root()?;
             return Ok(meta);
         }
+        if let Some(meta) = self.try_recv_many(buf)? {
+            self.endpoint.check_intact_root()?;
+            return Ok(meta);
+        }
+        // After the many-senders case, so that it pays nothing for the cursor's spin.
         if self.spin_cursor(deadline) {
             if let Some(meta) = self.try_recv_cursor(buf) {
                 self.endpoint.check_intact_root()?;
                 return Ok(meta);
             }
-        }
-        if let Some(meta) = self.try_recv_many(buf)? {
-            self.endpoint.check_intact_root()?;
-            return Ok(meta);
         }
         self.recv_general(buf, deadline)
     }

@@ -22,7 +22,7 @@ pub(super) enum Flavor {
     /// token: it claims position `next` without a compare-and-swap.
     Sole { _token: SoleToken, next: u64 },
     /// The one sender (receiver) of a ring that is both single-sender and single-receiver
-    /// (not rendezvous, not unbounded): the cursor protocol (`ring.rs`), no slot words.
+    /// (not rendezvous, not unbounded): the cursor protocol (`shm/ring/`), no slot words.
     Cursor { _token: SoleToken, cursor: Cursor },
     /// An endpoint of an unbounded mailbox: claims hop along the chain of rings.
     Chain,
@@ -53,7 +53,7 @@ impl Endpoint {
         let sole = SoleToken::acquire(shared, role)?;
         if role == Role::Sender && sole.is_some() {
             // Before this sender writes over anything: the message an idempotent sender
-            // published but had not committed when it died is committed now (`ring.rs`).
+            // published but had not committed when it died is committed now (`shm/ring/`).
             shared
                 .ring()
                 .settle_sources(uses_cursors(shared.ring().geometry().flags));

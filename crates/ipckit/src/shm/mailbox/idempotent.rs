@@ -8,7 +8,7 @@
 //! for every ring of an unbounded mailbox), committed with the message: a source (a 16-byte id the caller chooses, stable across restarts) owns
 //! one entry, whose `committed` word is the next sequence number not yet delivered. The
 //! protocol, and why a kill at any point delivers each number exactly once, is in
-//! `shm/ring.rs` ("Idempotent senders"). On an unbounded mailbox, whose rings each count
+//! `shm/ring/mod.rs` ("Idempotent senders"). On an unbounded mailbox, whose rings each count
 //! positions from 0, a send in flight is named by its ring and position, and the entry's
 //! record is read under a stamp so that no reclaim combines two records into a third.
 //!

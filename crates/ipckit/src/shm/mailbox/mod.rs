@@ -31,7 +31,7 @@
 //! [`direct`](crate::direct) inboxes, which are connections rather than places, report a
 //! vanished peer as [`Error::Disconnected`].
 //!
-//! The slot protocol that makes it crash-safe is described in `shm/ring.rs` and in
+//! The slot protocol that makes it crash-safe is described in `shm/ring/mod.rs` and in
 //! `docs/ARCHITECTURE.md`.
 //!
 //! # Files

@@ -240,7 +240,7 @@ impl MailboxSender {
 
 impl MailboxSender {
     /// An idempotent sender's send of message `seq` of the source `entry` (see "Idempotent
-    /// senders" in `shm/ring.rs`): the entry names the position in flight before anything
+    /// senders" in `shm/ring/mod.rs`): the entry names the position in flight before anything
     /// is written, and `committed` moves to `seq + 1` with the message: before it is
     /// published on the slot words (a reclaim then publishes it for us if we die), after it
     /// on a sole sender's ring (the next sender settles it if we die). The caller has

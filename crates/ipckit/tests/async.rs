@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{role, spawn_role, unique_name, wait_for_line, with_watchdog};
+use common::{role, spawn_role, unique_name, wait_for_line, wait_with_watchdog, with_watchdog};
 use ipckit::pidfd::PidFd;
 use ipckit::service::{Client, Server};
 use ipckit::shm::{Mailbox, Topic};
@@ -152,7 +152,7 @@ fn call_async_gets_the_reply_of_a_server_in_another_process() {
         let name = unique_name("as-call");
         let mut child = spawn_role(TEST, "server", &name);
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let child = Reap(child);
+        let mut child = Reap(child);
         wait_for_line(&mut out, "ready");
         let (mut conn, _) = Client::connect(&name, b"hi", Deadline::after(WATCHDOG)).unwrap();
         runtime().block_on(async {
@@ -163,8 +163,17 @@ fn call_async_gets_the_reply_of_a_server_in_another_process() {
             assert!(cancelled.is_err());
             assert_eq!(conn.call_async(b"three").await.unwrap(), b"three!");
         });
+        // The server returns once we hang up, removing its port and registry entry (killed,
+        // it would leave the entry behind).
         drop(conn);
-        drop(child);
+        assert!(wait_with_watchdog(&mut child.0, WATCHDOG).success());
+        assert!(
+            !ipckit::namespace::list()
+                .unwrap()
+                .iter()
+                .any(|object| object.name == name),
+            "the server left its service behind"
+        );
     });
 }
 

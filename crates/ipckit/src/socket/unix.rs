@@ -448,6 +448,7 @@ fn seqpacket_socket(
     op: &'static str,
     object: &str,
 ) -> Result<(OwnedFd, SocketAddrUnix)> {
+    check_path(path, object)?;
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -455,7 +456,6 @@ fn seqpacket_socket(
         None,
     )
     .map_err(|e| Error::os("socket", object, e))?;
-    check_path(path, object)?;
     let addr = SocketAddrUnix::new(path).map_err(|e| Error::os(op, object, e))?;
     Ok((fd, addr))
 }

@@ -54,6 +54,19 @@
 //! (starting at the head) gets that message again. Values read from the other side are
 //! checked (`head <= tail <= head + capacity`), a contradiction is [`Error::Corrupt`].
 //!
+//! After the tail, the sender also stores a *published mark* in the slot's header
+//! ([`published_mark`]: the low 32 bits of `p + 1`, Release). The receiver's fast claim
+//! looks there and not at the tail, so in a hand-off (one message at a time, the ring empty
+//! between them) the message's own lines are the only ones that change caches: reading the
+//! tail too put a third line in every hop, the difference between a ring's round trip and a
+//! bare hand-off's. The tail stays the truth. The mark comes after it, so a receiver that
+//! takes a message by its mark has not got ahead of the tail (the head it stores never
+//! passes it), and a sender killed between the two leaves a message that only the tail
+//! shows: the general claim, which the receiver falls to when the fast one finds nothing
+//! (after its short spin, or at once for a non-blocking receive), reads the mark and then
+//! the tail. So does a message from a sender older than the mark. A mark can be stale only
+//! by whole laps (a slot is rewritten once per lap), and a lap is under 2^32 positions.
+//!
 //! Waking on this path is asymmetric: the side that stores a cursor runs a
 //! `light_barrier` (a compiler fence once the process is registered for `membarrier`)
 //! before it loads the sleeper count; a waiter announces itself and then runs the
@@ -401,8 +414,20 @@ pub(crate) struct SlotHeader {
     pub len: AtomicU32,
     pub sender_pid: AtomicU32,
     pub sender_uid: AtomicU32,
-    _reserved: AtomicU32,
+    /// Cursor rings only: [`published_mark`] of the slot's position once its message is
+    /// published (stored after the tail), so that a receiver learns it from the line it
+    /// reads the message from, not from the tail's. Zero in a new ring, unused elsewhere.
+    pub published: AtomicU32,
     pub sequence: AtomicU64,
+}
+
+/// What a cursor ring's slot says in [`SlotHeader::published`] once the message of `pos` is
+/// published: the low 32 bits of `pos + 1`. A slot holds at most the mark of the position one
+/// lap before (its writer's previous message there), which differs (a lap is below 2^32
+/// positions), and never zero after its first use, so no older message passes for `pos`.
+#[inline(always)]
+pub(crate) fn published_mark(pos: u64) -> u32 {
+    pos.wrapping_add(1) as u32
 }
 
 #[cfg(not(loom))]
@@ -658,22 +683,30 @@ impl Ring {
         cursor.pos < cursor.limit
     }
 
-    /// The receiver's fast claim: true when the message at `cursor.pos` is published,
-    /// re-reading the tail only when the cached one runs out. False also for a tail that
-    /// contradicts the receiver's position (see [`cursor_ready_write`](Ring::cursor_ready_write)).
+    /// The receiver's fast claim: true when the message at `cursor.pos` is published as
+    /// far as the cached tail or the slot's own [`published_mark`] says. It never reads the
+    /// tail, whose line the sender writes with every message: in a hand-off that line would
+    /// change caches once more per message than the slot's. A message whose mark is missing
+    /// (its sender died between the tail and the mark, or predates the mark) is found by the
+    /// general path's [`cursor_claim_read`](Ring::cursor_claim_read), which reads the tail.
     #[inline(always)]
     pub(crate) fn cursor_ready_read(&self, cursor: &mut Cursor) -> bool {
-        if cursor.pos < cursor.limit {
-            return true;
+        cursor.pos < cursor.limit || self.marked_published(cursor)
+    }
+
+    /// True, extending the receiver's limit by one, when the slot of `cursor.pos` carries
+    /// that position's [`published_mark`].
+    #[inline(always)]
+    fn marked_published(&self, cursor: &mut Cursor) -> bool {
+        let slot = self.slot_at(cursor.index);
+        // SYNC: pairs with the Release store of the mark in `cursor_publish`, which follows
+        // the message's bytes and the tail's store.
+        if slot.published.load(Ordering::Acquire) == published_mark(cursor.pos) {
+            cursor.limit = cursor.pos + 1;
+            true
+        } else {
+            false
         }
-        // SYNC: pairs with the Release store of the tail in `cursor_publish`.
-        let tail = self.header().tail.0.load(Ordering::Acquire);
-        // One comparison for `pos <= tail <= pos + capacity`.
-        if tail.wrapping_sub(cursor.pos) > self.slots.geometry().capacity as u64 {
-            return false;
-        }
-        cursor.limit = tail;
-        cursor.pos < tail
     }
 
     /// The sender's claim on a cursor ring: true when the slot of `cursor.pos` is free.
@@ -710,6 +743,9 @@ impl Ring {
 
     #[inline]
     fn refresh_read_limit(&self, cursor: &mut Cursor) -> Result<bool> {
+        if self.marked_published(cursor) {
+            return Ok(true);
+        }
         // SYNC: pairs with the Release store of the tail in `cursor_publish`: the slots below
         // it are written.
         let tail = self.header().tail.0.load(Ordering::Acquire);
@@ -724,9 +760,16 @@ impl Ring {
     /// Publishes the message the sender wrote at `cursor.pos` and moves the cursor on.
     #[inline]
     pub(crate) fn cursor_publish(&self, cursor: &mut Cursor) {
+        let (pos, index) = (cursor.pos, cursor.index);
         cursor.advance(self.slots.geometry().capacity as usize);
         // SYNC: Release pairs with the Acquire load of the tail in `refresh_read_limit`.
         self.header().tail.0.store(cursor.pos, Ordering::Release);
+        // After the tail, so that a receiver that takes the message by its mark never gets
+        // ahead of the tail, and a sender killed in between leaves it to the tail alone.
+        // SYNC: Release pairs with the Acquire load of the mark in `marked_published`.
+        self.slot_at(index)
+            .published
+            .store(published_mark(pos), Ordering::Release);
         // SYNC: with the waiter's announce and `heavy_barrier` (Dekker, asymmetric).
         light_barrier(cursor.registered);
         self.notify(&self.waits().not_empty.0);

@@ -79,7 +79,7 @@ unsafe fn construct_atomics(base: NonNull<u8>, capacity: u32, max_message: u32) 
             len: AtomicU32::new(0),
             sender_pid: AtomicU32::new(0),
             sender_uid: AtomicU32::new(0),
-            _reserved: AtomicU32::new(0),
+            published: AtomicU32::new(0),
             sequence: AtomicU64::new(0),
         };
         // SAFETY: slot `index` lies inside the ring (ring_len) and is 64-byte aligned.
@@ -405,6 +405,41 @@ fn a_sole_sender_settles_a_published_but_uncommitted_send() {
     ring.header().tail.0.store(8, Ordering::Release);
     ring.settle_sources(true);
     assert_eq!(entry.committed.load(Ordering::Acquire), 9);
+}
+
+#[test]
+fn a_cursor_receiver_takes_a_message_by_its_mark_and_falls_back_to_the_tail() {
+    let heap = HeapRing::new(2, 8);
+    let ring = &heap.ring;
+    let (mut tx, mut rx) = (ring.cursor(0), ring.cursor(0));
+    assert!(!ring.cursor_ready_read(&mut rx));
+    assert!(ring.cursor_claim_write(&mut tx).unwrap());
+    ring.cursor_publish(&mut tx);
+    // Seen by the slot's mark: the fast claim never reads the tail.
+    assert_eq!(ring.slot_at(0).published.load(Ordering::Acquire), 1);
+    assert!(ring.cursor_ready_read(&mut rx));
+    ring.cursor_release(&mut rx);
+    // A sender killed between the tail and the mark (or one from before the mark): the fast
+    // claim misses the message, the general claim finds it by the tail.
+    assert!(ring.cursor_claim_write(&mut tx).unwrap());
+    tx.advance(2);
+    ring.header().tail.0.store(tx.pos, Ordering::Release);
+    assert!(!ring.cursor_ready_read(&mut rx));
+    assert!(ring.cursor_claim_read(&mut rx).unwrap());
+    ring.cursor_release(&mut rx);
+    // Position 2 is slot 0 again, which still carries position 0's mark: not published.
+    assert!(!ring.cursor_ready_read(&mut rx));
+    assert!(!ring.cursor_claim_read(&mut rx).unwrap());
+    assert!(ring.cursor_claim_write(&mut tx).unwrap());
+    ring.cursor_publish(&mut tx);
+    assert!(ring.cursor_ready_read(&mut rx));
+    ring.cursor_release(&mut rx);
+    // A mark wraps with the 32-bit counter but never repeats within a lap.
+    assert_eq!(published_mark(u64::from(u32::MAX)), 0);
+    assert_ne!(
+        published_mark(u64::from(u32::MAX) - 2),
+        published_mark(u64::from(u32::MAX))
+    );
 }
 
 #[test]
@@ -900,6 +935,49 @@ mod loom_models {
                     &ring.waits().not_empty.0,
                     &mut cursor,
                     Ring::cursor_claim_read,
+                );
+                let value = ring.slot_at(cursor.index).sequence.load(Ordering::Relaxed);
+                assert_eq!(value, expected);
+                ring.cursor_release(&mut cursor);
+            }
+            producer.join().unwrap();
+        });
+    }
+
+    /// Issue 14: the receiver's fast claim, which reads the slot's published mark and
+    /// never the tail. Two slots and three messages, so that the third finds the first's
+    /// mark, a lap old, in its slot: a stale mark taken for a new one shows as a wrong
+    /// value, a mark stored before the bytes as a stale one, a lost wake-up as a hang.
+    #[test]
+    fn the_receiver_takes_messages_by_their_marks_across_a_lap() {
+        loom::model(|| {
+            let heap = Arc::new(HeapRing::new(2, 8));
+            let producer = {
+                let heap = heap.clone();
+                thread::spawn(move || {
+                    let ring = &heap.ring;
+                    let mut cursor = ring.cursor(0);
+                    for value in [61, 62, 63] {
+                        wait_cursor(
+                            ring,
+                            &ring.waits().not_full.0,
+                            &mut cursor,
+                            Ring::cursor_claim_write,
+                        );
+                        let slot = ring.slot_at(cursor.index);
+                        slot.sequence.store(value, Ordering::Relaxed);
+                        ring.cursor_publish(&mut cursor);
+                    }
+                })
+            };
+            let ring = &heap.ring;
+            let mut cursor = ring.cursor(0);
+            for expected in [61, 62, 63] {
+                wait_cursor(
+                    ring,
+                    &ring.waits().not_empty.0,
+                    &mut cursor,
+                    |ring, cursor| Ok(ring.cursor_ready_read(cursor)),
                 );
                 let value = ring.slot_at(cursor.index).sequence.load(Ordering::Relaxed);
                 assert_eq!(value, expected);

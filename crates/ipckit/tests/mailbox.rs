@@ -250,9 +250,10 @@ fn messages_outlive_the_process_that_sent_them() {
     assert_eq!(msg.meta.sender_pid, Some(creator));
 }
 
-#[test]
-fn zero_copy_loan_and_in_place_receive_cross_processes() {
-    const TEST: &str = "zero_copy_loan_and_in_place_receive_cross_processes";
+/// A child loans and publishes 100 messages of different lengths; this process receives
+/// them in place and checks every byte and the sequence. `single` makes the mailbox single
+/// sender and single receiver: the cursor path, with its own fast loan and in-place claim.
+fn zero_copy_run(test: &str, single: bool) {
     if let Some((_, name)) = role() {
         let mut tx = Mailbox::open(&name).unwrap().sender().unwrap();
         for seq in 0..100u32 {
@@ -267,12 +268,13 @@ fn zero_copy_loan_and_in_place_receive_cross_processes() {
     }
     let name = unique_name("zc");
     let _cleanup = Cleanup(name.clone());
-    let mailbox = Mailbox::builder(&name)
-        .capacity(4)
-        .max_message_size(2048)
-        .create()
-        .unwrap();
-    let mut child = spawn_role(TEST, "loaner", &name);
+    let builder = Mailbox::builder(&name).capacity(4).max_message_size(2048);
+    let mailbox = if single {
+        builder.single_sender().single_receiver().create().unwrap()
+    } else {
+        builder.create().unwrap()
+    };
+    let mut child = spawn_role(test, "loaner", &name);
     let mut rx = mailbox.receiver().unwrap();
     for seq in 0..100u32 {
         let msg = rx
@@ -284,8 +286,23 @@ fn zero_copy_loan_and_in_place_receive_cross_processes() {
             .enumerate()
             .all(|(i, &b)| b == (i as u32 ^ seq) as u8));
         assert_eq!(msg.meta().sequence, Some(seq as u64));
+        assert_eq!(msg.meta().sender_pid, Some(child.id()));
     }
     assert!(wait_with_watchdog(&mut child, WATCHDOG).success());
+    assert!(matches!(
+        rx.recv_in_place_deadline(ipckit::Deadline::Now),
+        Err(Error::Empty)
+    ));
+}
+
+#[test]
+fn zero_copy_loan_and_in_place_receive_cross_processes() {
+    zero_copy_run("zero_copy_loan_and_in_place_receive_cross_processes", false);
+}
+
+#[test]
+fn zero_copy_on_the_cursor_path_cross_processes() {
+    zero_copy_run("zero_copy_on_the_cursor_path_cross_processes", true);
 }
 
 #[test]

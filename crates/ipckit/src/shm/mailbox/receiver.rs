@@ -10,7 +10,7 @@ use super::{describe, Shared};
 use crate::error::{Error, Result};
 use crate::link::{Deadline, MessageReceiver, Metadata};
 use crate::shm::layout::slot_bytes;
-use crate::shm::ring::SlotHeader;
+use crate::shm::ring::{Cursor, Ring, SlotHeader};
 use crate::shm::wait::WaitStrategy;
 use crate::sync::primitive::Ordering;
 
@@ -75,6 +75,22 @@ impl MailboxReceiver {
     /// # Errors
     /// As [`MessageReceiver::recv_deadline`].
     pub fn recv_in_place_deadline(&mut self, deadline: Deadline) -> Result<MailboxSample<'_>> {
+        // The copying receive's fast case and short spin: a message known published, or
+        // arriving within a hand-off, is taken from the cursor without the general claim.
+        let ready = match self.try_claim_cursor() {
+            Some(ready) => Some(ready),
+            None if self.spin_cursor(deadline) => self.try_claim_cursor(),
+            None => None,
+        };
+        if let Some((pos, len, meta)) = ready {
+            self.endpoint.check_intact_root()?;
+            return Ok(MailboxSample {
+                receiver: self,
+                pos,
+                len,
+                meta,
+            });
+        }
         let (pos, len, meta) = self.claim(deadline)?;
         Ok(MailboxSample {
             receiver: self,
@@ -134,6 +150,31 @@ impl MailboxReceiver {
     }
 }
 
+/// The message at a receiver's cursor when one is known published (the cached tail or the
+/// slot's mark) and its slot claims a plausible length: its bytes, length and metadata.
+/// `None` for anything else, which the general path sorts out (a contradicting cursor, after
+/// asking the file whether the segment was cut; an oversized length, which it reports and
+/// consumes).
+#[inline(always)]
+fn ready_on_cursor(ring: &Ring, cursor: &mut Cursor) -> Option<(*mut u8, usize, Metadata)> {
+    if !ring.cursor_ready_read(cursor) {
+        return None;
+    }
+    let (slot, data) = ring.slot_and_data_at(cursor.index);
+    let len = slot.len.load(Ordering::Relaxed) as usize;
+    if len > ring.geometry().max_message as usize {
+        return None;
+    }
+    // A cursor ring has no cache (single sender): the slot's sequence is the sender's.
+    let meta = Metadata {
+        sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
+        sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
+        sequence: Some(slot.sequence.load(Ordering::Relaxed)),
+        ..Metadata::default()
+    };
+    Some((data, len, meta))
+}
+
 /// Replaces `buf`'s contents with the `len` bytes at `data`.
 ///
 /// # Safety
@@ -184,36 +225,31 @@ impl MailboxReceiver {
             return None;
         };
         let ring = &self.endpoint.link.ring;
-        // A contradicting cursor goes to the general path too, which asks the file whether
-        // the segment was cut before reporting it.
-        if !ring.cursor_ready_read(cursor) {
-            return None;
-        }
-        let (slot, data) = ring.slot_and_data_at(cursor.index);
-        let len = slot.len.load(Ordering::Relaxed) as usize;
-        if len > ring.geometry().max_message as usize {
-            // The general path reports it (and consumes the message).
-            return None;
-        }
-        // A cursor ring has no cache (single sender): the slot's sequence is the sender's.
-        let meta = Metadata {
-            sender_pid: Some(slot.sender_pid.load(Ordering::Relaxed)),
-            sender_uid: Some(slot.sender_uid.load(Ordering::Relaxed)),
-            sequence: Some(slot.sequence.load(Ordering::Relaxed)),
-            ..Metadata::default()
-        };
-        // SAFETY: the message at `cursor.pos` is published (tail beyond it) and ours until we
-        // release it; len <= max_message keeps the source inside the slot's data area.
+        let (data, len, meta) = ready_on_cursor(ring, cursor)?;
+        // SAFETY: the message at `cursor.pos` is published and ours until we release it;
+        // len <= max_message (checked) keeps the source inside the slot's data area.
         unsafe { copy_out(data, len, buf) };
         ring.cursor_release(cursor);
         Some(meta)
+    }
+
+    /// The in-place receive's fast case on the cursor path: (position, length, metadata) of
+    /// the message at the cursor when one is known published, of a plausible length. `None`
+    /// (having done nothing) sends the caller to the general claim.
+    #[inline(always)]
+    fn try_claim_cursor(&mut self) -> Option<(u64, usize, Metadata)> {
+        let Flavor::Cursor { cursor, .. } = &mut self.endpoint.flavor else {
+            return None;
+        };
+        let (_, len, meta) = ready_on_cursor(&self.endpoint.link.ring, cursor)?;
+        Some((cursor.pos, len, meta))
     }
 
     /// The cursor path's short wait: spins on the cached tail for up to [`CURSOR_SPINS`]
     /// turns, so that a message arriving within a hand-off is taken by the straight-line
     /// fast case above rather than through the wait loop (its closure, clock and liveness
     /// turns) and the general claim, which cost the 64 B round trip about a tenth. True when
-    /// the tail moved. Never for `Deadline::Now` nor the sleep strategy, which must not spin.
+    /// a message is ready (at once if one already was). Never for `Deadline::Now` nor the sleep strategy, which must not spin.
     #[inline(never)]
     fn spin_cursor(&mut self, deadline: Deadline) -> bool {
         if deadline == Deadline::Now || self.endpoint.shared.wait == WaitStrategy::Sleep {
@@ -224,10 +260,10 @@ impl MailboxReceiver {
         };
         let ring = &self.endpoint.link.ring;
         for _ in 0..CURSOR_SPINS {
-            std::hint::spin_loop();
             if ring.cursor_ready_read(cursor) {
                 return true;
             }
+            std::hint::spin_loop();
         }
         false
     }

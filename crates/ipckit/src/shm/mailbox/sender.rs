@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline, MessageSender, WhenFull};
 use crate::shm::layout::slot_bytes;
 use crate::shm::named::setters;
-use crate::shm::ring::{SourceEntry, FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER};
+use crate::shm::ring::{
+    Cursor, Ring, SlotHeader, SourceEntry, FLAG_RENDEZVOUS, FLAG_SINGLE_RECEIVER,
+};
 use crate::shm::wait::wait_for;
 use crate::sync::primitive::Ordering;
 
@@ -138,7 +140,10 @@ impl MailboxSender {
         if self.cached.is_some() {
             self.flush_deadline(deadline)?;
         }
-        let pos = self.claim(deadline)?;
+        let pos = match self.try_loan_cursor() {
+            Some(pos) => pos,
+            None => self.claim(deadline)?,
+        };
         Ok(MailboxLoan {
             sender: self,
             pos: Some(pos),
@@ -302,6 +307,26 @@ impl MailboxSender {
     }
 }
 
+/// Fills in the metadata of `slot`, the slot at `cursor` (a message of `len` bytes from `(pid, uid)`,
+/// numbered `*sequence`, which moves on) and publishes it: the cursor path's commit, shared
+/// by the copying send and the loan.
+#[inline(always)]
+fn publish_on_cursor(
+    ring: &Ring,
+    cursor: &mut Cursor,
+    slot: &SlotHeader,
+    len: usize,
+    (pid, uid): (u32, u32),
+    sequence: &mut u64,
+) {
+    slot.len.store(len as u32, Ordering::Relaxed);
+    slot.sender_pid.store(pid, Ordering::Relaxed);
+    slot.sender_uid.store(uid, Ordering::Relaxed);
+    slot.sequence.store(*sequence, Ordering::Relaxed);
+    *sequence += 1;
+    ring.cursor_publish(cursor);
+}
+
 impl MessageSender for MailboxSender {
     /// Sends one message. For `send` (no deadline) the sender's [`WhenFull`] policy decides
     /// what happens when the mailbox is full.
@@ -344,13 +369,34 @@ impl MailboxSender {
         // SAFETY: the slot at `cursor.index` is ours until we publish it (the receiver's
         // head is a lap behind), and msg.len() <= max_message, the size of its data area.
         unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
-        slot.len.store(msg.len() as u32, Ordering::Relaxed);
-        slot.sender_pid
-            .store(self.endpoint.participant.pid, Ordering::Relaxed);
-        slot.sender_uid.store(self.uid, Ordering::Relaxed);
-        slot.sequence.store(self.sequence, Ordering::Relaxed);
-        self.sequence += 1;
-        ring.cursor_publish(cursor);
+        let from = (self.endpoint.participant.pid, self.uid);
+        publish_on_cursor(ring, cursor, slot, msg.len(), from, &mut self.sequence);
+        true
+    }
+
+    /// The loan's fast case on the cursor path: the slot at the cursor, when the cached head
+    /// says it is free and nothing waits in the cache. `None` sends the caller to the
+    /// general claim.
+    #[inline(always)]
+    fn try_loan_cursor(&mut self) -> Option<u64> {
+        let Flavor::Cursor { cursor, .. } = &mut self.endpoint.flavor else {
+            return None;
+        };
+        (self.cached.is_none() && self.endpoint.link.ring.cursor_ready_write(cursor))
+            .then_some(cursor.pos)
+    }
+
+    /// Publishes a loaned slot of `len` bytes (at most the slot's size) on the cursor path;
+    /// false (having done nothing) on any other flavour.
+    #[inline(always)]
+    fn try_publish_cursor(&mut self, len: usize) -> bool {
+        let Flavor::Cursor { cursor, .. } = &mut self.endpoint.flavor else {
+            return false;
+        };
+        let ring = &self.endpoint.link.ring;
+        let from = (self.endpoint.participant.pid, self.uid);
+        let slot = ring.slot_at(cursor.index);
+        publish_on_cursor(ring, cursor, slot, len, from, &mut self.sequence);
         true
     }
 
@@ -458,6 +504,10 @@ impl MailboxLoan<'_> {
         if let Err(err) = check_size(len, self.sender.max_message_size()) {
             self.sender.cancel(pos);
             return Err(err);
+        }
+        if self.sender.try_publish_cursor(len) {
+            // Published: report a segment cut meanwhile (what was written went to zero pages).
+            return self.sender.endpoint.check_intact_root();
         }
         self.sender.commit(pos, len, Deadline::Never)?;
         self.sender.endpoint.check_intact_fast()

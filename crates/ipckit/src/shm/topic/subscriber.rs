@@ -11,8 +11,13 @@ use crate::shm::layout::slot_bytes;
 use crate::shm::liveness::{Held, Table};
 use crate::shm::participants;
 use crate::shm::seqlock;
-use crate::shm::wait::{wait_for, wait_for_asymmetric, wake_sleepers, Attempt};
+use crate::shm::wait::{wait_for, wait_for_asymmetric, wake_sleepers, Attempt, WaitStrategy};
 use crate::sync::primitive::Ordering;
+
+/// Turns of [`Subscriber::spin_for_next`]: a few microseconds at most, as the mailbox's
+/// cursor receiver spins, before the general wait (with its deadline, liveness checks and
+/// sleep) takes over.
+const NEXT_SPINS: u32 = 256;
 
 /// Receives every message of a topic, in order, from its own cursor. Implements
 /// [`MessageReceiver`]; [`Metadata::missed`] says how many messages were lost to overrun just
@@ -360,7 +365,11 @@ impl Subscriber {
 impl MessageReceiver for Subscriber {
     #[inline]
     fn recv_deadline(&mut self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<Metadata> {
-        if let Some(got) = self.try_recv_fast(buf) {
+        let mut got = self.try_recv_fast(buf);
+        if got.is_none() && self.spin_for_next(deadline) {
+            got = self.try_recv_fast(buf);
+        }
+        if let Some(got) = got {
             // What was copied came from the file unless a page of it was lost meanwhile.
             if self.fast.poisoned() {
                 return self.poisoned();
@@ -423,6 +432,28 @@ impl Subscriber {
             sequence: seq.saturating_add(lost),
             missed: std::mem::take(&mut self.missed).wrapping_add(declared),
         })
+    }
+
+    /// The short wait before the general one: spins on the stamp of the slot of message
+    /// `cursor` for up to [`NEXT_SPINS`] turns, so that a message arriving within a hand-off
+    /// is taken by the fast case rather than through the wait loop (its closure, clock and
+    /// liveness turns). True once the stamp reaches the message (complete, or overwritten:
+    /// the fast case or the general path then sorts it out). Never for `Deadline::Now` nor
+    /// the sleep strategy, which must not spin.
+    #[inline(never)]
+    fn spin_for_next(&self, deadline: Deadline) -> bool {
+        if deadline == Deadline::Now || self.shared.wait == WaitStrategy::Sleep {
+            return false;
+        }
+        let (slot, _) = self.fast.slots.slot_and_data_at(self.slot);
+        let want = seqlock::complete(self.cursor);
+        for _ in 0..NEXT_SPINS {
+            if seqlock::read_begin(&slot.stamp) >= want {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
     }
 
     /// The error for a poisoned segment, built out of the fast path's way.

@@ -3,14 +3,15 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufReader, Read};
-use std::process::Child;
+use std::io::{BufReader, Read, Write};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    check_message, make_message, reports, role, seed, spawn_role, unique_name, wait_for_line,
-    wait_with_watchdog, with_watchdog, XorShift,
+    check_message, fork_lingering_child, forked_pid, make_message, reports, role, seed, spawn_role,
+    spawn_role_with_stdin, unique_name, wait_for_line, wait_with_watchdog, with_watchdog, XorShift,
 };
+use ipckit::process::{liveness, Liveness};
 use ipckit::shm::mailbox::{Mailbox, WaitStrategy};
 use ipckit::{Capacity, Error, MessageReceiver, MessageSender, WhenFull};
 
@@ -618,6 +619,114 @@ fn a_single_sender_is_exclusive_and_its_successor_overwrites_nothing() {
     let got: Vec<u8> = (0..10).map(|_| rx.try_recv().unwrap().data[0]).collect();
     assert_eq!(got, (0..10).collect::<Vec<u8>>());
     assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+}
+
+/// A single sender's or receiver's holder forks a child that keeps its descriptors (and so
+/// the token's liveness lock) for 100 ms without exec, then exits at once, either without
+/// giving the token back ("vanish") or after giving it back ("release"): the next process
+/// gets the token, not a transient `AlreadyExists`. While the holder lives it is refused at
+/// once.
+#[test]
+fn a_sole_token_is_taken_although_its_gone_holders_forked_child_still_shares_its_lock() {
+    const TEST: &str =
+        "a_sole_token_is_taken_although_its_gone_holders_forked_child_still_shares_its_lock";
+    if let Some((mode, arg)) = role() {
+        let mut args = arg.split(' ');
+        let (name, which) = (args.next().unwrap(), args.next().unwrap());
+        let linger: u64 = args.next().unwrap().parse().unwrap();
+        let mailbox = Mailbox::open(name).unwrap();
+        let sender = (which == "sender").then(|| mailbox.sender().unwrap());
+        let receiver = (which == "receiver").then(|| mailbox.receiver().unwrap());
+        println!("@@holding");
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).unwrap();
+        let child = fork_lingering_child(Duration::from_millis(linger));
+        println!("@@forked {child}");
+        if mode == "release" {
+            drop((sender, receiver));
+        }
+        std::process::exit(0);
+    }
+    let name = unique_name("linger");
+    let _cleanup = Cleanup(name.clone());
+    Mailbox::builder(&name)
+        .capacity(4)
+        .single_sender()
+        .single_receiver()
+        .create()
+        .unwrap();
+    with_watchdog(WATCHDOG, move || {
+        let mailbox = Mailbox::open(&name).unwrap();
+        let take = |which: &str| match which {
+            "sender" => mailbox.sender().map(drop),
+            _ => mailbox.receiver().map(drop),
+        };
+        for (mode, which) in [
+            ("vanish", "sender"),
+            ("release", "sender"),
+            ("vanish", "receiver"),
+            ("release", "receiver"),
+        ] {
+            let exercised = (0..5).any(|_| {
+                let arg = format!("{name} {which} 100");
+                let mut holder = spawn_role_with_stdin(TEST, mode, &arg, Stdio::piped());
+                let mut stdin = holder.stdin.take().unwrap();
+                let mut out = BufReader::new(holder.stdout.take().unwrap());
+                wait_for_line(&mut out, "holding");
+                let asked = Instant::now();
+                match take(which) {
+                    Err(Error::AlreadyExists { object }) => assert!(
+                        object.contains(&format!("(pid {})", holder.id())),
+                        "{object}"
+                    ),
+                    other => panic!("a second single {which} while the first lives: {other:?}"),
+                }
+                assert!(
+                    asked.elapsed() < Duration::from_millis(200),
+                    "a live holder is refused at once, not after {:?}",
+                    asked.elapsed()
+                );
+                writeln!(stdin, "go").unwrap();
+                let child = forked_pid(&mut out);
+                assert!(wait_with_watchdog(&mut holder, WATCHDOG).success());
+                let lingering = liveness(child, None) == Liveness::Alive;
+                let got = take(which);
+                assert!(
+                    got.is_ok(),
+                    "{mode} {which}: {got:?} (the forked child alive when asked: {lingering})"
+                );
+                lingering
+            });
+            assert!(
+                exercised,
+                "{mode} {which}: the forked child was never still there when the token was taken"
+            );
+        }
+        // A child that keeps the lock past the wait: refused, with the situation named; taken
+        // once the child is gone.
+        let arg = format!("{name} sender 1500");
+        let mut holder = spawn_role_with_stdin(TEST, "vanish", &arg, Stdio::piped());
+        let mut stdin = holder.stdin.take().unwrap();
+        let mut out = BufReader::new(holder.stdout.take().unwrap());
+        wait_for_line(&mut out, "holding");
+        writeln!(stdin, "go").unwrap();
+        let child = forked_pid(&mut out);
+        assert!(wait_with_watchdog(&mut holder, WATCHDOG).success());
+        match take("sender") {
+            Err(Error::AlreadyExists { object }) => assert!(
+                object.contains(&format!(
+                    "(pid {}, gone, but its liveness lock",
+                    holder.id()
+                )) && object.contains("forked"),
+                "{object}"
+            ),
+            other => panic!("taken while the forked child holds the lock: {other:?}"),
+        }
+        while liveness(child, None) == Liveness::Alive {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        take("sender").expect("free once the forked child is gone");
+    });
 }
 
 #[test]

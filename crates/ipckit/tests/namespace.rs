@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{role, spawn_role, unique_name, wait_for_line};
+use common::{role, spawn_role, unique_name, wait_for_line, with_watchdog};
 use ipckit::direct::Inbox;
 use ipckit::mq::{PosixQueue, SysvQueue};
 use ipckit::service::Server;
@@ -121,6 +121,82 @@ fn clean_removes_what_dead_processes_left_and_keeps_the_rest() {
     assert!(info.participants.iter().all(|p| p.alive));
     Mailbox::remove(&name).unwrap();
     let _ = Mailbox::remove(&format!("inbox.{name}"));
+}
+
+/// The registry entries (under any uid) that name the service port of `name`.
+fn registry_entries_naming_port(name: &str) -> Vec<std::path::PathBuf> {
+    let port = format!("ipckit.service.{name}");
+    let Ok(users) = std::fs::read_dir("/dev/shm/ipckit-registry") else {
+        return Vec::new();
+    };
+    users
+        .filter_map(|u| std::fs::read_dir(u.ok()?.path()).ok())
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(&port))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// A service whose server was SIGKILLed: ONE `clean` removes its port and forgets the registry
+/// entry its listener recorded, in one step; a second `clean` finds nothing of it to do.
+#[test]
+fn one_clean_removes_a_dead_servers_port_and_its_registry_entry() {
+    const TEST: &str = "one_clean_removes_a_dead_servers_port_and_its_registry_entry";
+    if let Some((_, name)) = role() {
+        let _server = Server::bind(&name, 0o600).unwrap();
+        println!("@@ready");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let _turn = MACHINE_WIDE.lock().unwrap_or_else(|e| e.into_inner());
+    let name = unique_name("svc-clean");
+    let port = std::env::temp_dir().join(format!("ipckit.service.{name}"));
+    struct PortScrub(String, std::path::PathBuf);
+    impl Drop for PortScrub {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.1);
+            for entry in registry_entries_naming_port(&self.0) {
+                let _ = std::fs::remove_file(entry);
+            }
+        }
+    }
+    let _scrub = PortScrub(name.clone(), port.clone());
+    with_watchdog(Duration::from_secs(60), move || {
+        let mut child = spawn_role(TEST, "server", &name);
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        wait_for_line(&mut out, "ready");
+        assert!(
+            !registry_entries_naming_port(&name).is_empty(),
+            "the server's listener records its port in the registry"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let port_text = port.to_string_lossy().into_owned();
+        let about_it = |a: &namespace::CleanAction| a.name == name || a.name == port_text;
+
+        let done = namespace::clean(false).unwrap();
+        let ours: Vec<_> = done.iter().filter(|a| about_it(a)).collect();
+        assert_eq!(ours.len(), 1, "one step for one object: {ours:?}");
+        assert_eq!(
+            (ours[0].kind.to_string(), ours[0].action.as_str()),
+            (
+                "service".to_string(),
+                "removed the socket file of a server that is gone"
+            )
+        );
+        assert!(!port.exists(), "the port is removed");
+        assert_eq!(
+            registry_entries_naming_port(&name),
+            Vec::<std::path::PathBuf>::new(),
+            "its registry entry is forgotten by the same run"
+        );
+        let again = namespace::clean(true).unwrap();
+        let left: Vec<_> = again.iter().filter(|a| about_it(a)).collect();
+        assert!(left.is_empty(), "nothing left for a second clean: {left:?}");
+        let listed = namespace::inspect().unwrap();
+        assert!(!listed.objects.iter().any(|o| o.name.contains(&name)));
+    });
 }
 
 /// FIFOs, socket files, System V and POSIX queues, System V and other named segments: all

@@ -4,14 +4,15 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufReader, Read};
-use std::process::Child;
-use std::time::Duration;
+use std::io::{BufReader, Read, Write};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{
-    check_message, make_message, reports, role, seed, spawn_role, unique_name, wait_for_line,
-    wait_with_watchdog, with_watchdog, XorShift,
+    check_message, fork_lingering_child, forked_pid, make_message, reports, role, seed, spawn_role,
+    spawn_role_with_stdin, unique_name, wait_for_line, wait_with_watchdog, with_watchdog, XorShift,
 };
+use ipckit::process::{liveness, Liveness};
 use ipckit::shm::topic::{Overflow, Topic};
 use ipckit::shm::WaitStrategy;
 use ipckit::{Deadline, Error, MessageReceiver, MessageSender};
@@ -536,6 +537,73 @@ fn publishers_killed_at_random_points_never_tear_or_duplicate() {
         reader.join().unwrap()
     });
     assert!(received > 0, "no victim published anything");
+}
+
+/// A single publisher forks a child that keeps its descriptors (and so the token's liveness
+/// lock) for 100 ms without exec, then exits at once, without giving the token back
+/// ("vanish") or after giving it back ("release"): the next publisher is let in, not refused
+/// with a transient `AlreadyExists`. While the holder lives it is refused at once.
+#[test]
+fn a_single_publisher_is_replaced_although_its_gone_holders_forked_child_shares_its_lock() {
+    const TEST: &str =
+        "a_single_publisher_is_replaced_although_its_gone_holders_forked_child_shares_its_lock";
+    if let Some((mode, name)) = role() {
+        let publisher = Topic::open(&name).unwrap().publisher().unwrap();
+        println!("@@holding");
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).unwrap();
+        let child = fork_lingering_child(Duration::from_millis(100));
+        println!("@@forked {child}");
+        if mode == "release" {
+            drop(publisher);
+        }
+        std::process::exit(0);
+    }
+    let name = unique_name("lingerpub");
+    let _cleanup = Cleanup(name.clone());
+    Topic::builder(&name)
+        .capacity(4)
+        .single_publisher()
+        .create()
+        .unwrap();
+    with_watchdog(WATCHDOG, move || {
+        let topic = Topic::open(&name).unwrap();
+        for mode in ["vanish", "release"] {
+            let exercised = (0..5).any(|_| {
+                let mut holder = spawn_role_with_stdin(TEST, mode, &name, Stdio::piped());
+                let mut stdin = holder.stdin.take().unwrap();
+                let mut out = BufReader::new(holder.stdout.take().unwrap());
+                wait_for_line(&mut out, "holding");
+                let asked = Instant::now();
+                match topic.publisher() {
+                    Err(Error::AlreadyExists { object }) => assert!(
+                        object.contains(&format!("(pid {})", holder.id())),
+                        "{object}"
+                    ),
+                    other => panic!("a second publisher while the first lives: {other:?}"),
+                }
+                assert!(
+                    asked.elapsed() < Duration::from_millis(200),
+                    "a live holder is refused at once, not after {:?}",
+                    asked.elapsed()
+                );
+                writeln!(stdin, "go").unwrap();
+                let child = forked_pid(&mut out);
+                assert!(wait_with_watchdog(&mut holder, WATCHDOG).success());
+                let lingering = liveness(child, None) == Liveness::Alive;
+                let got = topic.publisher().map(drop);
+                assert!(
+                    got.is_ok(),
+                    "{mode}: {got:?} (the forked child alive when asked: {lingering})"
+                );
+                lingering
+            });
+            assert!(
+                exercised,
+                "{mode}: the forked child was never still there when the token was taken"
+            );
+        }
+    });
 }
 
 #[test]

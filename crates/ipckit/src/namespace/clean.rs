@@ -35,7 +35,8 @@ pub enum Action {
         /// Subscribers that died without detaching.
         dead_subscribers: usize,
     },
-    /// A service port no server accepts on any more: remove the socket file.
+    /// A service port no server accepts on any more: remove the socket file (and forget the
+    /// registry entries naming it).
     RemoveServicePort,
     /// A chained ring whose mailbox is gone: remove it.
     RemoveChainRing,
@@ -94,8 +95,9 @@ enum Target {
     Mailbox,
     /// The topic of the step's name.
     Topic,
-    /// A socket file found under a directory held open (and the entry to forget with it).
-    SocketFile(Located, Option<Entry>),
+    /// A socket file found under a directory held open (and the registry entries that name
+    /// it, forgotten with it: one `clean` leaves neither behind).
+    SocketFile(Located, Vec<Entry>),
     /// The chained ring of the step's name.
     ChainRing,
     /// A stale registry entry.
@@ -161,7 +163,7 @@ impl Step {
                 }
                 Err(e) => format!("could not open it to repair: {e}"),
             },
-            (Target::SocketFile(found, entry), action) => {
+            (Target::SocketFile(found, entries), action) => {
                 let what = if *action == Action::RemoveServicePort {
                     "the socket file of a server that is gone"
                 } else {
@@ -169,7 +171,7 @@ impl Step {
                 };
                 match found.unlink_checked() {
                     Ok(()) => {
-                        if let Some(entry) = entry {
+                        for entry in entries {
                             registry::forget_entry(entry);
                         }
                         format!("removed {what}")
@@ -289,9 +291,12 @@ fn topic_steps(skips: &mut Skips) -> Result<Vec<Step>> {
     Ok(steps)
 }
 
-/// Services: ports of servers that are gone, if their owner could remove them.
-fn service_steps(skips: &mut Skips) -> Vec<Step> {
-    let mut steps = Vec::new();
+/// Services: ports of servers that are gone, if their owner could remove them. Each step
+/// carries the registry entries that name its port (the server's `StreamListener` recorded
+/// one), so that removing the port forgets them too; they are returned as well, for
+/// [`registry_steps`] to leave alone.
+fn service_steps(entries: &[Entry], skips: &mut Skips) -> (Vec<Step>, Vec<Entry>) {
+    let (mut steps, mut claimed) = (Vec::new(), Vec::new());
     for port in services(skips) {
         if port.info.dead == 0 {
             continue;
@@ -302,11 +307,30 @@ fn service_steps(skips: &mut Skips) -> Vec<Step> {
             skips.push(format!("service {}", port.info.name), why);
             continue;
         }
-        let target = Target::SocketFile(port.found, None);
+        let naming = port_entries(entries, &port.found);
+        claimed.extend(naming.iter().cloned());
+        let target = Target::SocketFile(port.found, naming);
         let (name, action) = (port.info.name, Action::RemoveServicePort);
         steps.push(Step::new(ObjectKind::Service, name, action, target));
     }
-    steps
+    (steps, claimed)
+}
+
+/// The registry entries that name the service port `port`: those the registry trusts
+/// (`registered` checks them as for any socket file) and that lead to the very file found,
+/// by device and inode, not by path text (`TMPDIR` may differ between server and `clean`).
+fn port_entries(entries: &[Entry], port: &Located) -> Vec<Entry> {
+    entries
+        .iter()
+        .filter(|e| e.kind == Kind::UnixSocket && is_service_port(&e.object))
+        .filter(|e| match registered(e) {
+            Registered::Here(_, Some(found)) => {
+                (found.seen.dev, found.seen.ino) == (port.seen.dev, port.seen.ino)
+            }
+            _ => false,
+        })
+        .cloned()
+        .collect()
 }
 
 /// Chained rings whose mailbox is gone.
@@ -321,10 +345,14 @@ fn chain_steps(skips: &mut Skips) -> Result<Vec<Step>> {
 }
 
 /// Registry entries: stale ones, and socket files their dead creators left (only where the
-/// entry's writer could have removed them).
-fn registry_steps(skips: &mut Skips) -> Vec<Step> {
+/// entry's writer could have removed them). Entries in `claimed` are forgotten by the step
+/// of the service port they name: planning them again would act twice on one object.
+fn registry_steps(entries: Vec<Entry>, claimed: &[Entry], skips: &mut Skips) -> Vec<Step> {
     let mut steps = Vec::new();
-    for entry in registry_entries(skips) {
+    for entry in entries {
+        if claimed.contains(&entry) {
+            continue;
+        }
         let kind = ObjectKind::from(entry.kind);
         let found = match registered(&entry) {
             Registered::Gone => {
@@ -353,7 +381,7 @@ fn registry_steps(skips: &mut Skips) -> Vec<Step> {
             && !found.socket_accepts();
         if abandoned {
             let name = entry.object.clone();
-            let target = Target::SocketFile(found, Some(entry));
+            let target = Target::SocketFile(found, vec![entry]);
             steps.push(Step::new(kind, name, Action::RemoveSocketFile, target));
         }
     }
@@ -412,9 +440,13 @@ pub fn plan() -> Result<Plan> {
     let inbox_names: Vec<String> = inboxes.iter().map(|s| s.name.clone()).collect();
     let mut steps = mailbox_steps(&mailboxes, &inbox_names);
     steps.extend(topic_steps(&mut skips)?);
-    steps.extend(service_steps(&mut skips));
+    // Read once: the service pass takes the entries of the ports it removes, the registry
+    // pass the rest (and what was skipped reading them is reported once).
+    let entries = registry_entries(&mut skips);
+    let (services, claimed) = service_steps(&entries, &mut skips);
+    steps.extend(services);
     steps.extend(chain_steps(&mut skips)?);
-    steps.extend(registry_steps(&mut skips));
+    steps.extend(registry_steps(entries, &claimed, &mut skips));
     steps.extend(inboxes);
     Ok(Plan {
         steps,

@@ -29,7 +29,7 @@ use rustix::fs::{Mode, OFlags};
 
 use crate::process::{liveness, Liveness};
 use crate::shm::participants::Entry;
-use crate::sync::primitive::Ordering;
+use crate::sync::primitive::{AtomicU32, Ordering};
 
 /// The first lock byte: far beyond any segment's end.
 const BASE: i64 = 1 << 60;
@@ -226,6 +226,111 @@ pub(crate) fn pid_alive<E: Entry>(locks: &Locks<'_>, table: &[E], pid: u32) -> b
         }
     }
     liveness(pid, start) == Liveness::Alive
+}
+
+/// `/proc` alone: whether `pid` is alive, with the start time recorded in the first entry of
+/// `table` with that pid (a reused pid counts as dead). Blind to the liveness locks, so that
+/// a lock kept by a process the holder forked does not count: wrong across PID namespaces,
+/// where it says dead.
+pub(crate) fn proc_pid_alive<E: Entry>(table: &[E], pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let start = table
+        .iter()
+        .find(|e| e.pid().load(Ordering::Acquire) == pid)
+        .map(|e| e.start_time().load(Ordering::Acquire));
+    liveness(pid, start) == Liveness::Alive
+}
+
+/// How long [`acquire_token`] waits for a sole token whose holder is gone by `/proc` but
+/// whose liveness lock still reads held.
+///
+/// Why it can: a holder that forks (and has not exec'd yet) shares its open file
+/// descriptions, and with them its locks, with the child; when the holder exits, or gives the
+/// token back, the lock lasts until the child execs (descriptors are close-on-exec) or exits,
+/// which is usually a moment. Beyond this, the lock is reported as it is.
+pub(crate) const TOKEN_LINGER: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Why [`acquire_token`] could not take a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenRefused {
+    /// The holder, this pid, is alive (by its liveness locks and by `/proc`).
+    Alive(u32),
+    /// For [`TOKEN_LINGER`], the token's (or the holder's participant) lock stayed held
+    /// although `/proc` shows no live holder: the token word names this pid, a dead process,
+    /// or 0 (no holder). The lock is then kept by a process a holder forked that neither
+    /// exec'd nor exited, or by a holder in another PID namespace.
+    Lingering(u32),
+}
+
+/// Takes a sole token: its lock byte `index` of `locks` first, then its `word` (from a dead
+/// holder's pid, or 0) for `me`. `alive` judges a pid found in the word by the holders'
+/// table (liveness locks, `/proc` for entries without one); `by_proc` by `/proc` alone.
+///
+/// A holder alive by `/proc` is refused at once. Only while a lock reads held and `/proc`
+/// shows no live holder (a holder's forked child still shares the lock, or a holder is in
+/// another PID namespace, or someone is between taking the lock and the word) is it tried
+/// again, every 2 ms for at most [`TOKEN_LINGER`].
+pub(crate) fn acquire_token(
+    locks: &Locks<'_>,
+    index: usize,
+    word: &AtomicU32,
+    me: u32,
+    alive: impl Fn(u32) -> bool,
+    by_proc: impl Fn(u32) -> bool,
+) -> Result<Option<Held>, TokenRefused> {
+    let deadline = std::time::Instant::now() + TOKEN_LINGER;
+    let mut lock = None;
+    loop {
+        // The token's own lock first: held by another description, its holder lives (or is
+        // taking it right now, or was forked from a holder). Once ours it stays ours.
+        if lock.is_some() || locks.take(index, &mut lock).is_ok() {
+            let holder = word.load(Ordering::Acquire);
+            // With the token's lock ours, a holder can only be dead, or an ipckit from before
+            // these locks (then its table entry, or `/proc`, says it lives).
+            if holder == 0 || !alive(holder) {
+                // SYNC: AcqRel: Acquire pairs with the previous holder's release, so what
+                // it published is seen; Release publishes our claim.
+                if word
+                    .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(lock);
+                }
+                continue;
+            }
+        }
+        let holder = word.load(Ordering::Acquire);
+        if holder != 0 && by_proc(holder) {
+            return Err(TokenRefused::Alive(holder));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(TokenRefused::Lingering(holder));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// The words of an [`Error::AlreadyExists`](crate::Error::AlreadyExists) for `token` (say,
+/// "the single sender of mailbox \"m\""), refused as `why`.
+pub(crate) fn token_taken(token: &str, why: TokenRefused) -> crate::Error {
+    let object = match why {
+        TokenRefused::Alive(pid) => format!("{token} (pid {pid})"),
+        TokenRefused::Lingering(0) => format!(
+            "{token} (no holder recorded, but its liveness lock still held after {} ms: by a \
+             process a former holder forked that has neither exec'd nor exited, or by a holder \
+             in another PID namespace)",
+            TOKEN_LINGER.as_millis()
+        ),
+        TokenRefused::Lingering(pid) => format!(
+            "{token} (pid {pid}, gone, but its liveness lock still held after {} ms: by a \
+             process it forked that has neither exec'd nor exited, or by a holder in another \
+             PID namespace)",
+            TOKEN_LINGER.as_millis()
+        ),
+    };
+    crate::Error::AlreadyExists { object }
 }
 
 #[cfg(test)]

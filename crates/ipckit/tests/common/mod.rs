@@ -92,6 +92,42 @@ pub fn with_watchdog<T: Send + 'static>(
     }
 }
 
+/// Forks a child that only sleeps `linger` and then `_exit`s: meanwhile it shares every open
+/// file description of this process, and so its OFD locks, as a child between `fork` and
+/// `exec` does. Returns the child's pid. Nothing but two async-signal-safe calls runs in the
+/// child (no Rust code that could meet a lock another thread held at the fork).
+pub fn fork_lingering_child(linger: Duration) -> u32 {
+    let pause = libc::timespec {
+        tv_sec: linger.as_secs() as libc::time_t,
+        tv_nsec: linger.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: the child runs only nanosleep and _exit (both async-signal-safe) on memory
+    // made before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above; `pause` is a valid timespec, the remainder pointer may be null.
+        unsafe {
+            libc::nanosleep(&pause, std::ptr::null_mut());
+            libc::_exit(0);
+        }
+    }
+    assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+    pid as u32
+}
+
+/// Reads a child's stdout until it reports `@@forked PID` (the pid
+/// [`fork_lingering_child`] returned there).
+pub fn forked_pid(out: &mut impl BufRead) -> u32 {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child ended first");
+        if let Some(pid) = line.trim_end().strip_prefix("@@forked ") {
+            return pid.parse().unwrap();
+        }
+    }
+}
+
 /// Lines a child printed with the `@@` prefix (the harness prints its own lines too).
 pub fn reports(child: &mut Child) -> Vec<String> {
     let mut out = String::new();

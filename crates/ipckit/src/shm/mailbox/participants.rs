@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{describe, Shared};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::shm::liveness::{self, Held, Locks, Table};
 use crate::shm::participants;
 use crate::shm::ring::{FLAG_SINGLE_RECEIVER, FLAG_SINGLE_SENDER, MAX_PARTICIPANTS};
@@ -109,7 +109,9 @@ impl SoleToken {
     /// Takes the token if the mailbox is single-`role`, with the position to start from.
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`] while another live process holds it.
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) while another live process holds
+    /// it, or while its lock stays held for [`liveness::TOKEN_LINGER`] after its holder is
+    /// gone (see [`liveness::acquire_token`]).
     pub(super) fn acquire(shared: &Arc<Shared>, role: Role) -> Result<Option<(SoleToken, u64)>> {
         let flag = match role {
             Role::Sender => FLAG_SINGLE_SENDER,
@@ -118,39 +120,22 @@ impl SoleToken {
         if shared.ring().geometry().flags & flag == 0 {
             return Ok(None);
         }
-        let me = std::process::id();
-        let word = SoleToken::word(shared, role);
-        let taken = |holder: u32| Error::AlreadyExists {
-            object: format!(
-                "the single {} of {} (pid {holder})",
-                role.name(),
-                describe(&shared.name)
-            ),
-        };
-        // The token's own lock first: held by another description, its holder lives (or is
-        // taking it right now).
+        let token = format!("the single {} of {}", role.name(), describe(&shared.name));
         let token_locks = Locks {
             probe: shared.root._segment.file_fd(),
             table: Table::Tokens,
         };
-        let mut lock = None;
-        if token_locks.take(role as usize - 1, &mut lock).is_err() {
-            return Err(taken(word.load(Ordering::Acquire)));
-        }
-        loop {
-            let holder = word.load(Ordering::Acquire);
-            // With the token's lock ours, a holder can only be dead, or an ipckit from before
-            // these locks (then its participant entry, or `/proc`, says it lives).
-            if holder != 0 && !is_dead(shared, holder) {
-                return Err(taken(holder));
-            }
-            if word
-                .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                break;
-            }
-        }
+        let table = &shared.ring().header().participants;
+        let me = std::process::id();
+        let lock = liveness::acquire_token(
+            &token_locks,
+            role as usize - 1,
+            SoleToken::word(shared, role),
+            me,
+            |pid| !is_dead(shared, pid),
+            |pid| liveness::proc_pid_alive(table, pid),
+        )
+        .map_err(|why| liveness::token_taken(&token, why))?;
         let header = shared.ring().header();
         let start = match role {
             Role::Sender => header.tail.0.load(Ordering::Acquire),

@@ -8,7 +8,7 @@ use super::{describe, Fast, Shared, MAX_PUBLISHERS};
 use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline, MessageSender};
 use crate::shm::layout::slot_bytes;
-use crate::shm::liveness::{Held, Locks, Table};
+use crate::shm::liveness::{self, Held, Locks, Table};
 use crate::shm::participants;
 use crate::shm::seqlock;
 use crate::shm::wait::WaitWord;
@@ -75,39 +75,25 @@ impl SoleToken {
     /// Takes the token of the single-publisher topic `shared` for `pid`.
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`], naming the holder's pid, while another live process holds it.
+    /// [`Error::AlreadyExists`], naming the holder's pid, while another live process holds it,
+    /// or while its lock stays held for [`liveness::TOKEN_LINGER`] after its holder is gone
+    /// (see [`liveness::acquire_token`]).
     fn acquire(shared: &Shared, pid: u32) -> Result<SoleToken> {
-        let word = &shared.header().sole_publisher;
-        let taken = |holder: u32| Error::AlreadyExists {
-            object: format!(
-                "the single publisher of {} (pid {holder})",
-                describe(&shared.name)
-            ),
-        };
+        let token = format!("the single publisher of {}", describe(&shared.name));
         let locks = Locks {
             probe: shared._segment.file_fd(),
             table: Table::Tokens,
         };
-        let mut lock = None;
-        if locks.take(0, &mut lock).is_err() {
-            return Err(taken(word.load(Ordering::Acquire)));
-        }
-        loop {
-            let holder = word.load(Ordering::Acquire);
-            // With the token's lock ours, a holder is dead (or an ipckit without these
-            // locks: its publisher entry, or `/proc`, says whether it lives).
-            if holder != 0 && shared.publisher_alive(holder) {
-                return Err(taken(holder));
-            }
-            // SYNC: AcqRel: Acquire pairs with the previous holder's release, so its last
-            // write_pos is seen; Release publishes our claim.
-            if word
-                .compare_exchange(holder, pid, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                return Ok(SoleToken { pid, _lock: lock });
-            }
-        }
+        let lock = liveness::acquire_token(
+            &locks,
+            0,
+            &shared.header().sole_publisher,
+            pid,
+            |holder| shared.publisher_alive(holder),
+            |holder| liveness::proc_pid_alive(&shared.header().publishers, holder),
+        )
+        .map_err(|why| liveness::token_taken(&token, why))?;
+        Ok(SoleToken { pid, _lock: lock })
     }
 
     /// Gives the token back (the lock goes with `self`, after the word).

@@ -38,6 +38,9 @@ fn summary_from_a_json_file_names_each_disagreement() {
             row("unix-stream", 64, 50_400, 0.8e6),
             row("posix-mq", 64, 100_000, 1.0e6),
             row("mailbox-spin", 64, 230, 16e6),
+            // The default wait spins first: not the sleeping row, which is `mailbox-sleep`.
+            row("mailbox", 64, 160, 16e6),
+            row("mailbox-sleep", 64, 46_500, 15e6),
             row("pipe", 65536, 190_000, 4e3),
             row("unix-stream", 65536, 90_000, 4e3),
             {"mechanism": "posix-mq", "size": 65536, "rtt_ns": null, "spin_rtt_ns": null,
@@ -59,6 +62,7 @@ fn summary_from_a_json_file_names_each_disagreement() {
         "Where this machine disagrees with the notes:",
         "Sockets (Unix) (unix-stream): the notes say Slow; here a 64 B round trip takes 1.05x a pipe's (Fast)",
         "at 64 KiB its round trip is 0.47x a pipe's",
+        "Shared memory (sleeping) (mailbox-sleep): the notes say Very fast; here a 64 B round trip takes 0.97x a pipe's (Fast)",
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }

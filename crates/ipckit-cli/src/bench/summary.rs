@@ -97,7 +97,7 @@ const METHODS: &[Method] = &[
     },
     Method {
         method: "Shared memory (sleeping)",
-        mechanism: Mechanism::Mailbox,
+        mechanism: Mechanism::MailboxSleep,
         notes: [
             "Very fast",
             "Hard",

@@ -245,11 +245,12 @@ impl MailboxReceiver {
         Some((cursor.pos, len, meta))
     }
 
-    /// The cursor path's short wait: spins on the cached tail for up to [`CURSOR_SPINS`]
-    /// turns, so that a message arriving within a hand-off is taken by the straight-line
-    /// fast case above rather than through the wait loop (its closure, clock and liveness
-    /// turns) and the general claim, which cost the 64 B round trip about a tenth. True when
-    /// a message is ready (at once if one already was). Never for `Deadline::Now` nor the sleep strategy, which must not spin.
+    /// The cursor path's short wait: spins on the next slot's published mark for up to
+    /// [`CURSOR_SPINS`] turns, so that a message arriving within a hand-off is taken by the
+    /// straight-line fast case above rather than through the wait loop (its closure, clock
+    /// and liveness turns) and the general claim, which cost the 64 B round trip about a
+    /// tenth. True when a message is ready (at once if one already was). Never for
+    /// `Deadline::Now` nor the sleep strategy, which must not spin.
     #[inline(never)]
     fn spin_cursor(&mut self, deadline: Deadline) -> bool {
         if deadline == Deadline::Now || self.endpoint.shared.wait == WaitStrategy::Sleep {

@@ -307,9 +307,9 @@ impl MailboxSender {
     }
 }
 
-/// Fills in the metadata of `slot`, the slot at `cursor` (a message of `len` bytes from `(pid, uid)`,
-/// numbered `*sequence`, which moves on) and publishes it: the cursor path's commit, shared
-/// by the copying send and the loan.
+/// Fills in the metadata of `slot`, the slot at `cursor` (a message of `len` bytes from
+/// `(pid, uid)`, numbered `*sequence`, which moves on) and publishes it: the cursor path's
+/// commit, shared by the copying send and the loan.
 #[inline(always)]
 fn publish_on_cursor(
     ring: &Ring,
@@ -386,13 +386,16 @@ impl MailboxSender {
             .then_some(cursor.pos)
     }
 
-    /// Publishes a loaned slot of `len` bytes (at most the slot's size) on the cursor path;
-    /// false (having done nothing) on any other flavour.
+    /// Publishes the loaned slot of `pos`, `len` bytes (at most the slot's size), on the
+    /// cursor path; false (having done nothing) on any other flavour.
     #[inline(always)]
-    fn try_publish_cursor(&mut self, len: usize) -> bool {
+    fn try_publish_cursor(&mut self, pos: u64, len: usize) -> bool {
         let Flavor::Cursor { cursor, .. } = &mut self.endpoint.flavor else {
             return false;
         };
+        // A loan on the cursor path is always the cursor's position, and the loan's borrow of
+        // the sender keeps anything else from moving the cursor meanwhile.
+        debug_assert_eq!(cursor.pos, pos);
         let ring = &self.endpoint.link.ring;
         let from = (self.endpoint.participant.pid, self.uid);
         let slot = ring.slot_at(cursor.index);
@@ -505,7 +508,7 @@ impl MailboxLoan<'_> {
             self.sender.cancel(pos);
             return Err(err);
         }
-        if self.sender.try_publish_cursor(len) {
+        if self.sender.try_publish_cursor(pos, len) {
             // Published: report a segment cut meanwhile (what was written went to zero pages).
             return self.sender.endpoint.check_intact_root();
         }

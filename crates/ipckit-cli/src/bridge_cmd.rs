@@ -142,6 +142,7 @@ pub fn ls_json_entry() -> Option<serde_json::Value> {
         "dead": 0,
         "error": null,
         "held": [],
+        "sources": [],
         "pid": s.pid,
         "exports": s.exports,
         "imports": s.imports,

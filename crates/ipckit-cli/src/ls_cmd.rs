@@ -1,7 +1,7 @@
 //! `ipckit ls` and `ipckit clean`.
 
 use anyhow::{bail, Context, Result};
-use ipckit::namespace::{self, ObjectInfo, Skipped};
+use ipckit::namespace::{self, ObjectInfo, Skipped, SourceSummary};
 use ipckit::shm::mailbox::Mailbox;
 use ipckit::shm::topic::Topic;
 use serde::Serialize;
@@ -72,6 +72,9 @@ pub fn ls(json: bool) -> Result<()> {
         for held in &o.held {
             outln!("{:<10} waiters wait for: {}", "", escape(held))?;
         }
+        for source in &o.sources {
+            outln!("{:<10} {}", "", escape(&source.to_string()))?;
+        }
     }
     crate::bridge_cmd::ls_section()
 }
@@ -100,6 +103,9 @@ struct LsEntry<'a> {
     error: Option<&'a str>,
     /// What a waiter on it may be waiting for: slots and locks held, by which pid.
     held: &'a [String],
+    /// A mailbox's sources of idempotent senders: `id` (hex), `owner`, `owner_alive`,
+    /// `delivered`, `in_flight`, `last_used_unix_ns`, `consistent`.
+    sources: &'a [SourceSummary],
 }
 
 impl<'a> LsEntry<'a> {
@@ -133,6 +139,7 @@ impl<'a> LsEntry<'a> {
             dead: o.dead,
             error: o.error.as_deref(),
             held: &o.held,
+            sources: &o.sources,
         }
     }
 }

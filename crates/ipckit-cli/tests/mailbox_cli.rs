@@ -214,3 +214,106 @@ fn ls_shows_dead_participants_and_clean_repairs_without_losing_messages() {
         "after\n"
     );
 }
+
+/// `ls` with a watchdog: a listing that hangs is killed and fails the test.
+fn ls_output(json: bool) -> String {
+    let mut cmd = assert_cmd::Command::cargo_bin("ipckit").unwrap();
+    cmd.arg("ls").timeout(Duration::from_secs(30));
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "ipckit ls: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The source table's place in the mailbox's file (as in `ipckit/tests/idempotent.rs`): the
+/// segment header, the ring header's first 384 bytes and 128 participant entries of 16.
+const SOURCES: u64 = 64 + 384 + 128 * 16;
+
+/// `ls` shows a mailbox's idempotent-sender sources under its row, and `ls --json` as
+/// objects: id in hex, owner and its liveness, what was delivered, what is in flight.
+#[test]
+fn ls_shows_the_sources_of_idempotent_senders() {
+    use std::os::unix::fs::FileExt;
+
+    use ipckit::shm::mailbox::{Delivery, Mailbox};
+
+    let name = unique("sources");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name).capacity(8).create().unwrap();
+    let owned = *b"cli-ls-source-01";
+    let left = *b"cli-ls-source-02";
+    let mut tx = mailbox.idempotent_sender(owned).unwrap();
+    for seq in 0..3 {
+        assert_eq!(tx.send(seq, b"x").unwrap(), Delivery::Sent);
+    }
+    {
+        let mut gone = mailbox.idempotent_sender(left).unwrap();
+        for seq in 0..2 {
+            assert_eq!(gone.send(seq, b"y").unwrap(), Delivery::Sent);
+        }
+    }
+    // Entry 0 (the first free one, `owned`'s) as a kill in the middle of a send leaves it:
+    // number 3 recorded at position 3 (`pending_pos` is position + 1), not committed.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/ipckit.mailbox.{name}"))
+        .unwrap();
+    file.write_all_at(&4u64.to_ne_bytes(), SOURCES + 32)
+        .unwrap();
+    file.write_all_at(&3u64.to_ne_bytes(), SOURCES + 40)
+        .unwrap();
+    let me = std::process::id();
+    let owned_hex = "636c692d6c732d736f757263652d3031";
+    let left_hex = "636c692d6c732d736f757263652d3032";
+
+    let listing = ls_output(false);
+    let lines: Vec<&str> = listing.lines().collect();
+    let row = lines
+        .iter()
+        .position(|l| l.split_whitespace().nth(1) == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("no row for {name}: {listing}"));
+    let under: Vec<&str> = lines[row + 1..].iter().take(2).map(|l| l.trim()).collect();
+    assert_eq!(
+        under,
+        [
+            format!("source {owned_hex} (pid {me}, alive): 3 delivered, #3 in flight"),
+            format!("source {left_hex} (no owner): 2 delivered"),
+        ],
+        "{listing}"
+    );
+    assert!(
+        lines[row + 1].starts_with("           source"),
+        "indented under the row: {listing}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&ls_output(true)).unwrap();
+    let entry = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "mailbox" && e["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("no entry for {name}: {json}"));
+    assert_eq!(entry["held"], serde_json::json!([]), "the old keys stay");
+    let sources = entry["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2, "{entry}");
+    let (first, second) = (&sources[0], &sources[1]);
+    assert_eq!(first["id"], owned_hex);
+    assert_eq!(first["owner"], me);
+    assert_eq!(first["owner_alive"], true);
+    assert_eq!(first["delivered"], 3);
+    assert_eq!(first["in_flight"], 3);
+    assert_eq!(first["consistent"], true);
+    assert!(first["last_used_unix_ns"].as_u64().is_some_and(|ns| ns > 0));
+    assert_eq!(second["id"], left_hex);
+    assert_eq!(second["owner"], serde_json::Value::Null);
+    assert_eq!(second["owner_alive"], false);
+    assert_eq!(second["delivered"], 2);
+    assert_eq!(second["in_flight"], serde_json::Value::Null);
+    drop(tx);
+}

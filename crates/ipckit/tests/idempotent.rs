@@ -10,7 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::process::Child;
 use std::time::Duration;
 
-use common::{role, seed, spawn_role, unique_name, wait_for_line, wait_with_watchdog, XorShift};
+use common::{
+    role, seed, spawn_role, unique_name, wait_for_line, wait_with_watchdog, with_watchdog, XorShift,
+};
 use ipckit::shm::mailbox::{Delivery, IdempotentSender, Mailbox, MailboxBuilder};
 use ipckit::shm::WaitStrategy;
 use ipckit::{Error, MessageReceiver};
@@ -435,4 +437,95 @@ fn one_sender_carries_several_sources_even_into_a_single_sender_mailbox() {
         tx.send_idempotent(&foreign, 0, b"x", deadline),
         Err(Error::InvalidArgument(_))
     ));
+}
+
+/// The source the owners of `info_shows_each_source_its_owner_and_what_it_delivered` take.
+const INFO_SOURCE: [u8; 16] = *b"info-test-source";
+
+/// The child: takes [`INFO_SOURCE`] in mailbox `name`, sends from `next()` up to `total`,
+/// says so, then lets go and exits (`exit`) or waits to be killed (`stay`; it gives up after
+/// a minute, so that a parent that died first leaves no process behind).
+fn owner_role(arg: &str) {
+    let mut parts = arg.split(' ');
+    let name = parts.next().unwrap();
+    let total: u64 = parts.next().unwrap().parse().unwrap();
+    let stay = parts.next() == Some("stay");
+    let mailbox = Mailbox::open(name).unwrap();
+    let mut tx = idempotent_sender(&mailbox, INFO_SOURCE);
+    for seq in tx.next()..total {
+        assert_eq!(tx.send(seq, &message(9, seq)).unwrap(), Delivery::Sent);
+    }
+    println!("@@sent");
+    if stay {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// `Mailbox::info().sources` seen from another process: the source's id, its owner (alive
+/// while it runs, dead once SIGKILLed, none once a later owner lets go) and how many of its
+/// messages were delivered, which is what the mailbox holds. On an unbounded mailbox too,
+/// whose sends go to chained rings while the table is the root's.
+#[test]
+fn info_shows_each_source_its_owner_and_what_it_delivered() {
+    const TEST: &str = "info_shows_each_source_its_owner_and_what_it_delivered";
+    if let Some((_, arg)) = role() {
+        return owner_role(&arg);
+    }
+    with_watchdog(Duration::from_secs(120), || {
+        for unbounded in [false, true] {
+            let name = unique_name("once-info");
+            let _cleanup = Cleanup(name.clone());
+            let mut builder = Mailbox::builder(&name).capacity(8).max_message_size(128);
+            if unbounded {
+                builder = builder
+                    .capacity_kind(ipckit::Capacity::Unbounded)
+                    .unbounded_ring_capacity(2);
+            }
+            let mailbox = builder.create().unwrap();
+            assert!(mailbox.info().sources.is_empty());
+
+            let mut child = spawn_role(TEST, "owner", &format!("{name} 5 stay"));
+            let pid = child.id();
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            wait_for_line(&mut out, "sent");
+            let sources = mailbox.info().sources;
+            assert_eq!(sources.len(), 1, "{sources:?}");
+            let info = &sources[0];
+            assert_eq!(info.id, INFO_SOURCE);
+            assert_eq!(info.id_hex(), "696e666f2d746573742d736f75726365");
+            assert_eq!((info.owner, info.owner_alive), (Some(pid), true));
+            assert_eq!((info.delivered, info.in_flight), (5, None));
+            assert!(info.consistent && info.last_used.is_some());
+
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let info = mailbox.info().sources.remove(0);
+            assert_eq!(
+                (info.owner, info.owner_alive),
+                (Some(pid), false),
+                "killed: its pid stays, its lock is gone"
+            );
+            assert_eq!(
+                (info.id, info.delivered, info.in_flight),
+                (INFO_SOURCE, 5, None)
+            );
+
+            // The next life resumes at 5, sends up to 8 and lets go.
+            let mut child = spawn_role(TEST, "owner", &format!("{name} 8 exit"));
+            assert!(wait_with_watchdog(&mut child, WATCHDOG).success());
+            let sources = mailbox.info().sources;
+            assert_eq!(sources.len(), 1, "the same entry: {sources:?}");
+            let info = &sources[0];
+            assert_eq!((info.owner, info.owner_alive), (None, false), "let go");
+            assert_eq!(
+                (info.id, info.delivered, info.in_flight),
+                (INFO_SOURCE, 8, None)
+            );
+            let mut rx = mailbox.receiver().unwrap();
+            let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|msg| check(&msg.data).1)
+                .collect();
+            assert_eq!(got, (0..8).collect::<Vec<_>>(), "delivered is what arrived");
+        }
+    });
 }

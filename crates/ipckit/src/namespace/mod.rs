@@ -167,6 +167,70 @@ pub struct ObjectInfo {
     /// What a waiter on this object may be waiting for: slots and locks held by a process,
     /// with its pid and whether it is alive (at most [`MAX_HELD_SHOWN`], then a count).
     pub held: Vec<String>,
+    /// A mailbox's sources of idempotent senders (one per remote stream of a bridge): who
+    /// owns each and how far its delivery has got. Empty for other kinds.
+    pub sources: Vec<SourceSummary>,
+}
+
+/// A mailbox's source of an idempotent sender, as `ipckit ls` shows it (from
+/// [`mailbox::SourceInfo`]); its [`Display`](fmt::Display) is the line `ls` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceSummary {
+    /// The 16-byte source id as 32 lowercase hex digits.
+    pub id: String,
+    /// The pid owning the source now, `None` if nobody does (let go, or never taken).
+    pub owner: Option<u32>,
+    /// Whether that owner is alive, by the source's liveness lock. A dead owner's source
+    /// waits, with its history, for the next sender with its id.
+    pub owner_alive: bool,
+    /// How many numbered messages were delivered (the next number a restarted sender sends).
+    pub delivered: u64,
+    /// The number of a message being sent and not yet committed (with a dead owner: the one
+    /// it was killed sending, settled by the next owner), if any.
+    pub in_flight: Option<u64>,
+    /// When the source was last taken or let go, in nanoseconds since the Unix epoch.
+    pub last_used_unix_ns: Option<u64>,
+    /// `false` if the entry was read while being rewritten each time (the numbers may then
+    /// mix two records).
+    pub consistent: bool,
+}
+
+impl From<&mailbox::SourceInfo> for SourceSummary {
+    fn from(info: &mailbox::SourceInfo) -> SourceSummary {
+        SourceSummary {
+            id: info.id_hex(),
+            owner: info.owner,
+            owner_alive: info.owner_alive,
+            delivered: info.delivered,
+            in_flight: info.in_flight,
+            last_used_unix_ns: info.last_used.and_then(|at| {
+                let since = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+                u64::try_from(since.as_nanos()).ok()
+            }),
+            consistent: info.consistent,
+        }
+    }
+}
+
+impl fmt::Display for SourceSummary {
+    /// `source 3f2a...c1 (pid 1234, alive): 4000 delivered, #4000 in flight`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "source {} (", self.id)?;
+        match (self.owner, self.owner_alive) {
+            (Some(pid), true) => write!(f, "pid {pid}, alive")?,
+            (Some(pid), false) => write!(f, "pid {pid}, dead")?,
+            (None, true) => write!(f, "being taken")?,
+            (None, false) => write!(f, "no owner")?,
+        }
+        write!(f, "): {} delivered", self.delivered)?;
+        if let Some(seq) = self.in_flight {
+            write!(f, ", #{seq} in flight")?;
+        }
+        if !self.consistent {
+            write!(f, " (read while being rewritten)")?;
+        }
+        Ok(())
+    }
 }
 
 /// How many held slots or locks [`ObjectInfo::held`] lists before summing up the rest.
@@ -210,6 +274,7 @@ impl ObjectInfo {
             dead: 0,
             error,
             held: Vec::new(),
+            sources: Vec::new(),
         }
     }
 }
@@ -593,6 +658,7 @@ pub fn inspect() -> Result<Listing> {
                             .map(|&(pos, pid)| (format!("slot of message {pos}"), pid)),
                         |pid| info.participants.iter().any(|p| p.pid == pid && p.alive),
                     ),
+                    sources: info.sources.iter().map(SourceSummary::from).collect(),
                     ..ObjectInfo::bare(ObjectKind::Mailbox, name, None)
                 }
             }

@@ -25,12 +25,13 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::sender::MailboxSender;
 use super::{chain, describe, Mailbox, Shared};
 use crate::error::{Error, Result};
 use crate::link::{check_size, Deadline};
+use crate::process::{liveness, Liveness};
 use crate::shm::liveness::{Held, Locks, Table, SOURCES_MUTEX};
 use crate::shm::ring::{SourceEntry, FLAG_RENDEZVOUS, FLAG_SINGLE_SENDER};
 use crate::sync::primitive::Ordering;
@@ -107,6 +108,104 @@ pub struct IdempotentSource {
     pid: u32,
     /// The entry's liveness lock, released (by dropping it, fields drop in order) last.
     _lock: Held,
+}
+
+/// One source in a mailbox's table of idempotent senders, as [`Mailbox::info`] reports it
+/// ([`MailboxInfo::sources`](super::MailboxInfo::sources)): which stream it is, who owns it
+/// now, and how far its delivery has got. A source outlives its owner: a restarted sender (a
+/// bridge's stream after a reconnect) takes it over and resumes at `delivered`.
+///
+/// Everything here is read from shared memory that any process with write access may have
+/// scribbled: the numbers are as found, and serve to inspect, not to decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SourceInfo {
+    /// The source's 16-byte id, as its sender chose it ([`IdempotentSender::source`]);
+    /// [`id_hex`](Self::id_hex) spells it.
+    pub id: [u8; 16],
+    /// The pid of the process that owns the source now, `None` when nobody does (its last
+    /// owner let it go, or it was just made). A killed owner's pid stays until the next owner
+    /// takes the source: see [`owner_alive`](Self::owner_alive).
+    pub owner: Option<u32>,
+    /// Whether the owner is alive, judged by the source's own liveness lock (an OFD lock on
+    /// the mailbox's file, which the kernel drops with its holder: right across PID
+    /// namespaces, and a reused pid does not pass for the dead owner). `false` for a source
+    /// whose owner died: it waits, with its history, for the next sender with its id (or is
+    /// evicted, least recently used first, when a new source needs its entry). Where the
+    /// kernel cannot say (no OFD locks), `/proc` is asked about `owner`.
+    pub owner_alive: bool,
+    /// How many numbered messages were delivered: the next sequence number not yet
+    /// delivered (every number below it was delivered exactly once, or declared delivered
+    /// with [`IdempotentSource::start_at`]). A restarted sender resumes here.
+    pub delivered: u64,
+    /// The number of the message being sent and not yet committed, if any. With a live owner
+    /// it is a send under way; with a dead one, the message its owner was killed sending,
+    /// which the next owner (or, on a single-sender mailbox, the next sender) settles:
+    /// delivered if it got into the mailbox, sent again otherwise.
+    pub in_flight: Option<u64>,
+    /// When the source was last taken or let go, `None` if never recorded: the least recently
+    /// used source of a dead owner is the one evicted when the table is full.
+    pub last_used: Option<SystemTime>,
+    /// Whether the entry was read at one moment. `false` if every read met it being
+    /// rewritten (an owner stopped in the middle of recording a send, or a scribbled entry):
+    /// the fields above may then mix two records.
+    pub consistent: bool,
+}
+
+impl SourceInfo {
+    /// The id as 32 lowercase hex digits, as `ipckit ls` shows it.
+    pub fn id_hex(&self) -> String {
+        hex(&self.id)
+    }
+}
+
+/// How many times [`sources`] reads an entry that is being rewritten before it reports what
+/// it read (a rewrite takes a few stores; only a stopped or scribbled owner outlasts this).
+const SNAPSHOT_ATTEMPTS: u32 = 64;
+
+/// The sources in `shared`'s table (the root ring's, for an unbounded mailbox), free entries
+/// left out, each read as one snapshot and judged alive by its liveness lock.
+pub(super) fn sources(shared: &Shared) -> Vec<SourceInfo> {
+    let locks = Locks {
+        probe: shared.root._segment.file_fd(),
+        table: Table::Sources,
+    };
+    shared
+        .ring()
+        .header()
+        .sources
+        .iter()
+        .enumerate()
+        .filter_map(|(index, entry)| {
+            let record = entry.snapshot(SNAPSHOT_ATTEMPTS);
+            if record.id == [0, 0] {
+                return None;
+            }
+            let owner = (record.owner != 0).then_some(record.owner);
+            let owner_alive = match locks.held(index) {
+                Some(held) => held,
+                // No OFD locks: no idempotent sender could have taken one either; `/proc`
+                // is the only witness left (blind to a reused pid).
+                None => owner.is_some_and(|pid| liveness(pid, None) == Liveness::Alive),
+            };
+            // A send in flight is one recorded (`pending_pos` set) and not yet committed.
+            let in_flight = (record.pending_pos != 0 && record.committed <= record.pending_seq)
+                .then_some(record.pending_seq);
+            let last_used = match record.last_used {
+                0 => None,
+                ns => UNIX_EPOCH.checked_add(Duration::from_nanos(ns)),
+            };
+            Some(SourceInfo {
+                id: join(record.id),
+                owner,
+                owner_alive,
+                delivered: record.committed,
+                in_flight,
+                last_used,
+                consistent: record.whole,
+            })
+        })
+        .collect()
 }
 
 impl fmt::Debug for IdempotentSource {
@@ -321,6 +420,14 @@ fn split(source: [u8; 16]) -> [u64; 2] {
         u64::from_le_bytes(low.try_into().expect("8 bytes")),
         u64::from_le_bytes(high.try_into().expect("8 bytes")),
     ]
+}
+
+/// The inverse of [`split`].
+fn join(id: [u64; 2]) -> [u8; 16] {
+    let mut source = [0; 16];
+    source[..8].copy_from_slice(&id[0].to_le_bytes());
+    source[8..].copy_from_slice(&id[1].to_le_bytes());
+    source
 }
 
 fn hex(source: &[u8; 16]) -> String {
@@ -571,6 +678,84 @@ mod tests {
         let want: Vec<u8> = (0..=next as u8).collect();
         assert_eq!(got, want, "each number once, in order");
         assert!(mailbox.info().held_slots.is_empty());
+    }
+
+    /// `info().sources` reports each source as its owner left it: id, owner and its
+    /// liveness, what was delivered and what is in flight; and an entry whose stamp never
+    /// settles is reported as read (flagged), not waited for.
+    #[test]
+    fn info_reports_sources_as_recorded() {
+        // Watchdog: a read that waited for a stamp that never settles would hang here.
+        let (done, finished) = std::sync::mpsc::channel();
+        let body = std::thread::spawn(move || {
+            sources_as_recorded();
+            let _ = done.send(());
+        });
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(Duration::from_secs(60))
+        {
+            panic!("info() ran past its watchdog");
+        }
+        body.join().unwrap();
+    }
+
+    fn sources_as_recorded() {
+        for unbounded in [false, true] {
+            let name = format!("once-info-unit-{}-{unbounded}", std::process::id());
+            let mut builder = Mailbox::builder(&name).capacity(4);
+            if unbounded {
+                builder = builder
+                    .capacity_kind(Capacity::Unbounded)
+                    .unbounded_ring_capacity(2);
+            }
+            let mailbox = builder.create().unwrap();
+            struct Remove(String);
+            impl Drop for Remove {
+                fn drop(&mut self) {
+                    let _ = Mailbox::remove(&self.0);
+                }
+            }
+            let _remove = Remove(name.clone());
+            assert!(mailbox.info().sources.is_empty(), "a new table is all free");
+            let id = *b"info-unit-test-1";
+            let before = std::time::SystemTime::now() - Duration::from_secs(1);
+            let mut tx = mailbox.idempotent_sender(id).unwrap();
+            for seq in 0..3 {
+                assert_eq!(tx.send(seq, b"m").unwrap(), Delivery::Sent);
+            }
+            let sources = mailbox.info().sources;
+            assert_eq!(sources.len(), 1, "{sources:?}");
+            let info = &sources[0];
+            assert_eq!(info.id, id);
+            assert_eq!(info.id_hex(), "696e666f2d756e69742d746573742d31");
+            assert_eq!(info.owner, Some(std::process::id()));
+            assert!(
+                info.owner_alive,
+                "our own lock, through another description"
+            );
+            assert_eq!((info.delivered, info.in_flight), (3, None));
+            assert!(info.last_used.is_some_and(|t| t >= before));
+            assert!(info.consistent);
+            // A send recorded and not committed (as a kill in the middle leaves it).
+            let (_, source) = tx.into_parts();
+            source.entry().record_pending(0, 3, 3);
+            let info = mailbox.info().sources.remove(0);
+            assert_eq!((info.delivered, info.in_flight), (3, Some(3)));
+            source.entry().committed.store(4, Ordering::Release);
+            assert_eq!(mailbox.info().sources[0].in_flight, None, "committed");
+            drop(source);
+            let info = mailbox.info().sources.remove(0);
+            assert_eq!((info.owner, info.owner_alive), (None, false), "let go");
+            assert_eq!(info.delivered, 4, "the history stays with the entry");
+            // A stamp stuck odd (an owner stopped mid-rewrite, or a scribble).
+            let entry = mailbox.shared.ring().source(0).unwrap();
+            entry.stamp.store(7, Ordering::Release);
+            let info = mailbox.info().sources.remove(0);
+            assert!(!info.consistent);
+            assert_eq!((info.id, info.delivered), (id, 4), "reported as read");
+            entry.stamp.store(8, Ordering::Release);
+            assert!(mailbox.info().sources[0].consistent);
+        }
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub use super::named::DEFAULT_MAX_MESSAGE;
 pub use super::participants::RepairReport;
 pub use cache::{CacheState, DEFAULT_CACHE_SLOTS};
 pub use chain::CHAIN_KIND;
-pub use idempotent::{Delivery, IdempotentSender, IdempotentSource};
+pub use idempotent::{Delivery, IdempotentSender, IdempotentSource, SourceInfo};
 pub use receiver::{MailboxReceiver, MailboxSample};
 pub use sender::{MailboxLoan, MailboxSender};
 #[cfg(not(loom))]
@@ -427,6 +427,11 @@ pub struct MailboxInfo {
     /// Chained rings of an unbounded mailbox found without their magic: being created, or
     /// left unfinished by a creator that died ([`Mailbox::repair`] removes those).
     pub unfinished_rings: usize,
+    /// The sources of idempotent senders ([`Mailbox::idempotent_sender`]) recorded in the
+    /// mailbox, in table order (at most 8; free entries are left out): each stream's id,
+    /// owner and how many of its messages were delivered. A bridge keeps one per remote
+    /// stream. Empty for a rendezvous mailbox, which has none.
+    pub sources: Vec<SourceInfo>,
 }
 
 impl Mailbox {
@@ -535,7 +540,7 @@ impl Mailbox {
         MailboxReceiver::new(&self.shared)
     }
 
-    /// A snapshot of depth, geometry and participants.
+    /// A snapshot of depth, geometry, participants and idempotent senders' sources.
     pub fn info(&self) -> MailboxInfo {
         let chain = chain::rings(&self.shared);
         let held_slots: Vec<(u64, u32)> = chain
@@ -581,6 +586,7 @@ impl Mailbox {
                 .filter(|(_, pid)| is_dead(&self.shared, *pid))
                 .count(),
             unfinished_rings: chain::unfinished_rings(&self.shared).len(),
+            sources: idempotent::sources(&self.shared),
             cached: self
                 .shared
                 .cache

@@ -404,6 +404,60 @@ impl SourceEntry {
             .store(pos.wrapping_add(1), Ordering::Release);
         self.end_rewrite(stamp);
     }
+
+    /// The entry as it stood at one moment, for `ls` ([`SourceRecord`]): read between two
+    /// equal even loads of the stamp (a seqlock, as `committed_at` reads it), up to `attempts`
+    /// times. An entry whose stamp never settles (an owner stopped mid-rewrite, a scribbled
+    /// stamp) is returned as last read, with `whole` false, rather than waited for. Reads
+    /// only: a stamp another process scribbled costs at most `attempts` reads.
+    pub(crate) fn snapshot(&self, attempts: u32) -> SourceRecord {
+        let mut record = SourceRecord::default();
+        for attempt in 0..attempts.max(1) {
+            if attempt > 0 {
+                std::hint::spin_loop();
+            }
+            // SYNC: pairs with the Release stores of the stamp in `begin_rewrite` and
+            // `end_rewrite`: the record stored before the even stamp is visible.
+            let stamp = self.stamp.load(Ordering::Acquire);
+            record = SourceRecord {
+                id: [
+                    self.id[0].load(Ordering::Acquire),
+                    self.id[1].load(Ordering::Acquire),
+                ],
+                owner: self.owner.load(Ordering::Acquire),
+                // SYNC: Acquire pairs with the Release stores of the commit in the send.
+                committed: self.committed.load(Ordering::Acquire),
+                // SYNC: pairs with the Release store of `pending_pos` in `record_pending`.
+                pending_pos: self.pending_pos.load(Ordering::Acquire),
+                pending_seq: self.pending_seq.load(Ordering::Relaxed),
+                last_used: self.last_used.load(Ordering::Relaxed),
+                whole: false,
+            };
+            // SYNC: pairs with the Release fence in `begin_rewrite`: had a load above read a
+            // store of a later rewrite, the stamp below is that rewrite's (or later).
+            fence(Ordering::Acquire);
+            if stamp & 1 == 0 && self.stamp.load(Ordering::Acquire) == stamp {
+                record.whole = true;
+                break;
+            }
+        }
+        record
+    }
+}
+
+/// One read of a [`SourceEntry`] ([`SourceEntry::snapshot`]): its words as found, unchecked
+/// (they come from shared memory; the reader decides what they mean).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SourceRecord {
+    pub id: [u64; 2],
+    pub owner: u32,
+    pub committed: u64,
+    pub pending_pos: u64,
+    pub pending_seq: u64,
+    pub last_used: u64,
+    /// Read between two equal even stamps: the `pending_*` words and the id belong to one
+    /// record (`committed`, `owner` and `last_used` are single words written outside it).
+    pub whole: bool,
 }
 
 /// The header of each slot; the message bytes follow it.

@@ -248,7 +248,46 @@ pub fn print_table(rows: &[Row], budget: &LoadBudget) -> std::io::Result<()> {
     if let Some(warning) = load_warning(rows, budget) {
         outln!("warning: {warning}")?;
     }
+    if let Some(warning) = speed_warning(rows) {
+        outln!("warning: {warning}")?;
+    }
     Ok(())
+}
+
+/// How far the spin reference may move within one run before the run is called unsteady:
+/// a cross-core hand-off does not double on a steady machine, while a host that moves a VM's
+/// vCPUs to another placement changes it 3–4x.
+const SPEED_SPREAD: f64 = 2.0;
+
+/// The run's speed warning, if the spin reference measured before its rows (one size at a
+/// time: it grows with the size) spread by more than [`SPEED_SPREAD`]: the machine itself
+/// changed speed during the run, which no load figure shows.
+pub fn speed_warning(rows: &[Row]) -> Option<String> {
+    let mut sizes: Vec<usize> = rows.iter().map(|r| r.size).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let (size, low, high) = sizes
+        .into_iter()
+        .filter_map(|size| {
+            let spins = rows
+                .iter()
+                .filter(|r| r.size == size)
+                .filter_map(|r| r.spin_rtt_ns);
+            let (low, high) = spins.fold(None, |range, ns| match range {
+                None => Some((ns, ns)),
+                Some((low, high)) => Some((ns.min(low), ns.max(high))),
+            })?;
+            Some((size, low.max(1), high))
+        })
+        .max_by(|a, b| (a.2 as f64 / a.1 as f64).total_cmp(&(b.2 as f64 / b.1 as f64)))?;
+    let spread = high as f64 / low as f64;
+    (spread > SPEED_SPREAD).then(|| {
+        format!(
+            "the spin hand-off's round trip at {size} B ranged from {} to {} during this run              ({spread:.1}x): the machine changed speed (on a VM, the host moving its vCPUs);              each row's x spin and x ring are against references measured right before it,              but absolute figures of rows measured at different speeds do not compare              (spin_rtt_ns in --json says which speed each row saw)",
+            super::summary::time(low),
+            super::summary::time(high)
+        )
+    })
 }
 
 /// The run's load warning, if any row ran while other work left it short of CPUs.
@@ -318,6 +357,8 @@ struct Load {
     budget: LoadBudget,
     noisy_rows: usize,
     warning: Option<String>,
+    /// [`speed_warning`]: the machine changed speed during the run.
+    speed_warning: Option<String>,
 }
 
 /// The JSON document (schema in docs/BENCH.md).
@@ -336,6 +377,7 @@ pub fn write_json(path: &Path, rows: &[Row], budget: &LoadBudget) -> Result<()> 
             budget: *budget,
             noisy_rows: rows.iter().filter(|r| r.noisy).count(),
             warning: load_warning(rows, budget),
+            speed_warning: speed_warning(rows),
         },
         results: rows,
     };
@@ -382,6 +424,7 @@ pub fn write_plot(path: &Path, rows: &[Row]) -> Result<()> {
         }
     }
     let mut sizes: Vec<usize> = rows.iter().map(|r| r.size).collect();
+    sizes.sort_unstable();
     sizes.sort_unstable();
     sizes.dedup();
     let n = mechanisms.len().max(1);
@@ -670,6 +713,31 @@ mod tests {
             warning.contains("1 of 1 rows") && warning.contains("1.3"),
             "{warning}"
         );
+    }
+
+    #[test]
+    fn a_run_whose_spin_reference_moves_more_than_twofold_is_called_unsteady() {
+        let row = |size: usize, spin: Option<u64>| {
+            let mut row = Row::new(Mechanism::Pipe, size);
+            row.spin_rtt_ns = spin;
+            row
+        };
+        // Steady: 150-280 ns at 64 B; sizes are compared only with themselves.
+        let steady = [
+            row(64, Some(150)),
+            row(64, Some(280)),
+            row(64, None),
+            row(65536, Some(10_000)),
+        ];
+        assert_eq!(speed_warning(&steady), None);
+        let moved = [row(64, Some(150)), row(64, Some(620)), row(4096, Some(900))];
+        let warning = speed_warning(&moved).unwrap();
+        assert!(
+            warning.contains("at 64 B") && warning.contains("150 ns") && warning.contains("620 ns"),
+            "{warning}"
+        );
+        assert!(warning.contains("4.1x"), "{warning}");
+        assert_eq!(speed_warning(&[]), None);
     }
 
     #[test]

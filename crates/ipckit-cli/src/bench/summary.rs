@@ -252,7 +252,8 @@ fn speed_word(ratio: f64) -> &'static str {
     }
 }
 
-fn time(ns: u64) -> String {
+/// A duration in nanoseconds as the tables print it: `620 ns`, `45.9 µs`, `1.3 ms`.
+pub(super) fn time(ns: u64) -> String {
     if ns < 1_000 {
         format!("{ns} ns")
     } else if ns < 1_000_000 {

@@ -443,6 +443,28 @@ fn a_cursor_receiver_takes_a_message_by_its_mark_and_falls_back_to_the_tail() {
 }
 
 #[test]
+fn a_scribbled_mark_costs_one_bogus_message_then_contradicts_the_tail() {
+    let heap = HeapRing::new(4, 8);
+    let ring = &heap.ring;
+    let mut rx = ring.cursor(0);
+    // Nothing was published (the tail is 0), but the slot says position 0 was.
+    ring.slot_at(0)
+        .published
+        .store(published_mark(0), Ordering::Release);
+    assert!(
+        ring.cursor_ready_read(&mut rx),
+        "the fast claim trusts the mark"
+    );
+    ring.cursor_release(&mut rx);
+    // The receiver is now past the tail: the general claim says so instead of waiting.
+    assert!(!ring.cursor_ready_read(&mut rx));
+    assert!(matches!(
+        ring.cursor_claim_read(&mut rx),
+        Err(Error::Corrupt { .. })
+    ));
+}
+
+#[test]
 fn scribbled_indices_are_corrupt_not_a_hang() {
     let heap = HeapRing::new(4, 8);
     let ring = &heap.ring;

@@ -612,7 +612,7 @@ pub(super) fn starting_link(shared: &Shared, role: Role) -> Result<Arc<Link>> {
     open_frontier(shared, role, 0)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::shm::mailbox::Mailbox;

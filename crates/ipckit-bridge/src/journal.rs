@@ -40,6 +40,7 @@ const COMPACT_AT: u64 = 4 << 20;
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) source: [u8; 16],
+    /// The message's position in its mailbox (`MailboxSample::mailbox_position`).
     pub(crate) pos: u64,
     /// The exporting side's expected next position before this message: the position of
     /// the previous message of the same source, plus one (0 for a source's first).

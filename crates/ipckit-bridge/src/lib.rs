@@ -58,7 +58,9 @@
 //!
 //! The importing bridge is the local mailbox's single receiver. By default it reads each
 //! message *in place* and sends it with its source id and its position in the mailbox
-//! ([`ipckit::shm::mailbox::MailboxSample::position`]); it releases the slot only when the
+//! ([`ipckit::shm::mailbox::MailboxSample::mailbox_position`]: the ring position of a bounded
+//! mailbox, and `ring << 32 | position` for an unbounded one, so that it grows through the
+//! chain of rings); it releases the slot only when the
 //! exporting bridge replies that the message is in its mailbox. Killed before that, it
 //! leaves the message where it was, and the next importing bridge sends it again with the
 //! same position. The exporting bridge delivers each source's messages as an
@@ -92,7 +94,12 @@
 //! and unbounded ones exactly once. A mailbox that existed before the
 //! bridge and is not single-receiver loses the one message in flight when the importing
 //! bridge is killed holding it (its slot is reclaimed as consumed); the bridge creates the
-//! mailboxes it imports single-receiver. Unbounded mailboxes are not imported.
+//! mailboxes it imports single-receiver (and bounded). An unbounded mailbox is imported as
+//! it is: made `single_receiver()` it has the same guarantee as the bridge's own (its single
+//! receiver's held message stays in its ring for the next, at the same mailbox position).
+//! A message of an unbounded mailbox that has no mailbox position (past the `2^32`
+//! positions of its ring, which only an older ipckit's sender publishes) is left in the
+//! mailbox, and the bridge stops importing it, saying so in its log.
 //!
 //! The state directory's records last as long as its file system: with the default
 //! (`/run/ipckit-bridge`, a tmpfs like `/dev/shm`) they live exactly as long as the mailboxes.

@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ipckit::shm::mailbox::{Delivery, IdempotentSource};
+use ipckit::shm::mailbox::{Delivery, IdempotentSource, MailboxSample};
 use ipckit::shm::{Mailbox, MailboxReceiver, MailboxSender};
-use ipckit::{Capacity, Deadline, Error as IpcError, MessageSender};
+use ipckit::{Deadline, Error as IpcError, MessageSender};
 use zenoh::handlers::FifoChannelHandler;
 use zenoh::query::{QueryTarget, Reply};
 use zenoh::Wait;
@@ -132,8 +132,9 @@ fn answer(replies: &FifoChannelHandler<Reply>, wait: Option<Duration>) -> Option
 pub(crate) fn import(ctx: &Ctx, object: &Object) {
     let name = &object.name;
     let mut once = Once::default();
-    // The local mailbox: created single-receiver if absent, so that a bridge killed holding
-    // a message leaves it to the next one.
+    // The local mailbox: created single-receiver (and bounded) if absent, so that a bridge
+    // killed holding a message leaves it to the next one; one that exists is taken as it is
+    // (an unbounded one keeps that guarantee if it was made single-receiver).
     let mailbox = loop {
         match Mailbox::builder(name).single_receiver().open_or_create() {
             Ok(mailbox) => break mailbox,
@@ -143,13 +144,6 @@ pub(crate) fn import(ctx: &Ctx, object: &Object) {
             return;
         }
     };
-    if mailbox.info().capacity == Capacity::Unbounded {
-        ctx.log(&format!(
-            "import mailbox {name}: it is unbounded, and only a bounded mailbox has the stable \
-             positions that make delivery exactly-once; not importing it"
-        ));
-        return;
-    }
     let (source, mut journal) = loop {
         let opened = ctx
             .state
@@ -187,6 +181,24 @@ pub(crate) fn import(ctx: &Ctx, object: &Object) {
     carry_in_place(ctx, object, source, &mut receiver);
 }
 
+/// The number a message is carried with: its position in the whole mailbox, which grows
+/// from message to message (through the chained rings of an unbounded mailbox too) and is
+/// the same when the message is given again to the next bridge. `None` (said in the log) for
+/// a message that has none, an unbounded mailbox's past the `2^32` positions of its ring
+/// (sent by an older ipckit): it cannot be carried exactly once, and the caller leaves it
+/// in the mailbox and stops importing.
+fn position(ctx: &Ctx, name: &str, message: &MailboxSample<'_>) -> Option<u64> {
+    match message.mailbox_position() {
+        Ok(pos) => Some(pos),
+        Err(e) => {
+            ctx.log(&format!(
+                "import mailbox {name}: {e}; leaving it in the mailbox and not importing further"
+            ));
+            None
+        }
+    }
+}
+
 /// One message at a time, held in place until it is acknowledged.
 fn carry_in_place(ctx: &Ctx, object: &Object, source: [u8; 16], receiver: &mut MailboxReceiver) {
     let name = &object.name;
@@ -203,7 +215,11 @@ fn carry_in_place(ctx: &Ctx, object: &Object, source: [u8; 16], receiver: &mut M
                     continue;
                 }
             };
-        let header = proto::mailbox_header_v1(&source, message.position());
+        let Some(pos) = position(ctx, name, &message) else {
+            std::mem::forget(message);
+            return;
+        };
+        let header = proto::mailbox_header_v1(&source, pos);
         let mut sent_before = false;
         let mut backoff = Duration::from_millis(20);
         let stored = loop {
@@ -334,7 +350,10 @@ fn carry_window(
             };
             match receiver.recv_in_place_deadline(wait) {
                 Ok(message) => {
-                    let pos = message.position();
+                    let Some(pos) = position(ctx, name, &message) else {
+                        std::mem::forget(message);
+                        return;
+                    };
                     if !journal.has(&source, pos) {
                         if let Err(e) = journal.append(source, pos, &message) {
                             // Not journaled (a full disk?): leave it in the mailbox, unreleased;

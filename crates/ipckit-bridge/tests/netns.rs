@@ -86,6 +86,17 @@ fn play(role: &str, arg: &str) -> Result<(), String> {
             say(&format!("sent {count}"));
             Ok(())
         }
+        "create-unbounded" => {
+            // arg: NAME RING — an unbounded single-receiver mailbox of rings of RING slots
+            let ring: usize = field(1).parse().map_err(|_| "ring")?;
+            Mailbox::builder(field(0))
+                .capacity_kind(ipckit::Capacity::Unbounded)
+                .unbounded_ring_capacity(ring)
+                .single_receiver()
+                .create()
+                .map_err(e)?;
+            Ok(())
+        }
         "recv" => {
             // arg: NAME COUNT [unbounded] — expects exactly "seq 0" .. in order, then nothing
             // more. `unbounded`: the mailbox is unbounded, of rings of 4 slots, and the
@@ -869,6 +880,86 @@ fn ten_thousand_messages_across_bridge_restarts_on_each_side() {
 fn ten_thousand_messages_across_bridge_restarts_on_each_side_with_a_window() {
     watchdog(Duration::from_secs(400), || {
         ten_thousand_across_restarts("w", 32)
+    });
+}
+
+/// An unbounded single-receiver mailbox on the importing host, of rings of 8: 2,500
+/// messages are sent into it at once (the chain grows to ring ~300, checked), and the
+/// importing bridge carries them through the chain while it is killed twice mid-stream
+/// (SIGKILL, holding a message or with an outbox) and restarted, the second time with the
+/// other kind of window. The receiver checks order, no gap and no repeat: exactly once, by
+/// each message's mailbox position (`ring << 32 | position`), which grows through the chain
+/// and is the same for a message a killed bridge held.
+fn an_unbounded_mailbox_imported_across_restarts(tag: &str, window: usize) {
+    let Some(hosts) = Hosts::new(tag) else { return };
+    const N: u64 = 2_500;
+    let mut receiver = hosts.b.spawn("recv", &format!("jobs {N}"));
+    receiver.expect("ready", Duration::from_secs(10));
+    // Before the importing bridge, which would make a bounded one.
+    hosts
+        .a
+        .spawn("create-unbounded", "jobs 8")
+        .finish(Duration::from_secs(30));
+    let _b = hosts.b.bridge(&format!("{B_LISTEN} export=mailbox:jobs"));
+    let a_args = format!("{A_CONNECT} import=mailbox:jobs window={window}");
+    let mut a = hosts.a.bridge(&a_args);
+    let mut sender = hosts.a.spawn("send", &format!("jobs {N}"));
+    sender.expect(&format!("sent {N}"), Duration::from_secs(60));
+    let rings = hosts
+        .a
+        .run("ls", &["/dev/shm"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|f| f.starts_with("ipckit.mailbox-chain.") && f.ends_with(".jobs"))
+        .count();
+    eprintln!("window {window}: {rings} chained rings once all was sent");
+    assert!(
+        rings >= 50,
+        "only {rings} chained rings: the test did not test the chain"
+    );
+    receiver.expect("got 500", Duration::from_secs(120));
+    a.kill();
+    a = hosts.a.bridge(&a_args);
+    receiver.expect("got 1500", Duration::from_secs(120));
+    a.kill();
+    let other = if window > 1 { 1 } else { 32 };
+    a = hosts
+        .a
+        .bridge(&format!("{A_CONNECT} import=mailbox:jobs window={other}"));
+    sender.finish(Duration::from_secs(60));
+    let outcome = receiver.expect_prefix(
+        &format!("received {N} in order, "),
+        Duration::from_secs(200),
+    );
+    receiver.finish(Duration::from_secs(10));
+    assert_eq!(
+        outcome,
+        format!("received {N} in order, no duplicate"),
+        "a message delivered twice across the restarts"
+    );
+    // Drained: the importing host's chain is down to its last ring.
+    let left = hosts
+        .a
+        .run("ls", &["/dev/shm"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|f| f.starts_with("ipckit.mailbox-chain.") && f.ends_with(".jobs"))
+        .count();
+    assert!(left <= 1, "{left} chained rings left on the importing host");
+    drop(a);
+}
+
+#[test]
+fn an_unbounded_mailbox_is_imported_exactly_once_across_importing_bridge_restarts() {
+    watchdog(Duration::from_secs(400), || {
+        an_unbounded_mailbox_imported_across_restarts("i", 1)
+    });
+}
+
+#[test]
+fn an_unbounded_mailbox_is_imported_exactly_once_across_importing_bridge_restarts_with_a_window() {
+    watchdog(Duration::from_secs(400), || {
+        an_unbounded_mailbox_imported_across_restarts("j", 32)
     });
 }
 

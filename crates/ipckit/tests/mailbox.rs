@@ -756,13 +756,180 @@ fn a_single_receiver_killed_holding_a_message_leaves_it_to_the_next() {
     let mut rx = mailbox.receiver().unwrap();
     assert_eq!(rx.try_recv().unwrap().data, b"precious");
     assert!(matches!(rx.try_recv(), Err(Error::Empty)));
-    assert!(matches!(
+    for unsupported in [
+        Mailbox::builder(&unique_name("x"))
+            .capacity_kind(Capacity::Unbounded)
+            .single_sender(),
         Mailbox::builder(&unique_name("x"))
             .capacity_kind(Capacity::Unbounded)
             .single_sender()
-            .create(),
-        Err(Error::Unsupported(_))
+            .single_receiver(),
+        Mailbox::builder(&unique_name("x"))
+            .capacity_kind(Capacity::Rendezvous)
+            .single_receiver(),
+    ] {
+        assert!(matches!(unsupported.create(), Err(Error::Unsupported(_))));
+    }
+}
+
+/// A sender process streams 3,000 numbered messages in bursts into an unbounded mailbox of
+/// rings of 8: the chain grows while the receiver lags; then 20 more, each received before
+/// the next is sent, use the last ring lap after lap. `mailbox_position` grows with every message received, across the rings,
+/// where `position` starts again in each (a receiver of many and the single receiver alike).
+#[test]
+fn an_unbounded_mailboxs_position_grows_through_its_chained_rings() {
+    const TEST: &str = "an_unbounded_mailboxs_position_grows_through_its_chained_rings";
+    const N: u32 = 3000;
+    if let Some((_, name)) = role() {
+        let mut tx = Mailbox::open(&name).unwrap().sender().unwrap();
+        for seq in 0..N {
+            tx.send(&seq.to_le_bytes()).unwrap();
+            if seq % 100 == 99 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        return;
+    }
+    for single in [false, true] {
+        let name = unique_name("unbpos");
+        let _cleanup = Cleanup(name.clone());
+        let mut builder = Mailbox::builder(&name)
+            .capacity_kind(Capacity::Unbounded)
+            .unbounded_ring_capacity(8)
+            .max_message_size(16);
+        if single {
+            builder = builder.single_receiver();
+        }
+        let mailbox = builder.create().unwrap();
+        let mut rx = mailbox.receiver().unwrap();
+        // Killed if the test fails, so that it chains no rings after the cleanup.
+        struct Sender(Child);
+        impl Drop for Sender {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut child = Sender(spawn_role(TEST, "sender", &name));
+        let (mut last, mut restarts, mut newest_ring, mut longest_ring) = (None, 0, 0, 0);
+        let mut previous_pos = 0;
+        for seq in 0..N {
+            let held = rx
+                .recv_in_place_deadline(ipckit::Deadline::after(WATCHDOG))
+                .unwrap();
+            assert_eq!(*held, seq.to_le_bytes(), "single {single}");
+            let at = held.mailbox_position().unwrap();
+            assert!(
+                last < Some(at),
+                "single {single}: message {seq} at {at:#x}, after {last:x?}"
+            );
+            last = Some(at);
+            let (ring, pos) = (at >> 32, held.position());
+            assert_eq!(pos, at & 0xffff_ffff, "single {single}");
+            restarts += u32::from(pos < previous_pos);
+            previous_pos = pos;
+            newest_ring = newest_ring.max(ring);
+            longest_ring = longest_ring.max(pos);
+        }
+        assert!(wait_with_watchdog(&mut child.0, WATCHDOG).success());
+        assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+        // A ring the receiver keeps up with is used lap after lap (not sealed: never full).
+        let mut tx = mailbox.sender().unwrap();
+        for seq in N..N + 20 {
+            tx.send(&seq.to_le_bytes()).unwrap();
+            let held = rx.recv_in_place_deadline(ipckit::Deadline::Now).unwrap();
+            assert_eq!(*held, seq.to_le_bytes(), "single {single}");
+            let at = held.mailbox_position().unwrap();
+            assert!(last < Some(at), "single {single}: message {seq}");
+            last = Some(at);
+            longest_ring = longest_ring.max(held.position());
+        }
+        eprintln!(
+            "single {single}: {restarts} restarts of position, newest ring {newest_ring}, \
+             a ring up to position {longest_ring}"
+        );
+        assert!(
+            newest_ring >= 10 && restarts >= 10,
+            "single {single}: the chain hardly grew (ring {newest_ring}): the test did not test it"
+        );
+        assert!(
+            longest_ring >= 20,
+            "single {single}: no ring was used for a second lap: the test did not test it"
+        );
+    }
+}
+
+/// The single receiver of an unbounded mailbox (rings of 4) is killed holding its tenth
+/// message, in the third ring: the next receiver gets that message again, at the same
+/// mailbox position, then the rest in order, and the drained rings are removed.
+#[test]
+fn a_single_receiver_of_an_unbounded_mailbox_killed_holding_a_message_leaves_it_to_the_next() {
+    const TEST: &str =
+        "a_single_receiver_of_an_unbounded_mailbox_killed_holding_a_message_leaves_it_to_the_next";
+    if let Some((_, name)) = role() {
+        let mut rx = Mailbox::open(&name).unwrap().receiver().unwrap();
+        for i in 0..9u8 {
+            assert_eq!(rx.try_recv().unwrap().data, [i]);
+        }
+        let held = rx.recv_in_place().unwrap();
+        assert_eq!(*held, [9]);
+        println!("@@holding {}", held.mailbox_position().unwrap());
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let name = unique_name("unbsolerx");
+    let _cleanup = Cleanup(name.clone());
+    let mailbox = Mailbox::builder(&name)
+        .capacity_kind(Capacity::Unbounded)
+        .unbounded_ring_capacity(4)
+        .single_receiver()
+        .create()
+        .unwrap();
+    let mut tx = mailbox.sender().unwrap();
+    for i in 0..20u8 {
+        tx.send(&[i]).unwrap();
+    }
+    assert!(chained_segments(&name) >= 4, "rings are chained");
+    let mut child = spawn_role(TEST, "receiver", &name);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("@@holding ") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "the receiver ended before holding its message"
+        );
+    }
+    let held_at: u64 = line["@@holding ".len()..].trim().parse().unwrap();
+    assert_eq!(
+        held_at >> 32,
+        2,
+        "the tenth message of rings of 4 is in ring 2"
+    );
+    assert!(matches!(
+        mailbox.receiver(),
+        Err(Error::AlreadyExists { .. })
     ));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    with_watchdog(WATCHDOG, move || {
+        let mut rx = mailbox.receiver().unwrap();
+        let mut last = None;
+        for i in 9..20u8 {
+            let held = rx.recv_in_place_deadline(ipckit::Deadline::Now).unwrap();
+            assert_eq!(*held, [i]);
+            let at = held.mailbox_position().unwrap();
+            if i == 9 {
+                assert_eq!(at, held_at, "given again at the same mailbox position");
+            }
+            assert!(last < Some(at));
+            last = Some(at);
+        }
+        assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+        tx.send(b"again").unwrap();
+        assert_eq!(rx.try_recv().unwrap().data, b"again");
+        assert!(chained_segments(&name) <= 1, "drained rings are removed");
+    });
 }
 
 /// `Bounded(n)` means n unread messages, whatever the fast path: a slot is free again as soon

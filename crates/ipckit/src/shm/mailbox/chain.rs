@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::super::segment::Trust;
-use super::endpoint::claim_on;
+use super::endpoint::{claim_on, resolve_claim};
 use super::participants::Role;
 use super::{describe, init_ring, Link, Shared};
 use crate::error::{Error, Result};
@@ -480,12 +480,28 @@ fn grow(shared: &Shared, link: &Link) -> Result<Arc<Link>> {
     Ok(next)
 }
 
+/// Positions a ring of an unbounded chain counts, `2^32`: a sender that claims one at or past
+/// it seals the ring and moves to a new one (as if it were full), so that a ring the
+/// receivers keep up with, used lap after lap, still ends. That keeps each ring's positions
+/// below `2^32` and the chain index above them: [`mailbox_position`] is then one `u64` that
+/// grows through the whole mailbox.
+pub(crate) const RING_POSITIONS: u64 = 1 << 32;
+
+/// The position `pos` of ring `index` as one number for the whole unbounded mailbox:
+/// `index << 32 | pos`, which grows along the chain (rings are drained in index order, and
+/// positions in order within each). `None` for a position past [`RING_POSITIONS`], which a
+/// sender of this version never publishes (an older one, which did not seal a ring there,
+/// could).
+pub(crate) fn mailbox_position(index: u32, pos: u64) -> Option<u64> {
+    (pos < RING_POSITIONS).then(|| u64::from(index) << 32 | pos)
+}
+
 /// An endpoint's claim on an unbounded mailbox.
 ///
 /// A sender claims in the newest ring; a full ring grows the chain, a ring sealed under its
-/// feet is left for the next one. A receiver drains the oldest ring; once it is sealed and
-/// drained, it moves the chain's head on and removes the ring's segment (its memory goes
-/// back when the last process unmaps it).
+/// feet is left for the next one, and so is a ring that has counted [`RING_POSITIONS`]. A
+/// receiver drains the oldest ring; once it is sealed and drained, it moves the chain's head
+/// on and removes the ring's segment (its memory goes back when the last process unmaps it).
 pub(super) fn claim(
     shared: &Shared,
     link: &mut Arc<Link>,
@@ -497,6 +513,12 @@ pub(super) fn claim(
     for _ in 0..MAX_HOPS {
         match (claim_on(shared, &link.ring, pid, role, check)?, role) {
             (Ok(pos), Role::Receiver) => return Ok(Ok(pos)),
+            (Ok(pos), Role::Sender) if pos >= RING_POSITIONS => {
+                // Never published: the slot goes back (as for a ring sealed under our feet),
+                // and the ring is sealed as if full.
+                link.ring.release(pos);
+                *link = grow(shared, link)?;
+            }
             (Ok(pos), Role::Sender) => {
                 // SYNC: pairs with the fence in `Ring::is_drained`: either the receiver sees
                 // this claim, or we see its ring sealed here.
@@ -509,27 +531,70 @@ pub(super) fn claim(
             }
             (Err(_), Role::Sender) => *link = grow(shared, link)?,
             (Err(by_process), Role::Receiver) => {
-                let sealed = link.ring.header().chain_next.load(Ordering::SeqCst) != 0;
-                if !sealed || !link.ring.is_drained() {
+                if !leave_drained(shared, link)? {
                     return Ok(Err(by_process));
                 }
-                let next = link.index.wrapping_add(1);
-                let moved = shared.ring().header().chain_head.compare_exchange(
-                    link.index,
-                    next,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                );
-                if moved.is_ok() && link.index != 0 {
-                    let _ = Segment::unlink(CHAIN_KIND, &chain_name(&shared.name, link.index));
-                }
-                *link = follow(shared, link, Role::Receiver)?;
             }
         }
     }
-    // Every hop went to a newer ring, each filled before we got a slot (tiny rings, faster
-    // peers): the chain grows, it is not broken. Wait a turn, as for a slot held by another
-    // process, and try again. Hops that get nowhere are corruption.
+    endless(shared, link, start)
+}
+
+/// The single receiver's claim on an unbounded mailbox (`single_receiver()`): as a
+/// receiver's [`claim`], with the single receiver's claim on each ring (no `READING` state:
+/// a receiver killed holding a message leaves it full in its ring, which is therefore not
+/// drained, and the next receiver, starting at the chain's head and that ring's head hint,
+/// gets it again at the same position). `next` starts again from each new ring's head.
+pub(super) fn claim_sole(
+    shared: &Shared,
+    link: &mut Arc<Link>,
+    next: &mut u64,
+    check: bool,
+) -> Attempt<u64> {
+    let start = link.index;
+    for _ in 0..MAX_HOPS {
+        let ring = &link.ring;
+        match resolve_claim(shared, ring, check, || ring.claim_read_single(next))? {
+            Ok(pos) => return Ok(Ok(pos)),
+            Err(by_process) => {
+                if !leave_drained(shared, link)? {
+                    return Ok(Err(by_process));
+                }
+                // SYNC: pairs with the Release store of a predecessor's `release_single`.
+                *next = link.ring.header().head.0.load(Ordering::Acquire);
+            }
+        }
+    }
+    endless(shared, link, start)
+}
+
+/// A receiver that found nothing to claim on `link`: if the ring is sealed and drained,
+/// moves the chain's head past it, removes it and goes to the next ring (true); false if
+/// the ring may still get (or hold) a message.
+fn leave_drained(shared: &Shared, link: &mut Arc<Link>) -> Result<bool> {
+    let sealed = link.ring.header().chain_next.load(Ordering::SeqCst) != 0;
+    if !sealed || !link.ring.is_drained() {
+        return Ok(false);
+    }
+    let next = link.index.wrapping_add(1);
+    let moved = shared.ring().header().chain_head.compare_exchange(
+        link.index,
+        next,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    if moved.is_ok() && link.index != 0 {
+        let _ = Segment::unlink(CHAIN_KIND, &chain_name(&shared.name, link.index));
+    }
+    *link = follow(shared, link, Role::Receiver)?;
+    Ok(true)
+}
+
+/// After [`MAX_HOPS`] hops without a claim: if every hop went to a newer ring, each filled
+/// before we got a slot (tiny rings, faster peers), the chain grows, it is not broken: wait a
+/// turn, as for a slot held by another process, and try again. Hops that get nowhere are
+/// corruption.
+fn endless(shared: &Shared, link: &Link, start: u32) -> Attempt<u64> {
     if link.index > start {
         return Ok(Err(true));
     }
@@ -545,4 +610,93 @@ pub(super) fn starting_link(shared: &Shared, role: Role) -> Result<Arc<Link>> {
         return Ok(Arc::clone(&shared.root));
     }
     open_frontier(shared, role, 0)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::shm::mailbox::Mailbox;
+    use crate::shm::ring::Claim;
+    use crate::{Capacity, Deadline, MessageSender};
+
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Mailbox::remove(&self.0);
+        }
+    }
+
+    fn unbounded(tag: &str) -> (Mailbox, Remove) {
+        let name = format!("chain-pos-unit-{tag}-{}", std::process::id());
+        let mailbox = Mailbox::builder(&name)
+            .capacity_kind(Capacity::Unbounded)
+            .unbounded_ring_capacity(4)
+            .single_receiver()
+            .create()
+            .unwrap();
+        (mailbox, Remove(name))
+    }
+
+    /// A ring that has counted `2^32` positions is sealed though it has room: the messages
+    /// after it go to the next ring, and the mailbox position keeps growing (without the
+    /// seal the fourth message would sit at position `2^32` of ring 0, which has none).
+    #[test]
+    fn a_ring_that_counted_its_positions_is_sealed_and_the_mailbox_position_still_grows() {
+        let (mailbox, _remove) = unbounded("seal");
+        mailbox.shared.ring().fast_forward(RING_POSITIONS - 3);
+        let mut tx = mailbox.sender().unwrap();
+        let mut rx = mailbox.receiver().unwrap();
+        for i in 0..6u8 {
+            tx.send(&[i]).unwrap();
+        }
+        let mut seen = Vec::new();
+        for i in 0..6u8 {
+            let held = rx.recv_in_place_deadline(Deadline::Now).unwrap();
+            assert_eq!(&*held, &[i]);
+            seen.push((held.position(), held.mailbox_position().unwrap()));
+        }
+        let r = RING_POSITIONS;
+        let ring1 = 1u64 << 32;
+        assert_eq!(
+            seen,
+            [
+                (r - 3, r - 3),
+                (r - 2, r - 2),
+                (r - 1, r - 1),
+                (0, ring1),
+                (1, ring1 + 1),
+                (2, ring1 + 2)
+            ]
+        );
+    }
+
+    /// A message at position `2^32` or more of a chained ring (an older sender's, which did
+    /// not seal the ring there) has no mailbox position: `Unsupported`, not a wrapped number.
+    #[test]
+    fn a_message_past_a_rings_positions_has_no_mailbox_position() {
+        assert_eq!(mailbox_position(7, 5), Some(7 << 32 | 5));
+        assert_eq!(
+            mailbox_position(u32::MAX, RING_POSITIONS - 1),
+            Some(u64::MAX)
+        );
+        assert_eq!(mailbox_position(0, RING_POSITIONS), None);
+        let (mailbox, _remove) = unbounded("past");
+        let ring = mailbox.shared.ring();
+        ring.fast_forward(RING_POSITIONS);
+        // An older sender's send, straight on the ring.
+        let pos = match ring.claim_write(std::process::id()).unwrap() {
+            Claim::Got(pos) => pos,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(pos, RING_POSITIONS);
+        ring.slot(pos).len.store(1, Ordering::SeqCst);
+        ring.publish(pos);
+        let mut rx = mailbox.receiver().unwrap();
+        let held = rx.recv_in_place_deadline(Deadline::Now).unwrap();
+        assert_eq!(held.position(), RING_POSITIONS);
+        assert!(matches!(
+            held.mailbox_position(),
+            Err(Error::Unsupported(text)) if text.contains("older ipckit")
+        ));
+    }
 }

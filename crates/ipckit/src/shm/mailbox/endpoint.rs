@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use super::chain;
 use super::participants::{is_dead, Participant, Role, SoleToken};
-use super::{check_intact, Link, Shared};
+use super::{check_intact, describe, Link, Shared};
 use crate::error::{Error, Result};
 use crate::link::Deadline;
-use crate::shm::ring::{uses_cursors, Claim, Cursor, Ring};
+use crate::shm::ring::{uses_cursors, Claim, Cursor, Ring, FLAG_SINGLE_SENDER};
 use crate::shm::wait::{wait_for, wait_for_asymmetric, Attempt};
+use crate::sync::primitive::Ordering;
 
 /// How an endpoint claims positions, chosen once when it is made.
 pub(super) enum Flavor {
@@ -19,12 +20,15 @@ pub(super) enum Flavor {
     /// are compare-and-swaps on the slot words.
     Many,
     /// The one sender (receiver) of a single-sender (single-receiver) ring, holding the
-    /// token: it claims position `next` without a compare-and-swap.
+    /// token: it claims position `next` without a compare-and-swap. The single receiver of
+    /// an unbounded mailbox hops along the chain like `Chain`, `next` starting again on each
+    /// ring (`chain::claim_sole`).
     Sole { _token: SoleToken, next: u64 },
     /// The one sender (receiver) of a ring that is both single-sender and single-receiver
     /// (not rendezvous, not unbounded): the cursor protocol (`shm/ring/`), no slot words.
     Cursor { _token: SoleToken, cursor: Cursor },
-    /// An endpoint of an unbounded mailbox: claims hop along the chain of rings.
+    /// An endpoint of an unbounded mailbox (but its single receiver): claims hop along the
+    /// chain of rings.
     Chain,
 }
 
@@ -50,6 +54,16 @@ impl Endpoint {
     /// (receiver); [`Error::LimitReached`](crate::Error::LimitReached) when the participant
     /// table is full; for an unbounded mailbox, the errors of mapping its chain.
     pub(super) fn new(shared: &Arc<Shared>, role: Role) -> Result<Endpoint> {
+        if role == Role::Sender
+            && shared.unbounded()
+            && shared.ring().geometry().flags & FLAG_SINGLE_SENDER != 0
+        {
+            // Never created so (the builder refuses it): a scribbled header.
+            return Err(Error::corrupt(
+                describe(&shared.name),
+                "it is marked both unbounded and single-sender",
+            ));
+        }
         let sole = SoleToken::acquire(shared, role)?;
         if role == Role::Sender && sole.is_some() {
             // Before this sender writes over anything: the message an idempotent sender
@@ -67,6 +81,13 @@ impl Endpoint {
                     cursor: link.ring.cursor(start),
                 }
             }
+            // The single receiver of an unbounded mailbox starts on the chain's head ring,
+            // at that ring's head (the token's start is the root's).
+            Some((token, _)) if shared.unbounded() => Flavor::Sole {
+                _token: token,
+                // SYNC: pairs with the Release store of a predecessor's `release_single`.
+                next: link.ring.header().head.0.load(Ordering::Acquire),
+            },
             Some((token, next)) => Flavor::Sole {
                 _token: token,
                 next,
@@ -155,6 +176,10 @@ impl Endpoint {
                 check_intact_quick(shared, link)?;
             }
             match flavor {
+                // Only a receiver is single on an unbounded mailbox (`new` refuses a sender).
+                Flavor::Sole { next, .. } if shared.unbounded() => {
+                    chain::claim_sole(shared, link, next, check)
+                }
                 Flavor::Sole { next, .. } => {
                     resolve_claim(shared, &link.ring, check, || match role {
                         Role::Sender => link.ring.claim_write_single(next),
@@ -284,7 +309,7 @@ pub(super) fn claim_on(
 
 /// Runs `claim` until it gets a position or is blocked by something other than a dead
 /// process's slot (which it reclaims when `check_owners` is set).
-fn resolve_claim(
+pub(super) fn resolve_claim(
     shared: &Shared,
     ring: &Ring,
     check_owners: bool,

@@ -143,7 +143,9 @@ impl MailboxBuilder {
         single_sender() |b| b.single |= FLAG_SINGLE_SENDER;
         /// At most one receiver at a time: its receives then need no compare-and-swap. A
         /// receiver killed while holding a message leaves it to the next receiver (delivered
-        /// again, never lost). Bounded mailboxes only.
+        /// again, never lost), at the same
+        /// [`mailbox_position`](crate::shm::mailbox::MailboxSample::mailbox_position). Bounded
+        /// and unbounded mailboxes (not rendezvous).
         single_receiver() |b| b.single |= FLAG_SINGLE_RECEIVER;
         /// A bounded ring of `n` messages (shorthand for
         /// `.capacity_kind(Capacity::Bounded(n))`).
@@ -192,9 +194,13 @@ impl MailboxBuilder {
             // needed.
             Capacity::Unbounded => (self.unbounded_ring, FLAG_UNBOUNDED),
         };
-        if self.single != 0 && !matches!(self.capacity, Capacity::Bounded(_)) {
+        // A single receiver also suits a chain (it drains the rings in order); a single
+        // sender's claim without compare-and-swap does not (it never seals a ring).
+        let chain_ok = self.single == FLAG_SINGLE_RECEIVER && self.capacity == Capacity::Unbounded;
+        if self.single != 0 && !matches!(self.capacity, Capacity::Bounded(_)) && !chain_ok {
             return Err(Error::Unsupported(format!(
-                "single-sender and single-receiver mailboxes must be bounded, not {:?}",
+                "single-sender mailboxes must be bounded, and single-receiver ones bounded or \
+                 unbounded, not {:?}",
                 self.capacity
             )));
         }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::cache::CACHED_TAG;
+use super::chain;
 use super::endpoint::{Endpoint, Flavor};
 use super::participants::Role;
 use super::{describe, Shared};
@@ -351,11 +352,46 @@ impl MailboxSample<'_> {
     /// The message's position in the mailbox's ring: a counter that never wraps, unique
     /// among the messages of a bounded or rendezvous mailbox's file (a removed and
     /// re-created mailbox starts again at 0; each chained ring of an unbounded mailbox
-    /// counts on its own). It is stable while the message waits: in a single-receiver
-    /// mailbox, a receiver that dies holding it leaves it to the next receiver at the same
-    /// position. `ipckit-bridge` uses it to recognise a message it is given again.
+    /// counts on its own: see [`mailbox_position`](Self::mailbox_position) for a number
+    /// that grows through the whole mailbox). It is stable while the message waits: in a
+    /// single-receiver mailbox, a receiver that dies holding it leaves it to the next
+    /// receiver at the same position.
     pub fn position(&self) -> u64 {
         self.pos
+    }
+
+    /// The message's position in the whole mailbox: larger than that of every message
+    /// received from the mailbox before it, and stable while the message waits (in a
+    /// single-receiver mailbox, bounded or unbounded, a receiver that dies holding it leaves
+    /// it to the next receiver at the same value). `ipckit-bridge` uses it to recognise a
+    /// message it is given again.
+    ///
+    /// For a bounded or rendezvous mailbox it is [`position`](Self::position). For an
+    /// unbounded one it is `ring << 32 | position`, `ring` the index of the chained ring
+    /// that holds the message (0 for the mailbox's own, counting up along the chain, at
+    /// most `u32::MAX`): rings are drained in order, and a sender seals a ring that has
+    /// counted `2^32` positions and goes on in a new one, so a ring's positions stay below
+    /// `2^32` even when the receivers keep up with it lap after lap.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a message of an unbounded mailbox at a position of `2^32`
+    /// or more in its ring, which a sender of this version never publishes (an older one,
+    /// which did not seal a ring there, could): it has no such number.
+    pub fn mailbox_position(&self) -> Result<u64> {
+        let endpoint = &self.receiver.endpoint;
+        if !endpoint.shared.unbounded() {
+            return Ok(self.pos);
+        }
+        let index = endpoint.link.index;
+        chain::mailbox_position(index, self.pos).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{}: the message at position {} of chained ring {index} is past the {} \
+                 positions a ring may count for its mailbox position (sent by an older ipckit?)",
+                describe(&endpoint.shared.name),
+                self.pos,
+                chain::RING_POSITIONS
+            ))
+        })
     }
 }
 

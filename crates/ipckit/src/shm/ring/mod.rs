@@ -628,6 +628,21 @@ impl Ring {
         self.chain
     }
 
+    /// Moves an empty ring on to position `pos`, as if `pos` messages had gone through it:
+    /// the head and tail there, each slot empty for the lap of the first position at or
+    /// after `pos` that it holds (for the tests of positions no test could send through).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn fast_forward(&self, pos: u64) {
+        let capacity = self.slots.geometry().capacity as u64;
+        for offset in 0..capacity {
+            let at = pos + offset;
+            let word = Word::encode(self.lap(at), SlotState::Empty, 0);
+            self.slot(at).word.store(word, Ordering::SeqCst);
+        }
+        self.header().head.0.store(pos, Ordering::SeqCst);
+        self.header().tail.0.store(pos, Ordering::SeqCst);
+    }
+
     /// The header holding the futex words waiters of this ring sleep on (and, for the rings
     /// of an unbounded chain, the root's, with the source table).
     #[inline]

@@ -42,6 +42,14 @@ pub struct CreateArgs {
     /// File mode, in octal.
     #[arg(long, default_value = "0600", value_parser = parse_mode)]
     pub mode: u32,
+    /// At most one sender at a time (bounded mailboxes): sends need no compare-and-swap,
+    /// and with `--single-receiver` too the mailbox takes the fastest path.
+    #[arg(long)]
+    pub single_sender: bool,
+    /// At most one receiver at a time (bounded or unbounded): a receiver killed holding a
+    /// message leaves it to the next one, delivered again, never lost.
+    #[arg(long)]
+    pub single_receiver: bool,
 }
 
 /// Parses an octal file mode (`0600`, `0o640`, `644`).
@@ -130,24 +138,35 @@ pub fn mailbox(command: MailboxCommand) -> Result<()> {
             } else {
                 Capacity::Bounded(args.capacity)
             };
-            let mailbox = Mailbox::builder(&args.name)
+            let mut builder = Mailbox::builder(&args.name)
                 .capacity_kind(capacity)
                 .max_message_size(args.max_msg_size)
-                .mode(args.mode)
-                .create()
-                .map_err(|e| {
-                    let size = refused_size(&e);
-                    anyhow::Error::new(e)
-                        .context(format!("cannot create mailbox {:?}{size}", args.name))
-                })?;
+                .mode(args.mode);
+            if args.single_sender {
+                builder = builder.single_sender();
+            }
+            if args.single_receiver {
+                builder = builder.single_receiver();
+            }
+            let mailbox = builder.create().map_err(|e| {
+                let size = refused_size(&e);
+                anyhow::Error::new(e)
+                    .context(format!("cannot create mailbox {:?}{size}", args.name))
+            })?;
             let holds = match capacity {
                 Capacity::Bounded(1) => "1 message".into(),
                 Capacity::Bounded(n) => format!("{n} messages"),
                 Capacity::Rendezvous => "no messages (rendezvous)".into(),
                 Capacity::Unbounded => "any number of messages (unbounded; it grows)".into(),
             };
+            let single = match (args.single_sender, args.single_receiver) {
+                (true, true) => ", one sender and one receiver at a time",
+                (true, false) => ", one sender at a time",
+                (false, true) => ", one receiver at a time",
+                (false, false) => "",
+            };
             outln!(
-                "created mailbox {:?}: holds {holds} of up to {} bytes; takes {}",
+                "created mailbox {:?}: holds {holds} of up to {} bytes{single}; takes {}",
                 args.name,
                 mailbox.max_message_size(),
                 shm_footprint(ipckit::shm::mailbox::KIND, &args.name)

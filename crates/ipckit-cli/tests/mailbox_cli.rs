@@ -317,3 +317,67 @@ fn ls_shows_the_sources_of_idempotent_senders() {
     assert_eq!(second["in_flight"], serde_json::Value::Null);
     drop(tx);
 }
+
+#[test]
+fn create_makes_single_sender_and_single_receiver_mailboxes_and_refuses_what_cannot_be() {
+    let single = unique("single");
+    let _cleanup = Cleanup(single.clone());
+    let out = stdout_of(ipckit().args([
+        "mailbox",
+        "create",
+        &single,
+        "--capacity",
+        "8",
+        "--single-sender",
+        "--single-receiver",
+    ]));
+    assert!(
+        out.contains("one sender and one receiver at a time"),
+        "{out}"
+    );
+    let chain = unique("chain");
+    let _cleanup_chain = Cleanup(chain.clone());
+    let out = stdout_of(ipckit().args([
+        "mailbox",
+        "create",
+        &chain,
+        "--unbounded",
+        "--single-receiver",
+    ]));
+    assert!(out.contains("one receiver at a time"), "{out}");
+    // The flags reach the mailbox: a second receiver (or sender) is refused while the
+    // first is attached.
+    for name in [&single, &chain] {
+        let mailbox = ipckit::shm::Mailbox::open(name).unwrap();
+        let _first = mailbox.receiver().unwrap();
+        assert!(
+            matches!(
+                mailbox.receiver(),
+                Err(ipckit::Error::AlreadyExists { .. })
+            ),
+            "{name}: a second receiver was let in"
+        );
+    }
+    let mailbox = ipckit::shm::Mailbox::open(&single).unwrap();
+    let _sender = mailbox.sender().unwrap();
+    assert!(matches!(
+        mailbox.sender(),
+        Err(ipckit::Error::AlreadyExists { .. })
+    ));
+    // A single sender cannot seal a chained ring: refused, naming why, nothing created.
+    let refused = unique("refused");
+    let out = ipckit()
+        .args([
+            "mailbox",
+            "create",
+            &refused,
+            "--unbounded",
+            "--single-sender",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("single-sender mailboxes must be bounded"), "{err}");
+    assert!(ipckit::shm::Mailbox::open(&refused).is_err());
+}

@@ -351,10 +351,7 @@ fn create_makes_single_sender_and_single_receiver_mailboxes_and_refuses_what_can
         let mailbox = ipckit::shm::Mailbox::open(name).unwrap();
         let _first = mailbox.receiver().unwrap();
         assert!(
-            matches!(
-                mailbox.receiver(),
-                Err(ipckit::Error::AlreadyExists { .. })
-            ),
+            matches!(mailbox.receiver(), Err(ipckit::Error::AlreadyExists { .. })),
             "{name}: a second receiver was let in"
         );
     }
@@ -378,6 +375,9 @@ fn create_makes_single_sender_and_single_receiver_mailboxes_and_refuses_what_can
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("single-sender mailboxes must be bounded"), "{err}");
+    assert!(
+        err.contains("single-sender mailboxes must be bounded"),
+        "{err}"
+    );
     assert!(ipckit::shm::Mailbox::open(&refused).is_err());
 }

@@ -51,6 +51,34 @@ pub(crate) fn wake_sleepers(wait: &WaitWord) {
     wait.notify_sleepers();
 }
 
+/// Turns of [`spin_for_handoff`]: a few microseconds at most (a `pause` is at most ~140
+/// cycles), well inside every spinning strategy's budget.
+const HANDOFF_SPINS: u32 = 256;
+
+/// The short wait a receiver runs before the general one ([`wait_for`]): spins until `ready`
+/// holds, for up to [`HANDOFF_SPINS`] turns, so that a message arriving within a hand-off is
+/// taken by the caller's straight-line fast case rather than through the wait loop (its
+/// closure, clock and liveness turns). True as soon as `ready` holds (at once if it already
+/// did); false after the turns, and at once for `Deadline::Now` or the sleep strategy, which
+/// must not spin.
+#[inline(always)]
+pub(crate) fn spin_for_handoff(
+    strategy: WaitStrategy,
+    deadline: Deadline,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    if deadline == Deadline::Now || strategy == WaitStrategy::Sleep {
+        return false;
+    }
+    for _ in 0..HANDOFF_SPINS {
+        if ready() {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    false
+}
+
 /// The outcome of one attempt: done, or blocked (`true`: by a slot another process holds,
 /// whose death the waiter must watch for).
 pub(crate) type Attempt<T> = Result<std::result::Result<T, bool>>;

@@ -12,13 +12,8 @@ use crate::error::{Error, Result};
 use crate::link::{Deadline, MessageReceiver, Metadata};
 use crate::shm::layout::slot_bytes;
 use crate::shm::ring::{Cursor, Ring, SlotHeader};
-use crate::shm::wait::WaitStrategy;
+use crate::shm::wait::spin_for_handoff;
 use crate::sync::primitive::Ordering;
-
-/// Turns of [`MailboxReceiver::spin_cursor`]: a few microseconds at most (a `pause` is at
-/// most ~140 cycles), well inside every spinning strategy's budget, after which the general
-/// wait (with its deadline, liveness and sleep) takes over.
-const CURSOR_SPINS: u32 = 256;
 
 /// Receives from a mailbox. Implements [`MessageReceiver`].
 pub struct MailboxReceiver {
@@ -246,28 +241,19 @@ impl MailboxReceiver {
         Some((cursor.pos, len, meta))
     }
 
-    /// The cursor path's short wait: spins on the next slot's published mark for up to
-    /// [`CURSOR_SPINS`] turns, so that a message arriving within a hand-off is taken by the
-    /// straight-line fast case above rather than through the wait loop (its closure, clock
-    /// and liveness turns) and the general claim, which cost the 64 B round trip about a
-    /// tenth. True when a message is ready (at once if one already was). Never for
-    /// `Deadline::Now` nor the sleep strategy, which must not spin.
+    /// The cursor path's short wait ([`spin_for_handoff`]) on the next slot's published
+    /// mark, so that a message arriving within a hand-off is taken by the straight-line fast
+    /// case above rather than through the general wait and claim, which cost the 64 B round
+    /// trip about a tenth. True when a message is ready.
     #[inline(never)]
     fn spin_cursor(&mut self, deadline: Deadline) -> bool {
-        if deadline == Deadline::Now || self.endpoint.shared.wait == WaitStrategy::Sleep {
-            return false;
-        }
         let Flavor::Cursor { cursor, .. } = &mut self.endpoint.flavor else {
             return false;
         };
         let ring = &self.endpoint.link.ring;
-        for _ in 0..CURSOR_SPINS {
-            if ring.cursor_ready_read(cursor) {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        false
+        spin_for_handoff(self.endpoint.shared.wait, deadline, || {
+            ring.cursor_ready_read(cursor)
+        })
     }
 
     /// The many-receivers path's fast case: a message claimed at once (by compare-and-swap).

@@ -185,12 +185,8 @@ impl MailboxSender {
     fn commit(&mut self, pos: u64, len: usize, deadline: Deadline) -> Result<()> {
         let ring = &self.endpoint.link.ring;
         let slot = ring.slot_at(self.endpoint.index(pos));
-        slot.len.store(len as u32, Ordering::Relaxed);
-        slot.sender_pid
-            .store(self.endpoint.participant.pid, Ordering::Relaxed);
-        slot.sender_uid.store(self.uid, Ordering::Relaxed);
-        slot.sequence.store(self.sequence, Ordering::Relaxed);
-        self.sequence += 1;
+        let from = (self.endpoint.participant.pid, self.uid);
+        write_metadata(slot, len, from, &mut self.sequence);
         match &mut self.endpoint.flavor {
             Flavor::Cursor { cursor, .. } => {
                 ring.cursor_publish(cursor);
@@ -270,12 +266,8 @@ impl MailboxSender {
         // SAFETY: we own the slot of `pos` (claimed) and msg.len() <= max_message (checked by
         // the caller), the size of its data area.
         unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
-        slot.len.store(msg.len() as u32, Ordering::Relaxed);
-        slot.sender_pid
-            .store(self.endpoint.participant.pid, Ordering::Relaxed);
-        slot.sender_uid.store(self.uid, Ordering::Relaxed);
-        slot.sequence.store(self.sequence, Ordering::Relaxed);
-        self.sequence += 1;
+        let from = (self.endpoint.participant.pid, self.uid);
+        write_metadata(slot, msg.len(), from, &mut self.sequence);
         // SYNC (each commit below): Release pairs with the Acquire loads of `committed` in
         // `Ring::committed_at` (the bytes above are visible to a reclaimer that publishes
         // them) and in `IdempotentSender::next`.
@@ -307,8 +299,18 @@ impl MailboxSender {
     }
 }
 
-/// Fills in the metadata of `slot`, the slot at `cursor` (a message of `len` bytes from
-/// `(pid, uid)`, numbered `*sequence`, which moves on) and publishes it: the cursor path's
+/// Fills in the metadata of a slot being sent: a message of `len` bytes from `(pid, uid)`,
+/// numbered `*sequence`, which moves on. Every flavour's commit writes it before publishing.
+#[inline(always)]
+fn write_metadata(slot: &SlotHeader, len: usize, (pid, uid): (u32, u32), sequence: &mut u64) {
+    slot.len.store(len as u32, Ordering::Relaxed);
+    slot.sender_pid.store(pid, Ordering::Relaxed);
+    slot.sender_uid.store(uid, Ordering::Relaxed);
+    slot.sequence.store(*sequence, Ordering::Relaxed);
+    *sequence += 1;
+}
+
+/// Fills in the metadata of `slot`, the slot at `cursor`, and publishes it: the cursor path's
 /// commit, shared by the copying send and the loan.
 #[inline(always)]
 fn publish_on_cursor(
@@ -316,14 +318,10 @@ fn publish_on_cursor(
     cursor: &mut Cursor,
     slot: &SlotHeader,
     len: usize,
-    (pid, uid): (u32, u32),
+    from: (u32, u32),
     sequence: &mut u64,
 ) {
-    slot.len.store(len as u32, Ordering::Relaxed);
-    slot.sender_pid.store(pid, Ordering::Relaxed);
-    slot.sender_uid.store(uid, Ordering::Relaxed);
-    slot.sequence.store(*sequence, Ordering::Relaxed);
-    *sequence += 1;
+    write_metadata(slot, len, from, sequence);
     ring.cursor_publish(cursor);
 }
 
@@ -424,11 +422,7 @@ impl MailboxSender {
         // SAFETY: we own the slot of `pos` (WRITING by us) and msg.len() <= max_message, the
         // size of its data area.
         unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
-        slot.len.store(msg.len() as u32, Ordering::Relaxed);
-        slot.sender_pid.store(pid, Ordering::Relaxed);
-        slot.sender_uid.store(self.uid, Ordering::Relaxed);
-        slot.sequence.store(self.sequence, Ordering::Relaxed);
-        self.sequence += 1;
+        write_metadata(slot, msg.len(), (pid, self.uid), &mut self.sequence);
         ring.publish_spot(spot);
         true
     }

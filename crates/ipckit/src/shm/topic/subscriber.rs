@@ -11,13 +11,8 @@ use crate::shm::layout::slot_bytes;
 use crate::shm::liveness::{Held, Table};
 use crate::shm::participants;
 use crate::shm::seqlock;
-use crate::shm::wait::{wait_for, wait_for_asymmetric, wake_sleepers, Attempt, WaitStrategy};
+use crate::shm::wait::{spin_for_handoff, wait_for, wait_for_asymmetric, wake_sleepers, Attempt};
 use crate::sync::primitive::Ordering;
-
-/// Turns of [`Subscriber::spin_for_next`]: a few microseconds at most, as the mailbox's
-/// cursor receiver spins, before the general wait (with its deadline, liveness checks and
-/// sleep) takes over.
-const NEXT_SPINS: u32 = 256;
 
 /// Receives every message of a topic, in order, from its own cursor. Implements
 /// [`MessageReceiver`]; [`Metadata::missed`] says how many messages were lost to overrun just
@@ -434,26 +429,17 @@ impl Subscriber {
         })
     }
 
-    /// The short wait before the general one: spins on the stamp of the slot of message
-    /// `cursor` for up to [`NEXT_SPINS`] turns, so that a message arriving within a hand-off
-    /// is taken by the fast case rather than through the wait loop (its closure, clock and
-    /// liveness turns). True once the stamp reaches the message (complete, or overwritten:
-    /// the fast case or the general path then sorts it out). Never for `Deadline::Now` nor
-    /// the sleep strategy, which must not spin.
+    /// The short wait before the general one ([`spin_for_handoff`]) on the stamp of the
+    /// slot of message `cursor`, as the mailbox's cursor receiver spins. True once the stamp
+    /// reaches the message (complete, or overwritten: the fast case or the general path then
+    /// sorts it out).
     #[inline(never)]
     fn spin_for_next(&self, deadline: Deadline) -> bool {
-        if deadline == Deadline::Now || self.shared.wait == WaitStrategy::Sleep {
-            return false;
-        }
         let (slot, _) = self.fast.slots.slot_and_data_at(self.slot);
         let want = seqlock::complete(self.cursor);
-        for _ in 0..NEXT_SPINS {
-            if seqlock::read_begin(&slot.stamp) >= want {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        false
+        spin_for_handoff(self.shared.wait, deadline, || {
+            seqlock::read_begin(&slot.stamp) >= want
+        })
     }
 
     /// The error for a poisoned segment, built out of the fast path's way.

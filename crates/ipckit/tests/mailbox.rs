@@ -8,8 +8,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    check_message, fork_lingering_child, forked_pid, make_message, reports, role, seed, spawn_role,
-    spawn_role_with_stdin, unique_name, wait_for_line, wait_with_watchdog, with_watchdog, XorShift,
+    check_message, fork_lingering_child, forked_pid, lingering_holder_round, make_message, reports,
+    role, seed, spawn_role, spawn_role_with_stdin, unique_name, wait_for_line, wait_with_watchdog,
+    with_watchdog, XorShift,
 };
 use ipckit::process::{liveness, Liveness};
 use ipckit::shm::mailbox::{Mailbox, WaitStrategy};
@@ -667,36 +668,10 @@ fn a_sole_token_is_taken_although_its_gone_holders_forked_child_still_shares_its
             ("vanish", "receiver"),
             ("release", "receiver"),
         ] {
-            let exercised = (0..5).any(|_| {
-                let arg = format!("{name} {which} 100");
-                let mut holder = spawn_role_with_stdin(TEST, mode, &arg, Stdio::piped());
-                let mut stdin = holder.stdin.take().unwrap();
-                let mut out = BufReader::new(holder.stdout.take().unwrap());
-                wait_for_line(&mut out, "holding");
-                let asked = Instant::now();
-                match take(which) {
-                    Err(Error::AlreadyExists { object }) => assert!(
-                        object.contains(&format!("(pid {})", holder.id())),
-                        "{object}"
-                    ),
-                    other => panic!("a second single {which} while the first lives: {other:?}"),
-                }
-                assert!(
-                    asked.elapsed() < Duration::from_millis(200),
-                    "a live holder is refused at once, not after {:?}",
-                    asked.elapsed()
-                );
-                writeln!(stdin, "go").unwrap();
-                let child = forked_pid(&mut out);
-                assert!(wait_with_watchdog(&mut holder, WATCHDOG).success());
-                let lingering = liveness(child, None) == Liveness::Alive;
-                let got = take(which);
-                assert!(
-                    got.is_ok(),
-                    "{mode} {which}: {got:?} (the forked child alive when asked: {lingering})"
-                );
-                lingering
-            });
+            let arg = format!("{name} {which} 100");
+            let what = format!("{mode} {which}");
+            let exercised =
+                (0..5).any(|_| lingering_holder_round(TEST, mode, &arg, &what, || take(which)));
             assert!(
                 exercised,
                 "{mode} {which}: the forked child was never still there when the token was taken"

@@ -4,15 +4,14 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufReader, Read, Write};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::io::{BufReader, Read};
+use std::process::Child;
+use std::time::Duration;
 
 use common::{
-    check_message, fork_lingering_child, forked_pid, make_message, reports, role, seed, spawn_role,
-    spawn_role_with_stdin, unique_name, wait_for_line, wait_with_watchdog, with_watchdog, XorShift,
+    check_message, fork_lingering_child, lingering_holder_round, make_message, reports, role, seed,
+    spawn_role, unique_name, wait_for_line, wait_with_watchdog, with_watchdog, XorShift,
 };
-use ipckit::process::{liveness, Liveness};
 use ipckit::shm::topic::{Overflow, Topic};
 use ipckit::shm::WaitStrategy;
 use ipckit::{Deadline, Error, MessageReceiver, MessageSender};
@@ -569,35 +568,8 @@ fn a_single_publisher_is_replaced_although_its_gone_holders_forked_child_shares_
     with_watchdog(WATCHDOG, move || {
         let topic = Topic::open(&name).unwrap();
         for mode in ["vanish", "release"] {
-            let exercised = (0..5).any(|_| {
-                let mut holder = spawn_role_with_stdin(TEST, mode, &name, Stdio::piped());
-                let mut stdin = holder.stdin.take().unwrap();
-                let mut out = BufReader::new(holder.stdout.take().unwrap());
-                wait_for_line(&mut out, "holding");
-                let asked = Instant::now();
-                match topic.publisher() {
-                    Err(Error::AlreadyExists { object }) => assert!(
-                        object.contains(&format!("(pid {})", holder.id())),
-                        "{object}"
-                    ),
-                    other => panic!("a second publisher while the first lives: {other:?}"),
-                }
-                assert!(
-                    asked.elapsed() < Duration::from_millis(200),
-                    "a live holder is refused at once, not after {:?}",
-                    asked.elapsed()
-                );
-                writeln!(stdin, "go").unwrap();
-                let child = forked_pid(&mut out);
-                assert!(wait_with_watchdog(&mut holder, WATCHDOG).success());
-                let lingering = liveness(child, None) == Liveness::Alive;
-                let got = topic.publisher().map(drop);
-                assert!(
-                    got.is_ok(),
-                    "{mode}: {got:?} (the forked child alive when asked: {lingering})"
-                );
-                lingering
-            });
+            let take = || topic.publisher().map(drop);
+            let exercised = (0..5).any(|_| lingering_holder_round(TEST, mode, &name, mode, take));
             assert!(
                 exercised,
                 "{mode}: the forked child was never still there when the token was taken"

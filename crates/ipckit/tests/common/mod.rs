@@ -128,6 +128,51 @@ pub fn forked_pid(out: &mut impl BufRead) -> u32 {
     }
 }
 
+/// One round of a lingering-lock test. The holder, role `mode` of `test` started with `arg`
+/// (its stdin piped), takes a sole token, prints `@@holding`, waits for a line on stdin,
+/// forks a [`fork_lingering_child`], prints `@@forked PID` and exits. Meanwhile `take` asks
+/// for the token: while the holder lives it must be refused at once (`AlreadyExists` naming
+/// the holder's pid, within 200 ms); once the holder has exited it must be granted. Returns
+/// whether the forked child still shared the lock when the token was granted (only then did
+/// the round test the linger). `what` names the round in failures.
+pub fn lingering_holder_round(
+    test: &str,
+    mode: &str,
+    arg: &str,
+    what: &str,
+    take: impl Fn() -> Result<(), ipckit::Error>,
+) -> bool {
+    use ipckit::process::{liveness, Liveness};
+    use std::io::{BufReader, Write};
+    let mut holder = spawn_role_with_stdin(test, mode, arg, Stdio::piped());
+    let mut stdin = holder.stdin.take().unwrap();
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    wait_for_line(&mut out, "holding");
+    let asked = Instant::now();
+    match take() {
+        Err(ipckit::Error::AlreadyExists { object }) => assert!(
+            object.contains(&format!("(pid {})", holder.id())),
+            "{object}"
+        ),
+        other => panic!("{what}: a second holder while the first lives: {other:?}"),
+    }
+    assert!(
+        asked.elapsed() < Duration::from_millis(200),
+        "a live holder is refused at once, not after {:?}",
+        asked.elapsed()
+    );
+    writeln!(stdin, "go").unwrap();
+    let child = forked_pid(&mut out);
+    assert!(wait_with_watchdog(&mut holder, Duration::from_secs(60)).success());
+    let lingering = liveness(child, None) == Liveness::Alive;
+    let got = take();
+    assert!(
+        got.is_ok(),
+        "{what}: {got:?} (the forked child alive when asked: {lingering})"
+    );
+    lingering
+}
+
 /// Lines a child printed with the `@@` prefix (the harness prints its own lines too).
 pub fn reports(child: &mut Child) -> Vec<String> {
     let mut out = String::new();

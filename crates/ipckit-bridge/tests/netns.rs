@@ -797,6 +797,32 @@ fn a_full_mailbox_on_the_exporting_host_fills_the_importing_hosts_outbox_and_mai
     });
 }
 
+/// Waits for the receiver's verdict on `n` messages and ends it: every message, in order,
+/// none twice (the exporting bridge's mailbox commits each source position with the message,
+/// so no SIGKILL of either bridge delivers one twice). Returns the verdict line.
+fn expect_exactly_once(mut receiver: Proc, n: u64) -> String {
+    let outcome = receiver.expect_prefix(
+        &format!("received {n} in order, "),
+        Duration::from_secs(200),
+    );
+    receiver.finish(Duration::from_secs(10));
+    assert_eq!(
+        outcome,
+        format!("received {n} in order, no duplicate"),
+        "a message delivered twice across the restarts"
+    );
+    outcome
+}
+
+/// How many chained rings of mailbox `jobs` are in the host's `/dev/shm`.
+fn chained_rings(host: &Host) -> usize {
+    host.run("ls", &["/dev/shm"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|f| f.starts_with("ipckit.mailbox-chain.") && f.ends_with(".jobs"))
+        .count()
+}
+
 /// 10,000 sequence-numbered messages while the importing bridge, then the exporting one,
 /// then both are killed with SIGKILL and restarted (the importing one the last time with
 /// the other kind of window): the receiver checks order, no gap and no repeat.
@@ -829,18 +855,7 @@ fn ten_thousand_across_restarts(tag: &str, window: usize) {
             .a
             .bridge(&format!("{A_CONNECT} import=mailbox:jobs window={other}"));
         sender.finish(Duration::from_secs(200));
-        let outcome = receiver.expect_prefix(
-            &format!("received {N} in order, "),
-            Duration::from_secs(200),
-        );
-        receiver.finish(Duration::from_secs(10));
-        // Exactly once: the exporting bridge's mailbox commits each source position with the
-        // message (an idempotent sender), so no SIGKILL of either bridge delivers one twice.
-        assert_eq!(
-            outcome,
-            format!("received {N} in order, no duplicate"),
-            "a message delivered twice across the restarts"
-        );
+        let outcome = expect_exactly_once(receiver, N);
         eprintln!("window {window}: {outcome}");
         // What the last bridges on each side counted (since their restart), for the log.
         let counters = |host: &Host| {
@@ -905,13 +920,7 @@ fn an_unbounded_mailbox_imported_across_restarts(tag: &str, window: usize) {
     let mut a = hosts.a.bridge(&a_args);
     let mut sender = hosts.a.spawn("send", &format!("jobs {N}"));
     sender.expect(&format!("sent {N}"), Duration::from_secs(60));
-    let rings = hosts
-        .a
-        .run("ls", &["/dev/shm"])
-        .unwrap_or_default()
-        .lines()
-        .filter(|f| f.starts_with("ipckit.mailbox-chain.") && f.ends_with(".jobs"))
-        .count();
+    let rings = chained_rings(&hosts.a);
     eprintln!("window {window}: {rings} chained rings once all was sent");
     assert!(
         rings >= 50,
@@ -927,24 +936,9 @@ fn an_unbounded_mailbox_imported_across_restarts(tag: &str, window: usize) {
         .a
         .bridge(&format!("{A_CONNECT} import=mailbox:jobs window={other}"));
     sender.finish(Duration::from_secs(60));
-    let outcome = receiver.expect_prefix(
-        &format!("received {N} in order, "),
-        Duration::from_secs(200),
-    );
-    receiver.finish(Duration::from_secs(10));
-    assert_eq!(
-        outcome,
-        format!("received {N} in order, no duplicate"),
-        "a message delivered twice across the restarts"
-    );
+    expect_exactly_once(receiver, N);
     // Drained: the importing host's chain is down to its last ring.
-    let left = hosts
-        .a
-        .run("ls", &["/dev/shm"])
-        .unwrap_or_default()
-        .lines()
-        .filter(|f| f.starts_with("ipckit.mailbox-chain.") && f.ends_with(".jobs"))
-        .count();
+    let left = chained_rings(&hosts.a);
     assert!(left <= 1, "{left} chained rings left on the importing host");
     drop(a);
 }
